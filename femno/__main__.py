@@ -1,0 +1,5 @@
+import sys
+
+from femno.cli.main import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""The ``femno`` command line: one sub-command module per capability."""

@@ -1,0 +1,67 @@
+"""Entry point of the ``femno`` command.
+
+Exit codes: 0 success, 2 bad input (unknown name, unreadable file, ...),
+3 a solver did not converge, 4 an optional dependency is missing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from femno import __version__
+from femno.errors import ConvergenceError, FemnoError, MissingDependencyError
+
+EXIT_INPUT, EXIT_NOT_CONVERGED, EXIT_MISSING_DEP = 2, 3, 4
+
+DESCRIPTION = """\
+femno: finite elements and neural operators.
+
+Assemble parametric PDE families with scikit-fem and solve them with Krylov methods
+and AMG on scipy/pyamg or PETSc.
+
+examples:
+  femno info                                  versions, backends, devices
+  femno solve darcy --n 256 --pc amg          log-normal Darcy flow, AMG-PCG
+  femno solve helmholtz --solver gmres --pc ilu --json
+  femno solve darcy --backend petsc --pc hypre --petsc-option pc_hypre_boomeramg_strong_threshold=0.5
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from femno.cli import info, solve
+
+    parser = argparse.ArgumentParser(
+        prog="femno", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--version", action="version", version=f"femno {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    info.add_parser(sub)
+    solve.add_parser(sub)
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    try:
+        return int(args.func(args) or 0)
+    except MissingDependencyError as exc:
+        print(f"femno: error: {exc}", file=sys.stderr)
+        return EXIT_MISSING_DEP
+    except ConvergenceError as exc:
+        print(f"femno: error: {exc}", file=sys.stderr)
+        return EXIT_NOT_CONVERGED
+    except FemnoError as exc:
+        print(f"femno: error: {exc}", file=sys.stderr)
+        return EXIT_INPUT
+    except KeyboardInterrupt:
+        print("femno: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,24 @@
+"""Shared pytest configuration.
+
+Tests marked ``petsc`` are skipped when petsc4py is missing, *except* under CI
+(``CI`` set in the environment), where the PETSc backend must be built and tested:
+there a missing petsc4py is an error, not a skip.
+"""
+
+import importlib.util
+import os
+
+import pytest
+
+HAVE_PETSC = importlib.util.find_spec("petsc4py") is not None
+
+
+def pytest_collection_modifyitems(config, items):
+    if HAVE_PETSC:
+        return
+    if os.environ.get("CI"):
+        raise pytest.UsageError("CI is set but petsc4py is not installed: .ci/run must install it")
+    skip = pytest.mark.skip(reason="petsc4py not installed (pip install 'femno[petsc]')")
+    for item in items:
+        if "petsc" in item.keywords:
+            item.add_marker(skip)
