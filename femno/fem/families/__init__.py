@@ -1,0 +1,65 @@
+r"""Parametric problem families producing condensed linear systems.
+
+=============  =============================================================  =====
+name           problem                                                        SPD
+=============  =============================================================  =====
+poisson        :math:`-\Delta u = f`, random sine-series source (fixed A)      yes
+darcy          :math:`-\nabla\cdot(a\nabla u) = f`, log-normal :math:`a`       yes
+darcy-pwc      same, :math:`a` piecewise constant on a k x k checkerboard      yes
+helmholtz      :math:`-\Delta u - k(x)^2 u = f`                                no
+heat           :math:`(M + \Delta t K(a)) u = M u_{prev} + \Delta t F`         yes
+elasticity     plane strain, log-normal E, clamped left edge                   yes
+=============  =============================================================  =====
+
+>>> sys = sample_system(get_family("darcy", n=8), seed=0)
+>>> sys.A.shape == (sys.dofs, sys.dofs), sys.b.shape
+(True, (49,))
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from femno.errors import InputError
+from femno.fem.families.base import Family, LinearSystem
+from femno.fem.families.elasticity import Elasticity
+from femno.fem.families.scalar import Darcy, DarcyPWC, Heat, Helmholtz, Poisson
+
+__all__ = [
+    "Family",
+    "LinearSystem",
+    "FAMILIES",
+    "get_family",
+    "sample_system",
+    "Poisson",
+    "Darcy",
+    "DarcyPWC",
+    "Helmholtz",
+    "Heat",
+    "Elasticity",
+]
+
+FAMILIES: dict[str, type] = {
+    cls.name: cls for cls in (Poisson, Darcy, DarcyPWC, Helmholtz, Heat, Elasticity)
+}
+
+
+def get_family(name: str, **options) -> Family:
+    """Instantiate a family by name (see :data:`FAMILIES`); options go to its constructor.
+
+    >>> get_family("poisson", n=4).name
+    'poisson'
+    """
+    if name not in FAMILIES:
+        raise InputError(f"unknown family {name!r}; valid names: {sorted(FAMILIES)}")
+    return FAMILIES[name](**options)
+
+
+def sample_system(family: Family | str, seed: int | np.random.Generator) -> LinearSystem:
+    """Sample parameters with ``np.random.default_rng(seed)`` and assemble the system."""
+    if isinstance(family, str):
+        family = get_family(family)
+    if not isinstance(family, Family):
+        raise InputError(f"family must be a Family or a name, got {type(family).__name__}")
+    rng = np.random.default_rng(seed)
+    return family.assemble(family.sample(rng))

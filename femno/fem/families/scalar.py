@@ -1,0 +1,348 @@
+r"""Scalar families: Poisson, Darcy (log-normal and checkerboard), Helmholtz, heat.
+
+All use homogeneous Dirichlet conditions on the whole boundary and assemble through
+scikit-fem forms with coefficients given at the quadrature points.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import skfem
+from skfem.helpers import dot, grad
+from skfem.models.poisson import laplace, mass
+
+from femno.errors import InputError
+from femno.fem.families.base import Family, fourier_source, positive_number
+
+__all__ = ["Poisson", "Darcy", "DarcyPWC", "Helmholtz", "Heat"]
+
+
+@skfem.BilinearForm
+def _diffusion(u, v, w):
+    return w.a * dot(grad(u), grad(v))
+
+
+@skfem.BilinearForm
+def _weighted_mass(u, v, w):
+    return w.c * u * v
+
+
+@skfem.LinearForm
+def _source(v, w):
+    return w.f * v
+
+
+def _int_option(value, name: str, low: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+        raise InputError(f"option {name!r} must be an integer >= {low}, got {value!r}")
+    return int(value)
+
+
+class _ScalarFamily(Family):
+    """Shared helpers: cached Laplacian/mass, load vectors, Fourier sources."""
+
+    def _matrix(self, key: str):
+        if key not in self._cache:
+            form = {"laplace": laplace, "mass": mass}[key]
+            self._cache[key] = form.assemble(self.basis).tocsr()
+        return self._cache[key]
+
+    def _load(self, f) -> np.ndarray:
+        r"""Load vector :math:`\int f v` for f a number, callable f(x) or (nelems, nqp) array."""
+        if callable(f):
+            x = self.basis.mapping.F(self.basis.X)
+            f = np.asarray(f(x), dtype=np.float64)
+        if np.ndim(f) == 0:
+            fv = float(f)
+            if not np.isfinite(fv):
+                raise InputError(f"source f must be finite, got {f!r}")
+            if "unit_load" not in self._cache:
+                self._cache["unit_load"] = _source.assemble(self.basis, f=np.ones(self.qp_shape))
+            return fv * self._cache["unit_load"]
+        arr = self.coefficient(f, "f", positive=False)
+        return _source.assemble(self.basis, f=arr)
+
+    def _fourier_coef(self, rng, modes: int, decay: float) -> np.ndarray:
+        k = np.arange(1, modes + 1)
+        scale = (k[:, None] ** 2 + k[None, :] ** 2) ** (-decay / 2.0)
+        return rng.standard_normal((modes, modes)) * scale
+
+    def _fourier_at_qp(self, coef) -> np.ndarray:
+        coef = np.asarray(coef, dtype=np.float64)
+        if coef.ndim != 2 or coef.shape[0] != coef.shape[1] or not np.all(np.isfinite(coef)):
+            raise InputError(f"params['coef'] must be a finite (m, m) array, got {coef.shape}")
+        xi, eta = self.scaled_coords(self.basis.mapping.F(self.basis.X))
+        return fourier_source(xi, eta, coef)
+
+    def _log_field(self, rng) -> np.ndarray:
+        """Gaussian field g at the quadrature points (or per element), shape (nelems, nqp)."""
+        o = self.options
+        length = positive_number(o["length"], "length")
+        variance = positive_number(o["variance"], "variance")
+        if o.get("coefficient_at", "quadrature") == "element":
+            from femno.fem.random_fields import GaussianRandomField
+
+            key = ("grf-el", length, variance)
+            if key not in self._cache:
+                self._cache[key] = GaussianRandomField(length=length, variance=variance)
+            c = np.ascontiguousarray(self.mesh.p[:, self.mesh.t].mean(axis=1).T)
+            g = self._cache[key].sample(c, rng, bbox=(self.lo, self.hi))
+            return np.repeat(g[:, None], self.qp_shape[1], axis=1)
+        return self.random_field(rng, length=length, variance=variance)
+
+    def _check_common(self) -> None:
+        o = self.options
+        for key in ("length", "variance"):
+            if key in o:
+                positive_number(o[key], key)
+        if "modes" in o:
+            o["modes"] = _int_option(o["modes"], "modes")
+        if "coefficient_at" in o and o["coefficient_at"] not in ("quadrature", "element"):
+            raise InputError(
+                f"option 'coefficient_at' must be 'quadrature' or 'element', "
+                f"got {o['coefficient_at']!r}"
+            )
+        if "f" in o and not callable(o["f"]):
+            self._load(o["f"])  # validates
+
+    def _summary(self, name: str, arr) -> dict:
+        arr = np.asarray(arr)
+        return {
+            f"{name}_min": float(arr.min()),
+            f"{name}_max": float(arr.max()),
+            f"{name}_mean": float(arr.mean()),
+        }
+
+
+class Poisson(_ScalarFamily):
+    r"""Poisson problem :math:`-\Delta u = f`, :math:`u = 0` on :math:`\partial\Omega`.
+
+    The source is a random sine series over the bounding box (scaled to
+    :math:`[0,1]^2`): :math:`f = \sum_{p,q=1}^{m} c_{pq} \sin(p\pi\xi)\sin(q\pi\eta)`,
+    :math:`c_{pq} \sim N(0, (p^2+q^2)^{-\text{decay}})`.  The matrix is the same for
+    every sample.
+
+    Options: ``modes`` (m, default 4), ``decay`` (default 2.0).
+    Parameters: ``{"coef": (m, m) float64}``.
+
+    >>> import numpy as np
+    >>> fam = Poisson(n=8)
+    >>> sys = fam.assemble(fam.sample(np.random.default_rng(0)))
+    >>> sys.dofs, sys.meta["family"]
+    (49, 'poisson')
+    """
+
+    name = "poisson"
+    fixed_matrix = True
+    OPTIONS = {"modes": 4, "decay": 2.0}
+
+    def _setup(self):
+        self._check_common()
+        self.options["decay"] = float(self.options["decay"])
+
+    def sample(self, rng):
+        return {"coef": self._fourier_coef(rng, self.options["modes"], self.options["decay"])}
+
+    def assemble_full(self, params, *, matrix=True):
+        b = self._load(self._fourier_at_qp(params["coef"]))
+        return (self._matrix("laplace") if matrix else None), b
+
+    def features(self, params):
+        return np.asarray(params["coef"], dtype=np.float64).ravel()
+
+
+class Darcy(_ScalarFamily):
+    r"""Darcy flow :math:`-\nabla\cdot(a \nabla u) = f`, :math:`u = 0` on :math:`\partial\Omega`.
+
+    :math:`a = \exp(\mu + g)` with :math:`g` a squared-exponential Gaussian field
+    (:mod:`femno.fem.random_fields`) evaluated at the quadrature points
+    (``coefficient_at="quadrature"``) or element centroids (``"element"``).
+
+    Options: ``length`` (0.1), ``variance`` (1.0), ``mean`` (:math:`\mu`, 0.0),
+    ``f`` (number or callable ``f(x)``, 1.0), ``coefficient_at``.
+    Parameters: ``{"a": (nelems, nqp) float64}`` (a number or a per-element array is
+    accepted too); must be positive.
+
+    >>> import numpy as np
+    >>> fam = Darcy(n=8, length=0.3)
+    >>> sys = fam.assemble(fam.sample(np.random.default_rng(0)))
+    >>> bool(abs(sys.A - sys.A.T).max() < 1e-12)
+    True
+    """
+
+    name = "darcy"
+    OPTIONS = {
+        "length": 0.1,
+        "variance": 1.0,
+        "mean": 0.0,
+        "f": 1.0,
+        "coefficient_at": "quadrature",
+    }
+
+    def _setup(self):
+        self._check_common()
+        mu = self.options["mean"]
+        if not np.isfinite(float(mu)):
+            raise InputError(f"option 'mean' must be finite, got {mu!r}")
+
+    def sample(self, rng):
+        return {"a": np.exp(float(self.options["mean"]) + self._log_field(rng))}
+
+    def assemble_full(self, params, *, matrix=True):
+        a = self.coefficient(params["a"], "a")
+        return _diffusion.assemble(self.basis, a=a).tocsr(), self._load(self.options["f"])
+
+    def features(self, params):
+        a = self.coefficient(params["a"], "a")
+        return self.coarse(np.log(a).mean(axis=1))
+
+    def coefficient_summary(self, params):
+        return self._summary("a", params["a"])
+
+
+class DarcyPWC(_ScalarFamily):
+    r"""Darcy flow with a piecewise-constant coefficient on a ``k x k`` checkerboard.
+
+    The bounding box is cut into :math:`k \times k` equal cells; element :math:`e`
+    takes the value of the cell holding its centroid; values are uniform in
+    ``[low, high]``.
+
+    Options: ``k`` (4), ``low`` (1.0), ``high`` (10.0), ``f`` (1.0).
+    Parameters: ``{"values": (k, k) float64}`` (``values[i, j]``: cell ``i`` in x,
+    ``j`` in y), positive.
+    """
+
+    name = "darcy-pwc"
+    OPTIONS = {"k": 4, "low": 1.0, "high": 10.0, "f": 1.0}
+
+    def _setup(self):
+        self._check_common()
+        o = self.options
+        o["k"] = _int_option(o["k"], "k")
+        o["low"], o["high"] = positive_number(o["low"], "low"), positive_number(o["high"], "high")
+        if o["high"] < o["low"]:
+            raise InputError(f"option 'high' ({o['high']}) must be >= 'low' ({o['low']})")
+        k = o["k"]
+        xi, eta = self.scaled_coords(self.mesh.p[:, self.mesh.t].mean(axis=1))
+        self._cell = (
+            np.clip((xi * k).astype(np.int64), 0, k - 1),
+            np.clip((eta * k).astype(np.int64), 0, k - 1),
+        )
+
+    def sample(self, rng):
+        k = self.options["k"]
+        return {"values": rng.uniform(self.options["low"], self.options["high"], (k, k))}
+
+    def _per_element(self, params):
+        k = self.options["k"]
+        vals = np.asarray(params["values"], dtype=np.float64)
+        if vals.shape != (k, k):
+            raise InputError(f"params['values'] must have shape ({k}, {k}), got {vals.shape}")
+        return self.coefficient(vals[self._cell], "values")
+
+    def assemble_full(self, params, *, matrix=True):
+        a = self._per_element(params)
+        return _diffusion.assemble(self.basis, a=a).tocsr(), self._load(self.options["f"])
+
+    def features(self, params):
+        return np.log(np.asarray(params["values"], dtype=np.float64)).ravel()
+
+    def coefficient_summary(self, params):
+        return self._summary("a", params["values"])
+
+
+class Helmholtz(_ScalarFamily):
+    r"""Helmholtz problem :math:`-\Delta u - k(x)^2 u = f`, :math:`u=0` on :math:`\partial\Omega`.
+
+    :math:`k(x) = k_0 \exp(g(x))` with :math:`g` a Gaussian field; the source is the
+    random sine series of :class:`Poisson`.  The matrix :math:`K - M_{k^2}` is
+    symmetric and indefinite once :math:`k_0^2` exceeds the smallest Dirichlet
+    eigenvalue (:math:`2\pi^2` on the unit square).
+
+    Options: ``k`` (:math:`k_0`, 10.0), ``length`` (0.2), ``variance`` (0.05),
+    ``modes`` (4), ``decay`` (2.0).
+    Parameters: ``{"k": (nelems, nqp), "coef": (m, m)}``.
+    """
+
+    name = "helmholtz"
+    spd = False
+    OPTIONS = {"k": 10.0, "length": 0.2, "variance": 0.05, "modes": 4, "decay": 2.0}
+
+    def _setup(self):
+        self._check_common()
+        self.options["k"] = positive_number(self.options["k"], "k")
+        self.options["decay"] = float(self.options["decay"])
+
+    def sample(self, rng):
+        o = self.options
+        k = o["k"] * np.exp(self._log_field(rng))
+        return {"k": k, "coef": self._fourier_coef(rng, o["modes"], o["decay"])}
+
+    def assemble_full(self, params, *, matrix=True):
+        k = self.coefficient(params["k"], "k", positive=False)
+        A = self._matrix("laplace") - _weighted_mass.assemble(self.basis, c=k**2)
+        return A.tocsr(), self._load(self._fourier_at_qp(params["coef"]))
+
+    def features(self, params):
+        k = np.abs(self.coefficient(params["k"], "k", positive=False)).mean(axis=1)
+        return np.concatenate([self.coarse(k), np.asarray(params["coef"], float).ravel()])
+
+    def coefficient_summary(self, params):
+        return self._summary("k", params["k"])
+
+
+class Heat(_ScalarFamily):
+    r"""One implicit Euler step of :math:`u_t - \nabla\cdot(a\nabla u) = f`:
+
+    .. math:: (M + \Delta t\, K(a))\, u = M u_{\mathrm{prev}} + \Delta t\, F,
+
+    homogeneous Dirichlet; :math:`a` log-normal as in :class:`Darcy`;
+    :math:`u_{\mathrm{prev}}` a random sine series interpolated at the dofs.
+
+    Options: ``dt`` (0.01), ``length`` (0.1), ``variance`` (1.0), ``mean`` (0.0),
+    ``f`` (1.0), ``modes`` (4), ``coefficient_at``.
+    Parameters: ``{"a": (nelems, nqp), "u_prev": (N,)}``.
+    """
+
+    name = "heat"
+    OPTIONS = {
+        "dt": 0.01,
+        "length": 0.1,
+        "variance": 1.0,
+        "mean": 0.0,
+        "f": 1.0,
+        "modes": 4,
+        "coefficient_at": "quadrature",
+    }
+
+    def _setup(self):
+        self._check_common()
+        self.options["dt"] = positive_number(self.options["dt"], "dt")
+
+    def sample(self, rng):
+        o = self.options
+        a = np.exp(float(o["mean"]) + self._log_field(rng))
+        coef = self._fourier_coef(rng, o["modes"], 2.0)
+        xi, eta = self.scaled_coords(self.basis.doflocs)
+        return {"a": a, "u_prev": fourier_source(xi, eta, coef)}
+
+    def _u_prev(self, params):
+        u = np.asarray(params["u_prev"], dtype=np.float64)
+        if u.shape != (self.basis.N,) or not np.all(np.isfinite(u)):
+            raise InputError(f"params['u_prev'] must be finite with shape ({self.basis.N},)")
+        return u
+
+    def assemble_full(self, params, *, matrix=True):
+        a = self.coefficient(params["a"], "a")
+        dt = self.options["dt"]
+        M = self._matrix("mass")
+        A = (M + dt * _diffusion.assemble(self.basis, a=a)).tocsr()
+        return A, M @ self._u_prev(params) + dt * self._load(self.options["f"])
+
+    def features(self, params):
+        a = self.coefficient(params["a"], "a")
+        u = self._u_prev(params)[self.basis.element_dofs].mean(axis=0)
+        return np.concatenate([self.coarse(np.log(a).mean(axis=1)), self.coarse(u)])
+
+    def coefficient_summary(self, params):
+        return self._summary("a", params["a"])
