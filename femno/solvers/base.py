@@ -50,7 +50,7 @@ class Preconditioner(ABC):
         self.setup_s = 0.0
         self.shape = None
 
-    def setup(self, A) -> "Preconditioner":
+    def setup(self, A) -> Preconditioner:
         """Build the preconditioner for ``A`` (sparse, shape ``(n, n)``); returns self."""
         t = time.perf_counter()
         self._setup(sp.csr_matrix(A))
@@ -58,7 +58,7 @@ class Preconditioner(ABC):
         self.setup_s = time.perf_counter() - t
         return self
 
-    def update(self, A) -> "Preconditioner":
+    def update(self, A) -> Preconditioner:
         """New values, same pattern: reuse what can be reused. Default: full setup."""
         return self.setup(A)
 

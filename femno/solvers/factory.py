@@ -1,0 +1,263 @@
+"""The public solver factory, :func:`krylov` (scikit-fem's solver-factory idiom).
+
+>>> import numpy as np, scipy.sparse as sp
+>>> T = sp.diags([-1.0, 2.0, -1.0], [-1, 0, 1], shape=(20, 20))
+>>> A = (sp.kron(T, sp.eye(20)) + sp.kron(sp.eye(20), T)).tocsr()
+>>> solver = krylov("cg", pc="amg", rtol=1e-10)
+>>> x = solver(A, np.ones(400))
+>>> solver.stats.converged, solver.stats.iterations < 20
+(True, True)
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import warnings
+
+import numpy as np
+
+from femno.errors import ConvergenceError, InputError, MissingDependencyError
+from femno.solvers import krylov as _k
+from femno.solvers.base import Preconditioner, check_system
+from femno.solvers.precond import SYMMETRIC, make_preconditioner
+from femno.solvers.stats import SolveStats
+
+__all__ = ["krylov", "KrylovSolver", "METHODS", "BACKENDS"]
+
+#: method name -> numpy implementation
+METHODS = {
+    "cg": _k.cg,
+    "fcg": _k.fcg,
+    "gmres": _k.gmres,
+    "fgmres": _k.fgmres,
+    "minres": _k.minres,
+}
+BACKENDS = ("scipy", "petsc")
+_NEEDS_SYMMETRIC_PC = ("cg", "minres")
+
+
+def _check_pc_symmetry(method: str, name: str, symmetric: bool):
+    if method in _NEEDS_SYMMETRIC_PC and not symmetric:
+        raise InputError(
+            f"preconditioner {name!r} is not symmetric, so {method!r} cannot use it; "
+            "use method='fcg' (SPD matrices) or 'fgmres'/'gmres'"
+        )
+
+
+class KrylovSolver:
+    """A configured Krylov solver: ``solver(A, b, x0=None) -> x``.
+
+    Build it with :func:`krylov`. Each call validates the system, sets up (or
+    updates, or reuses) the preconditioner, iterates, recomputes the true final
+    relative residual :math:`\\|b - A x\\|_2 / \\|b\\|_2`, stores a
+    :class:`~femno.solvers.stats.SolveStats` in ``solver.stats`` and appends it to
+    ``solver.history``. Extra keyword arguments (as passed by ``skfem.solve``)
+    are ignored.
+
+    Attributes
+    ----------
+    pc : Preconditioner
+        The preconditioner instance (created at the first call for a name).
+    stats : SolveStats or None
+        Statistics of the last solve.
+    history : list of SolveStats
+        Statistics of all solves.
+    info : dict
+        The raw ``info`` dict of the last method call.
+    """
+
+    def __init__(self, method, *, pc, rtol, atol, maxiter, restart, on_fail, reuse_pc,
+                 pc_options, callback, mmax=1):
+        self.method = method
+        self.rtol, self.atol, self.maxiter, self.restart = rtol, atol, maxiter, restart
+        self.on_fail, self.reuse_pc, self.callback, self.mmax = on_fail, reuse_pc, callback, mmax
+        self.pc_options = dict(pc_options or {})
+        if isinstance(pc, Preconditioner):
+            self.pc, self.pc_name = pc, pc.name
+            _check_pc_symmetry(method, pc.name, pc.symmetric)
+        else:
+            self.pc_name = str(pc).lower()
+            self.pc = make_preconditioner(self.pc_name, **self.pc_options)
+            _check_pc_symmetry(method, self.pc_name, SYMMETRIC.get(self.pc_name, True))
+        self.stats: SolveStats | None = None
+        self.history: list[SolveStats] = []
+        self.info: dict = {}
+        self._key = None  # (indptr, indices, data) of the matrix the pc was built for
+
+    def __repr__(self):
+        return (f"KrylovSolver({self.method!r}, pc={self.pc_name!r}, rtol={self.rtol}, "
+                f"atol={self.atol}, maxiter={self.maxiter}, reuse_pc={self.reuse_pc})")
+
+    def _prepare_pc(self, A) -> float:
+        """Setup / update / skip; returns the seconds spent."""
+        pc = self.pc
+        key = self._key
+        same_pattern = (
+            self.reuse_pc and key is not None and pc.shape == A.shape
+            and np.array_equal(key[0], A.indptr) and np.array_equal(key[1], A.indices)
+        )
+        if same_pattern and np.array_equal(key[2], A.data):
+            return 0.0
+        if same_pattern:
+            pc.update(A)
+        else:
+            pc.setup(A)
+        self._key = (A.indptr.copy(), A.indices.copy(), A.data.copy()) if self.reuse_pc else None
+        _check_pc_symmetry(self.method, self.pc_name, pc.symmetric)
+        return pc.setup_s
+
+    def __call__(self, A, b, x0=None, **ignored):
+        A, b, x0 = check_system(A, b, x0)
+        setup_s = self._prepare_pc(A)
+        M = None if self.pc.name == "none" else self.pc.apply
+        opts = {}
+        if self.method in ("gmres", "fgmres"):
+            opts["restart"] = self.restart
+        elif self.method == "fcg":
+            opts["mmax"] = self.mmax
+        t = time.perf_counter()
+        x, info = METHODS[self.method](A, b, x0=x0, M=M, rtol=self.rtol, atol=self.atol,
+                                       maxiter=self.maxiter, callback=self.callback, **opts)
+        solve_s = time.perf_counter() - t
+        self.info = info
+        bnorm = float(np.linalg.norm(b))
+        rnorm = float(np.linalg.norm(b - A @ x))
+        residual = rnorm / bnorm if bnorm > 0 else rnorm
+        converged = bool(rnorm <= max(self.rtol * bnorm, self.atol))
+        reason = info["reason"]
+        if not converged and reason == "rtol":
+            reason = "rtol not met by true residual"
+        self.stats = SolveStats(
+            method=self.method, pc=self.pc_name, backend="scipy", n=A.shape[0],
+            rtol=self.rtol, iterations=info["iterations"], residuals=list(info["residuals"]),
+            residual=residual, residual_kind=info["residual_kind"], converged=converged,
+            setup_s=setup_s, solve_s=solve_s, reason=reason,
+        )
+        self.history.append(self.stats)
+        if not converged:
+            msg = (f"{self.method} with preconditioner {self.pc_name!r} did not converge: "
+                   f"{info['iterations']} iterations, relative residual {residual:.3e} > "
+                   f"rtol {self.rtol:.1e} (reason: {reason})")
+            if self.on_fail == "raise":
+                raise ConvergenceError(msg, stats=self.stats, x=x)
+            if self.on_fail == "warn":
+                warnings.warn(msg, RuntimeWarning, stacklevel=2)
+        return x
+
+
+def krylov(method: str = "cg", *, pc="none", rtol: float = 1e-8, atol: float = 0.0,
+           maxiter: int | None = None, restart: int = 30, backend: str = "scipy",
+           on_fail: str = "raise", reuse_pc: bool = False, pc_options: dict | None = None,
+           petsc_options: dict | None = None, callback=None, mmax: int = 1):
+    """Krylov solver factory: ``skfem.solve(A, b, solver=krylov("cg", pc="amg"))``.
+
+    Solves :math:`A x = b` until :math:`\\|b - A x\\|_2 \\le \\max(\\mathrm{rtol}\\,
+    \\|b\\|_2, \\mathrm{atol})`.
+
+    Parameters
+    ----------
+    method : {"cg", "fcg", "gmres", "fgmres", "minres", "direct"}
+        ``cg``: SPD ``A``, SPD fixed ``M``; ``fcg``: SPD ``A``, any (even
+        variable) ``M``; ``gmres``/``fgmres``: general ``A``, right
+        preconditioning (``fgmres`` for variable ``M``); ``minres``: symmetric
+        indefinite ``A``, SPD ``M``; ``direct``: returns :func:`~femno.solvers.direct`.
+    pc : str or Preconditioner
+        A name from :data:`~femno.solvers.precond.PRECONDITIONERS` (``"none"``,
+        ``"jacobi"``, ``"ssor"``, ``"ilu"``, ``"ic"``, ``"amg"``/``"amg-sa"``,
+        ``"amg-rs"``) or an instance.
+    rtol, atol : float
+        Relative (``> 0``) and absolute tolerance.
+    maxiter : int, optional
+        Iteration limit (default ``min(max(10 n, 20), 20000)``).
+    restart : int
+        GMRES/FGMRES restart length ``m``.
+    backend : {"scipy", "petsc"}
+        ``"petsc"`` returns ``femno.solvers.petsc_backend.PetscKrylov`` with the
+        same options (it validates method and pc itself, accepts more of both, and
+        raises :class:`~femno.errors.MissingDependencyError` without petsc4py when
+        used); ``method="direct"`` maps to PETSc ``preonly`` with ``pc="lu"``.
+    on_fail : {"raise", "warn", "ignore"}
+        Non-convergence raises :class:`~femno.errors.ConvergenceError` (with
+        ``stats`` and the last ``x``), or warns (``RuntimeWarning``) and returns
+        ``x``, or only records it in ``stats.converged``.
+    reuse_pc : bool
+        Keep the preconditioner between calls: identical matrix -> no setup,
+        same sparsity pattern with new values -> ``pc.update(A)`` (AMG keeps its
+        hierarchy), otherwise a new setup.
+    pc_options : dict, optional
+        Keyword options of the preconditioner (``drop_tol``, ``strength``, ...).
+    petsc_options : dict, optional
+        Extra PETSc options database entries (PETSc backend only).
+    callback : callable, optional
+        ``callback(x)`` after each iteration (each restart cycle for GMRES/FGMRES).
+        (The PETSc backend calls ``callback(iteration, relative_residual)``.)
+    mmax : int
+        FCG truncation (number of kept directions).
+
+    Returns
+    -------
+    KrylovSolver
+        (or a :class:`~femno.solvers.direct.DirectSolver` for ``method="direct"``,
+        or a ``PetscKrylov`` for ``backend="petsc"``).
+
+    Examples
+    --------
+    >>> import numpy as np, scipy.sparse as sp
+    >>> A = sp.diags([-1.0, 2.0, -1.0], [-1, 0, 1], shape=(100, 100), format="csr")
+    >>> solver = krylov("gmres", pc="ilu", restart=10)
+    >>> x = solver(A, np.ones(100))
+    >>> solver.stats.method, solver.stats.pc, solver.stats.converged
+    ('gmres', 'ilu', True)
+    >>> krylov("cg", pc="ilu")
+    Traceback (most recent call last):
+    ...
+    femno.errors.InputError: preconditioner 'ilu' is not symmetric, so 'cg' cannot use it; use method='fcg' (SPD matrices) or 'fgmres'/'gmres'
+    """
+    method = str(method).lower()
+    if backend not in BACKENDS:
+        raise InputError(f"unknown backend {backend!r}; valid: {', '.join(BACKENDS)}")
+    if backend == "scipy" and method not in METHODS and method != "direct":
+        raise InputError(f"unknown Krylov method {method!r}; valid: {', '.join(METHODS)}, direct")
+    try:
+        rtol, atol = float(rtol), float(atol)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"rtol and atol must be numbers, got {rtol!r}, {atol!r}") from exc
+    if not (math.isfinite(rtol) and rtol > 0):
+        raise InputError(f"rtol must be a positive finite number, got {rtol!r}")
+    if not (math.isfinite(atol) and atol >= 0):
+        raise InputError(f"atol must be a non-negative finite number, got {atol!r}")
+    if maxiter is not None and (int(maxiter) != maxiter or maxiter < 1):
+        raise InputError(f"maxiter must be a positive integer or None, got {maxiter!r}")
+    if int(restart) != restart or restart < 1:
+        raise InputError(f"restart must be a positive integer, got {restart!r}")
+    if int(mmax) != mmax or mmax < 1:
+        raise InputError(f"mmax must be a positive integer, got {mmax!r}")
+    if on_fail not in ("raise", "warn", "ignore"):
+        raise InputError(f"on_fail must be 'raise', 'warn' or 'ignore', got {on_fail!r}")
+    if isinstance(pc, Preconditioner) and pc_options:
+        raise InputError("pc_options only apply when pc is given by name")
+    if petsc_options and backend != "petsc":
+        raise InputError("petsc_options need backend='petsc'")
+
+    if backend == "petsc":
+        if mmax != 1:
+            raise InputError("mmax is an option of the scipy backend's fcg only")
+        try:  # lazy: petsc_backend imports petsc4py only when used
+            from femno.solvers.petsc_backend import PetscKrylov
+        except ModuleNotFoundError as exc:  # pragma: no cover - module ships with femno
+            raise MissingDependencyError("petsc4py", "petsc", "the PETSc backend") from exc
+        if method == "direct":
+            method, pc = "preonly", ("lu" if isinstance(pc, str) and pc == "none" else pc)
+        return PetscKrylov(method, pc=pc, rtol=rtol, atol=atol, maxiter=maxiter,
+                           restart=restart, on_fail=on_fail, reuse_pc=reuse_pc,
+                           pc_options=pc_options, petsc_options=petsc_options,
+                           callback=callback)
+    if method == "direct":
+        from femno.solvers.direct import direct
+
+        return direct(backend="scipy")
+    return KrylovSolver(method, pc=pc, rtol=rtol, atol=atol,
+                        maxiter=None if maxiter is None else int(maxiter),
+                        restart=int(restart), on_fail=on_fail, reuse_pc=bool(reuse_pc),
+                        pc_options=pc_options, callback=callback, mmax=int(mmax))

@@ -1,0 +1,372 @@
+"""Preconditioners: Jacobi, SSOR, ILU, incomplete Cholesky and algebraic multigrid.
+
+Each one is a :class:`~femno.solvers.base.Preconditioner`: ``setup(A)`` builds it,
+``apply(r)`` returns :math:`z = M^{-1} r`, ``update(A)`` takes new values on the
+same sparsity pattern. Build them by name::
+
+    pc = make_preconditioner("amg", strength="symmetric").setup(A)
+
+========== ==================================================== =========
+name       :math:`M`                                            symmetric
+========== ==================================================== =========
+none       :math:`I`                                            yes
+jacobi     :math:`D = \\operatorname{diag}(A)`                   yes
+ssor       :math:`\\frac{1}{\\omega(2-\\omega)}(D+\\omega L)D^{-1}(D+\\omega U)` yes
+ilu        :math:`\\tilde L\\tilde U` (scipy ``spilu``, SuperLU ILUTP)   no
+ic         :math:`\\tilde L\\tilde L^T` (ilupp IC(0) / ICholT)        yes
+amg-sa     one smoothed-aggregation V-cycle (pyamg)             yes
+amg-rs     one Ruge-Stuben V-cycle (pyamg)                      yes
+========== ==================================================== =========
+
+``"amg"`` is an alias of ``"amg-sa"``.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+import numpy as np
+import scipy.sparse as sp
+import scipy.sparse.linalg as spla
+
+from femno.errors import InputError, MissingDependencyError
+from femno.solvers.base import Preconditioner
+
+__all__ = [
+    "NoPreconditioner",
+    "JacobiPreconditioner",
+    "SSORPreconditioner",
+    "ILUPreconditioner",
+    "ICPreconditioner",
+    "AMGPreconditioner",
+    "PRECONDITIONERS",
+    "make_preconditioner",
+]
+
+
+class NoPreconditioner(Preconditioner):
+    """The identity, :math:`M = I`.
+
+    >>> import numpy as np, scipy.sparse as sp
+    >>> NoPreconditioner().setup(sp.eye(2)).apply(np.array([1.0, 2.0]))
+    array([1., 2.])
+    """
+
+    name = "none"
+
+    def _setup(self, A):
+        pass
+
+    def apply(self, r):
+        return np.array(r, dtype=np.float64)
+
+
+def _diagonal(A, who):
+    d = A.diagonal()
+    bad = np.flatnonzero(d == 0)
+    if bad.size:
+        raise InputError(f"{who} preconditioner: zero diagonal entry in row {bad[0]}")
+    return d
+
+
+class JacobiPreconditioner(Preconditioner):
+    """Diagonal (Jacobi) scaling, :math:`z_i = r_i / a_{ii}`.
+
+    >>> import numpy as np, scipy.sparse as sp
+    >>> pc = JacobiPreconditioner().setup(sp.diags([2.0, 4.0]))
+    >>> pc.apply(np.ones(2))
+    array([0.5 , 0.25])
+    """
+
+    name = "jacobi"
+
+    def _setup(self, A):
+        self.inv_diag = 1.0 / _diagonal(A, "jacobi")
+
+    def apply(self, r):
+        return self.inv_diag * r
+
+
+class SSORPreconditioner(Preconditioner):
+    """One symmetric SOR sweep from a zero initial guess (pyamg's compiled kernel).
+
+    For ``A = L + D + U`` this applies
+
+    .. math:: M = \\frac{1}{\\omega(2-\\omega)} (D + \\omega L) D^{-1} (D + \\omega U),
+
+    which is SPD for SPD ``A`` and :math:`0 < \\omega < 2`.
+
+    >>> import numpy as np, scipy.sparse as sp
+    >>> A = sp.diags([-1.0, 2.0, -1.0], [-1, 0, 1], shape=(5, 5), format="csr")
+    >>> z = SSORPreconditioner(omega=1.0).setup(A).apply(np.ones(5))
+    >>> bool(np.all(z > 0))
+    True
+    """
+
+    name = "ssor"
+
+    def __init__(self, *, omega: float = 1.0):
+        super().__init__()
+        if not 0.0 < omega < 2.0:
+            raise InputError(f"ssor: omega must lie in (0, 2), got {omega}")
+        self.omega = float(omega)
+
+    def _setup(self, A):
+        from pyamg.relaxation.relaxation import sor
+
+        _diagonal(A, "ssor")
+        A = A.copy()
+        A.sort_indices()
+        self.A, self._sor = A, sor
+
+    def apply(self, r):
+        z = np.zeros_like(r, dtype=np.float64)
+        self._sor(self.A, z, np.asarray(r, dtype=np.float64), self.omega, iterations=1,
+            sweep="symmetric")
+        return z
+
+
+class ILUPreconditioner(Preconditioner):
+    """Incomplete LU from scipy's :func:`~scipy.sparse.linalg.spilu` (SuperLU ILUTP).
+
+    Entries below ``drop_tol`` (relative) are dropped and the factors hold at most
+    ``fill_factor`` times the nonzeros of ``A``. The default ordering
+    ``permc_spec="MMD_AT_PLUS_A"`` suits the structurally symmetric matrices of
+    finite elements (SuperLU's COLAMD default exhausts ``fill_factor`` on a
+    128^2 Laplacian and the truncated factors need ~50x more iterations;
+    other ``spilu`` keywords pass through). Row/column pivoting makes
+    :math:`M` nonsymmetric, so use it with GMRES/FGMRES/FCG, not CG/MINRES.
+
+    >>> import numpy as np, scipy.sparse as sp
+    >>> A = sp.diags([-1.0, 2.0, -1.0], [-1, 0, 1], shape=(5, 5), format="csr")
+    >>> pc = ILUPreconditioner(drop_tol=0.0, fill_factor=10).setup(A)
+    >>> bool(np.allclose(A @ pc.apply(np.ones(5)), 1.0))
+    True
+    """
+
+    name = "ilu"
+    symmetric = False
+
+    def __init__(self, *, drop_tol: float = 1e-4, fill_factor: float = 10.0,
+                 permc_spec: str = "MMD_AT_PLUS_A", **spilu_options):
+        super().__init__()
+        unknown = set(spilu_options) - set(inspect.signature(spla.spilu).parameters)
+        if unknown:
+            raise TypeError(f"unexpected spilu options {sorted(unknown)}")
+        self.options = dict(drop_tol=drop_tol, fill_factor=fill_factor, permc_spec=permc_spec,
+                            **spilu_options)
+
+    def _setup(self, A):
+        try:
+            self.ilu = spla.spilu(A.tocsc(), **self.options)
+        except RuntimeError as exc:  # "Factor is exactly singular"
+            raise InputError(f"ilu preconditioner failed: {exc}") from exc
+
+    def apply(self, r):
+        return self.ilu.solve(np.asarray(r, dtype=np.float64))
+
+
+class ICPreconditioner(Preconditioner):
+    """Incomplete Cholesky :math:`A \\approx \\tilde L \\tilde L^T` from ilupp.
+
+    ``fill_in=0, threshold=0`` (default) is IC(0), same pattern as ``A``;
+    otherwise ICholT (Lin & More 1999) with ``fill_in`` extra nonzeros per column
+    and relative drop ``threshold``. ``A`` must be SPD; a failed factorisation
+    (nonpositive pivot) raises :class:`~femno.errors.InputError`.
+
+    >>> import numpy as np, scipy.sparse as sp
+    >>> A = sp.diags([-1.0, 2.0, -1.0], [-1, 0, 1], shape=(5, 5), format="csr")
+    >>> pc = ICPreconditioner().setup(A)      # tridiagonal: IC(0) is exact
+    >>> bool(np.allclose(A @ pc.apply(np.ones(5)), 1.0))
+    True
+    """
+
+    name = "ic"
+
+    def __init__(self, *, fill_in: int = 0, threshold: float = 0.0):
+        super().__init__()
+        try:
+            import ilupp
+        except ImportError as exc:
+            raise MissingDependencyError("ilupp", "ic", "incomplete Cholesky") from exc
+        self._ilupp = ilupp
+        self.fill_in, self.threshold = int(fill_in), float(threshold)
+
+    def _setup(self, A):
+        A = sp.csr_matrix(A, copy=True)  # ilupp sorts indices in place
+        if self.fill_in == 0 and self.threshold == 0.0:
+            self.ic = self._ilupp.IChol0Preconditioner(A)
+        else:
+            self.ic = self._ilupp.ICholTPreconditioner(A, self.fill_in, self.threshold)
+        if not np.all(np.isfinite(self.apply(np.ones(A.shape[0])))):
+            raise InputError("ic preconditioner: factorisation broke down (is A SPD?)")
+
+    def apply(self, r):
+        z = np.array(r, dtype=np.float64)
+        self.ic.apply(z)
+        return z
+
+
+def _default(fn, name):
+    return inspect.signature(fn).parameters[name].default
+
+
+class AMGPreconditioner(Preconditioner):
+    """One algebraic-multigrid cycle (pyamg) as preconditioner.
+
+    ``kind="sa"`` uses :func:`pyamg.smoothed_aggregation_solver`, ``kind="rs"``
+    :func:`pyamg.ruge_stuben_solver`; other keywords go to that function. With the
+    default symmetric smoothers the V-cycle is a fixed SPD operator for SPD ``A``.
+
+    :meth:`update` with a matrix on the same sparsity pattern *keeps the
+    hierarchy* (aggregates/C-F splitting and the prolongators :math:`P_l`,
+    :math:`R_l`) and only recomputes the Galerkin operators
+    :math:`A_{l+1} = R_l A_l P_l`, the smoothers and the coarse-grid solver.
+    For a different pattern it falls back to a full setup.
+
+    >>> import numpy as np, scipy.sparse as sp
+    >>> T = sp.diags([-1.0, 2.0, -1.0], [-1, 0, 1], shape=(30, 30))
+    >>> A = (sp.kron(T, sp.eye(30)) + sp.kron(sp.eye(30), T)).tocsr()
+    >>> pc = AMGPreconditioner("sa").setup(A)
+    >>> P0 = pc.ml.levels[0].P
+    >>> pc = pc.update(2.0 * A)
+    >>> pc.ml.levels[0].P is P0, pc.reused
+    (True, True)
+    """
+
+    symmetric = True
+
+    def __init__(self, kind: str = "sa", *, cycle: str = "V", **options):
+        super().__init__()
+        import pyamg
+
+        if kind == "sa":
+            self._build = pyamg.smoothed_aggregation_solver
+        elif kind == "rs":
+            self._build = pyamg.ruge_stuben_solver
+        else:
+            raise InputError(f"AMG kind must be 'sa' or 'rs', got {kind!r}")
+        allowed = set(inspect.signature(self._build).parameters) - {"A", "kwargs"}
+        unknown = set(options) - allowed - {"coarse_solver"}
+        if unknown:
+            raise TypeError(f"unexpected pyamg options {sorted(unknown)}")
+        self.kind, self.name = kind, f"amg-{kind}"
+        self.cycle = str(cycle).upper()
+        self.options = options
+        self.presmoother = options.get("presmoother", _default(self._build, "presmoother"))
+        self.postsmoother = options.get("postsmoother", _default(self._build, "postsmoother"))
+        self.coarse_solver = options.get("coarse_solver", "pinv")
+        self.ml = None
+        self.reused = False
+        self._pattern = None
+
+    def _setup(self, A):
+        try:
+            self.ml = self._build(A, **self.options)
+        except (TypeError, ValueError) as exc:
+            raise InputError(f"{self.name} setup failed: {exc}") from exc
+        self.reused = False
+        self.symmetric = bool(getattr(self.ml, "symmetric_smoothing", True))
+        self._pattern = (A.indptr.copy(), A.indices.copy())
+
+    def update(self, A):
+        """Same pattern: keep the prolongators, redo Galerkin products, smoothers and coarse solve."""
+        import time
+
+        from pyamg.multilevel import coarse_grid_solver
+        from pyamg.relaxation.smoothing import change_smoothers
+
+        A = sp.csr_matrix(A, dtype=np.float64)
+        if (self.ml is None or self._pattern is None or A.shape != self.shape
+                or not np.array_equal(A.indptr, self._pattern[0])
+                or not np.array_equal(A.indices, self._pattern[1])):
+            return self.setup(A)
+        t = time.perf_counter()
+        levels = self.ml.levels
+        old = levels[0].A
+        A = A.copy()
+        if hasattr(old, "symmetry"):
+            A.symmetry = old.symmetry
+        levels[0].A = A
+        for fine, coarse in zip(levels[:-1], levels[1:], strict=True):
+            Ac = fine.R @ fine.A @ fine.P
+            if hasattr(coarse.A, "symmetry"):
+                Ac.symmetry = coarse.A.symmetry
+            coarse.A = Ac
+        change_smoothers(self.ml, self.presmoother, self.postsmoother)
+        self.ml.coarse_solver = coarse_grid_solver(self.coarse_solver)  # drops cached LU/pinv
+        self.reused = True
+        self.setup_s = time.perf_counter() - t
+        return self
+
+    def apply(self, r):
+        r = np.asarray(r, dtype=np.float64)
+        if self.cycle != "V":
+            return self.ml.solve(r, maxiter=1, cycle=self.cycle, tol=1e-300)
+        return self._vcycle(0, r)
+
+    def _vcycle(self, lvl, b):
+        """V-cycle from a zero initial guess (what pyamg's ``solve(maxiter=1)`` does,
+        without its two residual-norm evaluations)."""
+        levels = self.ml.levels
+        level = levels[lvl]
+        x = np.zeros_like(b)
+        level.presmoother(level.A, x, b)
+        coarse_b = level.R @ (b - level.A @ x)
+        if lvl == len(levels) - 2:
+            coarse_x = self.ml.coarse_solver(levels[-1].A, coarse_b)
+        else:
+            coarse_x = self._vcycle(lvl + 1, coarse_b)
+        x += level.P @ coarse_x
+        level.postsmoother(level.A, x, b)
+        return x
+
+    @property
+    def n_levels(self) -> int:
+        return 0 if self.ml is None else len(self.ml.levels)
+
+
+def _amg_sa(**options):
+    return AMGPreconditioner("sa", **options)
+
+
+def _amg_rs(**options):
+    return AMGPreconditioner("rs", **options)
+
+
+#: name -> constructor (keyword options only)
+PRECONDITIONERS = {
+    "none": NoPreconditioner,
+    "jacobi": JacobiPreconditioner,
+    "ssor": SSORPreconditioner,
+    "ilu": ILUPreconditioner,
+    "ic": ICPreconditioner,
+    "amg": _amg_sa,
+    "amg-sa": _amg_sa,
+    "amg-rs": _amg_rs,
+}
+
+#: whether each registered preconditioner is a fixed SPD operator (CG/MINRES may use it)
+SYMMETRIC = {"none": True, "jacobi": True, "ssor": True, "ilu": False, "ic": True,
+             "amg": True, "amg-sa": True, "amg-rs": True}
+
+
+def make_preconditioner(name: str, **options) -> Preconditioner:
+    """Build a preconditioner by registry name (not yet set up).
+
+    >>> make_preconditioner("jacobi").name
+    'jacobi'
+    >>> make_preconditioner("foo")
+    Traceback (most recent call last):
+    ...
+    femno.errors.InputError: unknown preconditioner 'foo'; valid: none, jacobi, ssor, ilu, ic, amg, amg-sa, amg-rs
+    """
+    key = str(name).lower()
+    if key not in PRECONDITIONERS:
+        raise InputError(
+            f"unknown preconditioner {name!r}; valid: {', '.join(PRECONDITIONERS)}"
+        )
+    try:
+        return PRECONDITIONERS[key](**options)
+    except TypeError as exc:
+        raise InputError(f"bad options for preconditioner {name!r}: {exc}") from exc
