@@ -73,9 +73,9 @@ def run(args) -> int:
     assemble_s = time.perf_counter() - t0
 
     method, pc = choose_defaults(family, args.solver, args.pc, args.backend)
-    if method == "direct":
-        solver = direct(backend=args.backend)
-    else:
+    if method == "direct" and args.backend == "scipy":
+        solver = direct()
+    else:  # PETSc's direct solve is KSPPREONLY + PCLU inside krylov()
         solver = krylov(
             method, pc=pc, rtol=args.rtol, maxiter=args.maxiter, backend=args.backend,
             on_fail="warn", petsc_options=petsc_options or None,
