@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -229,6 +230,67 @@ def test_hypre_options_change_iterations(spd):
     s = pb.PetscKrylov("cg", pc="hypre", rtol=1e-10, pc_options={"boomeramg_strong_threshold": 0.9})
     s(A, b)
     assert s.stats.iterations == its[0.9]
+
+
+@petsc
+def test_unused_options_warn(spd):
+    A, b, xref = spd
+    solver = pb.PetscKrylov(
+        "cg",
+        pc="jacobi",
+        rtol=1e-10,
+        pc_options={"treshold": 1.0},  # -> pc_jacobi_treshold: misspelled
+        petsc_options={
+            "ksp_max_it": 500,  # used
+            "-ksp_mx_it": 3,  # misspelled
+            "ksp_gmres_restart": 10,  # a GMRES option on CG: never read
+        },
+    )
+    with pytest.warns(UserWarning, match="never used") as rec:
+        x = solver(A, b)
+    assert relerr(x, xref) < 1e-7  # the solve itself is unaffected
+    msgs = [str(w.message) for w in rec if "never used" in str(w.message)]
+    assert len(msgs) == 1
+    msg = msgs[0]
+    p = solver.prefix
+    assert f"-{p}ksp_mx_it (from petsc_options['-ksp_mx_it'])" in msg
+    assert f"-{p}ksp_gmres_restart (from petsc_options['ksp_gmres_restart'])" in msg
+    assert f"-{p}pc_jacobi_treshold (from pc_options['treshold'])" in msg
+    assert "ksp_max_it" not in msg
+    # checked once per solver: later solves (here with a new KSP each) do not warn again
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        solver(A, 2 * b)
+
+
+@petsc
+def test_used_options_do_not_warn(spd):
+    A, b, xref = spd
+    ext = pb.petsc_info()["external_packages"]
+    cases = [
+        dict(method="cg", pc="jacobi", petsc_options={"ksp_max_it": 500}),
+        dict(method="gmres", pc="ilu", petsc_options={"ksp_gmres_restart": 20}),
+        dict(method="cg", pc="sor", pc_options={"omega": 1.2}),
+        dict(method="cg", pc="gamg", pc_options={"threshold": 0.02}),
+    ]
+    if ext.get("hypre"):
+        cases.append(dict(method="cg", pc="hypre", pc_options={"boomeramg_strong_threshold": 0.5}))
+    if ext.get("mumps"):
+        # read only during PCSetUp (by MUMPS), after KSPSetFromOptions
+        cases.append(
+            dict(
+                method="preonly",
+                pc="lu",
+                pc_options={"solver": "mumps"},
+                petsc_options={"mat_mumps_icntl_14": 50},
+            )
+        )
+    for kw in cases:
+        solver = pb.PetscKrylov(kw.pop("method"), rtol=1e-10, **kw)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", UserWarning)
+            assert relerr(solver(A, b), xref) < 1e-6, kw
+        solver.close()
 
 
 @petsc
