@@ -110,8 +110,8 @@ def run(sizes, out_dir: Path, skip: set[str]):
 
 
 def machine() -> dict:
-    import scipy
     import pyamg
+    import scipy
     import skfem
 
     info = dict(

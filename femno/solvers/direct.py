@@ -118,7 +118,8 @@ class DirectSolver:
             raise InputError("right-hand sides have NaN or Inf entries")
         setup_s = self.factorize(A)
         t = time.perf_counter()
-        X = self._lu.solve(B) if B.shape[1] else np.zeros_like(B)
+        # SuperLU is ~8x faster per right-hand side on a Fortran-ordered block
+        X = self._lu.solve(np.asfortranarray(B)) if B.shape[1] else np.zeros_like(B)
         self._record(A, B, X, setup_s, time.perf_counter() - t)
         return X
 
