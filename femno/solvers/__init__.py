@@ -20,12 +20,14 @@ from femno.solvers.precond import (
     PRECONDITIONERS,
     AMGPreconditioner,
     ICPreconditioner,
+    ILU0Preconditioner,
     ILUPreconditioner,
     JacobiPreconditioner,
     NoPreconditioner,
     SSORPreconditioner,
     make_preconditioner,
 )
+from femno.solvers.recycle import DeflationSpace, RecycleSpace, deflated_cg, gcrodr
 from femno.solvers.stats import SolveStats
 
 __all__ = [
@@ -45,9 +47,14 @@ __all__ = [
     "gmres",
     "fgmres",
     "minres",
+    "gcrodr",
+    "deflated_cg",
+    "RecycleSpace",
+    "DeflationSpace",
     "NoPreconditioner",
     "JacobiPreconditioner",
     "SSORPreconditioner",
+    "ILU0Preconditioner",
     "ILUPreconditioner",
     "ICPreconditioner",
     "AMGPreconditioner",

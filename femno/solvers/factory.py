@@ -19,6 +19,7 @@ import numpy as np
 
 from femno.errors import ConvergenceError, InputError, MissingDependencyError
 from femno.solvers import krylov as _k
+from femno.solvers import recycle as _rc
 from femno.solvers.base import Preconditioner, check_system
 from femno.solvers.precond import SYMMETRIC, make_preconditioner
 from femno.solvers.stats import SolveStats
@@ -32,9 +33,12 @@ METHODS = {
     "gmres": _k.gmres,
     "fgmres": _k.fgmres,
     "minres": _k.minres,
+    "gcrodr": _rc.gcrodr,
+    "dcg": _rc.deflated_cg,
 }
 BACKENDS = ("scipy", "petsc")
-_NEEDS_SYMMETRIC_PC = ("cg", "minres")
+_NEEDS_SYMMETRIC_PC = ("cg", "minres", "dcg")
+_RECYCLING = ("gcrodr", "dcg")
 
 
 def _check_pc_symmetry(method: str, name: str, symmetric: bool):
@@ -68,7 +72,7 @@ class KrylovSolver:
     """
 
     def __init__(self, method, *, pc, rtol, atol, maxiter, restart, on_fail, reuse_pc,
-                 pc_options, callback, mmax=1):
+                 pc_options, callback, mmax=1, recycle=False, k=None):
         self.method = method
         self.rtol, self.atol, self.maxiter, self.restart = rtol, atol, maxiter, restart
         self.on_fail, self.reuse_pc, self.callback, self.mmax = on_fail, reuse_pc, callback, mmax
@@ -84,6 +88,16 @@ class KrylovSolver:
         self.history: list[SolveStats] = []
         self.info: dict = {}
         self._key = None  # (indptr, indices, data) of the matrix the pc was built for
+        self.recycle, self.k = bool(recycle), k
+        self.recycle_space = None
+        self.reset_recycle()
+
+    def reset_recycle(self):
+        """Forget the carried recycle/deflation space (``gcrodr``/``dcg`` with ``recycle=True``)."""
+        if self.method == "gcrodr":
+            self.recycle_space = _rc.RecycleSpace()
+        elif self.method == "dcg":
+            self.recycle_space = _rc.DeflationSpace()
 
     def __repr__(self):
         return (f"KrylovSolver({self.method!r}, pc={self.pc_name!r}, rtol={self.rtol}, "
@@ -116,6 +130,13 @@ class KrylovSolver:
             opts["restart"] = self.restart
         elif self.method == "fcg":
             opts["mmax"] = self.mmax
+        elif self.method in _RECYCLING:
+            opts["k"] = self.k
+            opts["recycle"] = self.recycle_space if self.recycle else None
+            if self.method == "gcrodr":
+                opts["m"] = self.restart
+            elif not self.recycle:
+                opts["k"] = 0  # dcg without a carried space is plain PCG (no harvest cost)
         t = time.perf_counter()
         x, info = METHODS[self.method](A, b, x0=x0, M=M, rtol=self.rtol, atol=self.atol,
                                        maxiter=self.maxiter, callback=self.callback, **opts)
@@ -149,7 +170,8 @@ class KrylovSolver:
 def krylov(method: str = "cg", *, pc="none", rtol: float = 1e-8, atol: float = 0.0,
            maxiter: int | None = None, restart: int = 30, backend: str = "scipy",
            on_fail: str = "raise", reuse_pc: bool = False, pc_options: dict | None = None,
-           petsc_options: dict | None = None, callback=None, mmax: int = 1):
+           petsc_options: dict | None = None, callback=None, mmax: int = 1,
+           recycle: bool = False, k: int | None = None):
     """Krylov solver factory: ``skfem.solve(A, b, solver=krylov("cg", pc="amg"))``.
 
     Solves :math:`A x = b` until :math:`\\|b - A x\\|_2 \\le \\max(\\mathrm{rtol}\\,
@@ -157,11 +179,14 @@ def krylov(method: str = "cg", *, pc="none", rtol: float = 1e-8, atol: float = 0
 
     Parameters
     ----------
-    method : {"cg", "fcg", "gmres", "fgmres", "minres", "direct"}
+    method : {"cg", "fcg", "gmres", "fgmres", "minres", "gcrodr", "dcg", "direct"}
         ``cg``: SPD ``A``, SPD fixed ``M``; ``fcg``: SPD ``A``, any (even
         variable) ``M``; ``gmres``/``fgmres``: general ``A``, right
         preconditioning (``fgmres`` for variable ``M``); ``minres``: symmetric
-        indefinite ``A``, SPD ``M``; ``direct``: returns :func:`~femno.solvers.direct`.
+        indefinite ``A``, SPD ``M``; ``gcrodr``: GMRES with deflated restarting
+        and recycling (:func:`~femno.solvers.recycle.gcrodr`, right PC); ``dcg``:
+        deflated PCG for SPD sequences (:func:`~femno.solvers.recycle.deflated_cg`);
+        ``direct``: returns :func:`~femno.solvers.direct`.
     pc : str or Preconditioner
         A name from :data:`~femno.solvers.precond.PRECONDITIONERS` (``"none"``,
         ``"jacobi"``, ``"ssor"``, ``"ilu"``, ``"ic"``, ``"amg"``/``"amg-sa"``,
@@ -194,6 +219,14 @@ def krylov(method: str = "cg", *, pc="none", rtol: float = 1e-8, atol: float = 0
         (The PETSc backend calls ``callback(iteration, relative_residual)``.)
     mmax : int
         FCG truncation (number of kept directions).
+    recycle : bool
+        ``gcrodr``/``dcg``: keep the recycle (deflation) space across calls, refreshed
+        for each new matrix (``solver.reset_recycle()`` clears it); ``False``: a
+        fresh space per system (``gcrodr`` still restarts with deflation, ``dcg``
+        is plain PCG).
+    k : int, optional
+        Recycle/deflation dimension (default ``min(20, restart // 2)`` for
+        ``gcrodr``, ``10`` for ``dcg``); ``gcrodr`` needs ``k < restart``.
 
     Returns
     -------
@@ -233,6 +266,16 @@ def krylov(method: str = "cg", *, pc="none", rtol: float = 1e-8, atol: float = 0
         raise InputError(f"restart must be a positive integer, got {restart!r}")
     if int(mmax) != mmax or mmax < 1:
         raise InputError(f"mmax must be a positive integer, got {mmax!r}")
+    if method in _RECYCLING:
+        if k is None:
+            k = min(20, int(restart) // 2) if method == "gcrodr" else 10
+        if isinstance(k, bool) or int(k) != k or k < 0:
+            raise InputError(f"k must be a non-negative integer, got {k!r}")
+        if method == "gcrodr" and k >= restart:
+            raise InputError(f"k={k} must be smaller than restart={restart} for gcrodr")
+        k = int(k)
+    elif recycle or k is not None:
+        raise InputError("recycle and k apply to methods 'gcrodr' and 'dcg' only")
     if on_fail not in ("raise", "warn", "ignore"):
         raise InputError(f"on_fail must be 'raise', 'warn' or 'ignore', got {on_fail!r}")
     if isinstance(pc, Preconditioner) and pc_options:
@@ -240,6 +283,11 @@ def krylov(method: str = "cg", *, pc="none", rtol: float = 1e-8, atol: float = 0
     if petsc_options and backend != "petsc":
         raise InputError("petsc_options need backend='petsc'")
 
+    if backend == "petsc" and method == "gcrodr":  # femno's GCRO-DR on PETSc objects
+        from femno.solvers.recycle_petsc import PetscGCRODR
+
+        return PetscGCRODR(pc=pc, rtol=rtol, atol=atol, maxiter=maxiter, restart=restart,
+                           k=k, recycle=recycle, on_fail=on_fail)
     if backend == "petsc":
         if mmax != 1:
             raise InputError("mmax is an option of the scipy backend's fcg only")
@@ -260,4 +308,5 @@ def krylov(method: str = "cg", *, pc="none", rtol: float = 1e-8, atol: float = 0
     return KrylovSolver(method, pc=pc, rtol=rtol, atol=atol,
                         maxiter=None if maxiter is None else int(maxiter),
                         restart=int(restart), on_fail=on_fail, reuse_pc=bool(reuse_pc),
-                        pc_options=pc_options, callback=callback, mmax=int(mmax))
+                        pc_options=pc_options, callback=callback, mmax=int(mmax),
+                        recycle=recycle, k=k)

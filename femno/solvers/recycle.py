@@ -1,0 +1,452 @@
+"""Krylov subspace recycling: GCRO-DR and deflated CG for sequences of systems.
+
+For a sequence :math:`A^{(i)} x^{(i)} = b^{(i)}` of similar systems (a parametric
+family, SPEC §1 "sorted Krylov recycling"), the slowly converging part of the
+spectrum is shared between neighbours. :func:`gcrodr` (general matrices) and
+:func:`~femno.solvers.recycle_cg.deflated_cg` (SPD matrices) carry a small subspace
+from one solve to the next in a :class:`RecycleSpace` /
+:class:`~femno.solvers.recycle_cg.DeflationSpace` that the caller keeps and passes
+again; :func:`femno.solvers.krylov` does this for you with ``recycle=True``.
+
+Right preconditioning and the recycle space
+-------------------------------------------
+:func:`gcrodr` is right preconditioned, :math:`\\tilde A = A M^{-1}`, so the
+monitored residual is the true one. Its recycle space lives in the *preconditioned*
+space: ``U`` (``n x k``) with :math:`C = A M^{-1} U`, :math:`C^T C = I`. Alongside
+it :class:`RecycleSpace` keeps :math:`Z = M^{-1} U` (the directions actually added
+to ``x``). When the matrix or the preconditioner changes, ``U`` is carried and
+:math:`Z = M_{new}^{-1} U`, :math:`C = A_{new} Z` are recomputed, followed by a thin
+QR :math:`C = Q R`, :math:`C \\leftarrow Q`, :math:`U \\leftarrow U R^{-1}`,
+:math:`Z \\leftarrow Z R^{-1}` (``k`` preconditioner applications and ``k`` matrix
+products, reported in ``info["setup_matvecs"]``, not in ``iterations``).
+
+Distributed systems use the same algorithm through an *ops* object
+(:mod:`femno.solvers.recycle_ops`, :mod:`femno.solvers.recycle_petsc`).
+
+>>> import numpy as np, scipy.sparse as sp
+>>> A = sp.diags([-1.2, 2.0, -0.8], [-1, 0, 1], shape=(200, 200), format="csr")
+>>> space = RecycleSpace()
+>>> its = [gcrodr(A, b, m=20, k=5, recycle=space)[1]["iterations"]
+...        for b in np.random.default_rng(0).standard_normal((3, 200))]
+>>> space.k, its[2] < its[0]
+(5, True)
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.linalg as sla
+
+from femno.errors import InputError
+from femno.solvers.krylov import default_maxiter
+from femno.solvers.recycle_cg import DeflationSpace, deflated_cg
+from femno.solvers.recycle_ops import SerialOps, orthonormalize_block, same_operator
+
+__all__ = ["RecycleSpace", "gcrodr", "deflated_cg", "DeflationSpace", "gcrodr_core"]
+
+_EPS = np.finfo(np.float64).eps
+
+
+class RecycleSpace:
+    """A recycle space ``U`` with ``C = A M^{-1} U``, ``C^T C = I``, carried between solves.
+
+    Stored row-wise (``k x n``); :attr:`U`, :attr:`C`, :attr:`Z` are the usual
+    ``n x k`` views. :attr:`Z` is :math:`M^{-1} U`, so :math:`A Z = C`.
+
+    Attributes
+    ----------
+    k : int
+        Number of recycled vectors (0 when empty).
+    refreshes : int
+        How often ``C`` was recomputed for a new matrix / preconditioner.
+
+    Examples
+    --------
+    >>> import numpy as np, scipy.sparse as sp
+    >>> A = sp.diags(np.arange(1.0, 51.0), format="csr")
+    >>> space = RecycleSpace(np.random.default_rng(1).standard_normal((50, 3)))
+    >>> _ = space.for_matrix(A)
+    >>> bool(np.allclose(space.C.T @ space.C, np.eye(3)) and np.allclose(A @ space.U, space.C))
+    True
+    """
+
+    def __init__(self, U=None):
+        self.clear()
+        if U is not None:
+            U = np.asarray(U, dtype=np.float64)
+            if U.ndim != 2:
+                raise InputError(f"U must be a 2-D array (n, k), got shape {U.shape}")
+            self.Ur = np.ascontiguousarray(U.T)
+
+    def clear(self):
+        """Forget everything (the next solve starts without a recycle space)."""
+        self.Ur = self.Zr = self.Cr = None
+        self._key = None
+        self._M = None
+        self.refreshes = 0
+        self.last_setup_matvecs = 0
+
+    @property
+    def k(self) -> int:
+        return 0 if self.Ur is None else int(self.Ur.shape[0])
+
+    @property
+    def U(self):
+        return None if self.Ur is None else self.Ur.T
+
+    @property
+    def C(self):
+        return None if self.Cr is None else self.Cr.T
+
+    @property
+    def Z(self):
+        return None if self.Zr is None else self.Zr.T
+
+    def __repr__(self):
+        n = None if self.Ur is None else self.Ur.shape[1]
+        return f"RecycleSpace(k={self.k}, n={n}, refreshes={self.refreshes})"
+
+    def is_current(self, ops, M=None) -> bool:
+        """True when ``C`` was built for the operator of ``ops`` and preconditioner ``M``."""
+        return self.Cr is not None and ops.matches(self._key) and same_operator(self._M, M)
+
+    def for_matrix(self, A, M=None):
+        """Make ``C = A M^{-1} U`` hold for ``A`` and ``M`` (skipped if already so); returns self."""
+        return self.prepare(SerialOps(A, M), M=M)
+
+    def update_matrix(self, A, M=None):
+        """Recompute ``C = A M^{-1} U`` for ``A`` unconditionally (the published SKR step)."""
+        return self.prepare(SerialOps(A, M), M=M, force=True)
+
+    def prepare(self, ops, *, M=None, force=False):
+        """:meth:`for_matrix` on an ops object (serial or distributed)."""
+        self.last_setup_matvecs = 0
+        if self.Ur is None or self.k == 0:
+            return self
+        if not force and self.is_current(ops, M):
+            return self
+        Zr = np.array([ops.precond(u) for u in self.Ur])
+        Cr = np.array([ops.matvec(z) for z in Zr])
+        Cr, Ur, Zr = orthonormalize_block(ops, Cr, self.Ur, Zr)
+        self.store(ops, Ur, Zr, Cr, M=M)
+        self.refreshes += 1
+        self.last_setup_matvecs = len(Zr)
+        return self
+
+    def store(self, ops, Ur, Zr, Cr, *, M=None):
+        """Set the space (row blocks) as valid for the operator of ``ops``."""
+        if Ur is None or len(Ur) == 0:
+            self.Ur = self.Zr = self.Cr = None
+            self._key = None
+            return
+        self.Ur, self.Zr, self.Cr = (np.ascontiguousarray(X) for X in (Ur, Zr, Cr))
+        self._key = ops.fingerprint()
+        self._M = M
+
+
+def _check_mk(m, k):
+    if isinstance(m, bool) or int(m) != m or m < 1:
+        raise InputError(f"restart length m must be a positive integer, got {m!r}")
+    if isinstance(k, bool) or int(k) != k or k < 0:
+        raise InputError(f"recycle dimension k must be a non-negative integer, got {k!r}")
+    if k >= m:
+        raise InputError(f"recycle dimension k={k} must be smaller than the restart length m={m}")
+    return int(m), int(k)
+
+
+def _harmonic_ritz(Gbar, WtV, k):
+    """``k`` harmonic Ritz vectors of smallest magnitude: ``Gbar^T Gbar g = t Gbar^T WtV g``.
+
+    Complex pairs contribute their real and imaginary parts; returns an
+    orthonormal real basis ``P`` (columns), possibly with fewer than ``k`` columns.
+    """
+    p = Gbar.shape[1]
+    k = min(k, p)
+    if k == 0:
+        return np.zeros((p, 0))
+    try:
+        theta, G = sla.eig(Gbar.T @ Gbar, Gbar.T @ WtV)
+    except (np.linalg.LinAlgError, ValueError):
+        return np.zeros((p, 0))
+    mag = np.abs(theta)
+    mag[~np.isfinite(mag)] = np.inf
+    cols, used = [], np.zeros(p, bool)
+    for i in np.argsort(mag, kind="stable"):
+        if len(cols) >= k or not np.isfinite(mag[i]):
+            break
+        if used[i]:
+            continue
+        used[i] = True
+        g = G[:, i]
+        if abs(theta[i].imag) > 1e-12 * max(mag[i], _EPS):
+            cols.append(g.real)
+            if len(cols) < k:
+                cols.append(g.imag)
+            j = np.argmin(np.where(used, np.inf, np.abs(theta - np.conj(theta[i]))))  # conjugate
+            used[j] = True
+        else:
+            cols.append(g.real)
+    if not cols:
+        return np.zeros((p, 0))
+    Q, R = np.linalg.qr(np.array(cols).T)
+    d = np.abs(np.diag(R))
+    return Q[:, d > 1e-12 * d.max()]
+
+
+def gcrodr_core(ops, b, *, x0=None, rtol=1e-8, atol=0.0, maxiter=None, callback=None,
+                m=40, k=20, recycle=None, M=None):
+    """GCRO-DR on an ops object (local row blocks); see :func:`gcrodr` for the method.
+
+    ``b`` and ``x0`` are this rank's rows. ``M`` is only used to decide whether the
+    recycle space must be refreshed (the preconditioner itself is ``ops.precond``).
+    Returns ``(x_local, info)``.
+    """
+    m, k = _check_mk(m, k)
+    if not (np.isfinite(rtol) and rtol > 0):
+        raise InputError(f"rtol must be a positive finite number, got {rtol!r}")
+    if not (np.isfinite(atol) and atol >= 0):
+        raise InputError(f"atol must be a non-negative finite number, got {atol!r}")
+    b = np.asarray(b, dtype=np.float64).ravel()
+    nloc = b.shape[0]
+    n = int(ops.n)  # global size
+    maxiter = default_maxiter(n) if maxiter is None else int(maxiter)
+    if recycle is None:
+        recycle = RecycleSpace()
+    bnorm = ops.norm(b)
+    tol = max(rtol * bnorm, atol)
+    rel = (lambda v: v / bnorm) if bnorm > 0 else (lambda v: v)
+
+    def info(it, reason, extra=0):
+        return {"iterations": int(it), "residuals": [float(h) for h in hist],
+                "residual_kind": "true", "reason": reason, "recycle": recycle,
+                "setup_matvecs": int(extra), "cycles": cycles}
+
+    cycles = 0
+    if bnorm == 0.0:
+        hist = [0.0]
+        return np.zeros(nloc), info(0, "zero rhs")
+    x = np.zeros(nloc) if x0 is None else np.array(x0, dtype=np.float64).ravel()
+    r = b.copy() if x0 is None else b - ops.matvec(x)
+    hist = [rel(ops.norm(r))]
+    m = min(m, n)
+    k = min(k, m - 1)
+    setup_mv = 0
+    if k > 0 and recycle.k > 0:
+        recycle.prepare(ops, M=M)
+        setup_mv = recycle.last_setup_matvecs
+    if k > 0 and recycle.k > 0:  # (may have lost all vectors in the refresh)
+        Ur, Zr, Cr = recycle.Ur[:k], recycle.Zr[:k], recycle.Cr[:k]
+    else:
+        Ur = Zr = Cr = np.zeros((0, nloc))
+
+    def project(x, r, Cr, Zr):
+        if len(Cr):
+            c = ops.dots(Cr, r)
+            x = x + Zr.T @ c
+            r = r - Cr.T @ c
+        return x, r
+
+    x, r = project(x, r, Cr, Zr)
+    rnorm = ops.norm(r)
+    if len(Cr):
+        hist.append(rel(rnorm))
+    it, reason = 0, "maxiter"
+    while True:
+        if rnorm <= tol:
+            reason = "rtol"
+            break
+        if it >= maxiter:
+            break
+        cycles += 1
+        kc = len(Cr)
+        steps = m - kc
+        Bas = np.empty((kc + steps + 1, nloc))
+        Bas[:kc] = Cr
+        V = Bas[kc:]
+        Zv = np.empty((steps, nloc))
+        H = np.zeros((kc + steps + 1, steps))  # rows: [B; Hbar]
+        R = np.zeros((steps + 1, steps))
+        cs, sn = np.zeros(steps), np.zeros(steps)
+        g = np.zeros(steps + 1)
+        beta = rnorm
+        V[0] = r / beta
+        g[0] = beta
+        lucky = bad = False
+        j = 0
+        for j in range(steps):
+            z = ops.precond(V[j])
+            Zv[j] = z
+            w = ops.matvec(z)
+            it += 1
+            p = kc + j + 1
+            h = ops.dots(Bas[:p], w)  # classical Gram-Schmidt, twice
+            w -= Bas[:p].T @ h
+            h2 = ops.dots(Bas[:p], w)
+            w -= Bas[:p].T @ h2
+            h += h2
+            hn = ops.norm(w)
+            H[:p, j] = h
+            H[p, j] = hn
+            col = np.append(h[kc:], hn)
+            for i in range(j):
+                t = cs[i] * col[i] + sn[i] * col[i + 1]
+                col[i + 1] = -sn[i] * col[i] + cs[i] * col[i + 1]
+                col[i] = t
+            rr = float(np.hypot(col[j], col[j + 1]))
+            cs[j], sn[j] = (1.0, 0.0) if rr == 0.0 else (col[j] / rr, col[j + 1] / rr)
+            col[j], col[j + 1] = rr, 0.0
+            R[: j + 2, j] = col
+            g[j + 1] = -sn[j] * g[j]
+            g[j] = cs[j] * g[j]
+            if not np.isfinite(g[j + 1]):
+                bad = True
+                hist.append(hist[-1])
+                break
+            hist.append(rel(abs(g[j + 1])))
+            if hn <= 4 * _EPS * beta:
+                lucky = True
+                break
+            V[j + 1] = w / hn
+            if abs(g[j + 1]) <= tol or it >= maxiter:
+                break
+        jj = j + 1
+        Rj = R[:jj, :jj]
+        dg = np.abs(np.diag(Rj))
+        singular = bad or dg.min() <= _EPS * dg.max()
+        if singular:
+            y = np.linalg.lstsq(Rj, g[:jj], rcond=None)[0]
+        else:
+            y = sla.solve_triangular(Rj, g[:jj], lower=False, check_finite=False)
+        x = x + Zv[:jj].T @ y
+        if kc:
+            x = x - Zr.T @ (H[:kc, :jj] @ y)
+        if k > 0 and not bad:  # deflated restart: new recycle space
+            Ur, Zr, Cr = _update_space(ops, Bas, Zv, H, Ur, Zr, kc, jj, k, lucky)
+        r = b - ops.matvec(x)
+        x, r = project(x, r, Cr, Zr)
+        previous, rnorm = rnorm, ops.norm(r)
+        hist[-1] = rel(rnorm)
+        if callback is not None:
+            callback(x)
+        if rnorm <= tol:
+            reason = "rtol"
+            break
+        if bad or ((singular or lucky) and rnorm >= previous):
+            reason = "breakdown"
+            break
+    if k > 0:
+        if cycles:  # one CholeskyQR pass against round-off accumulated over the cycles
+            Cr, Ur, Zr = orthonormalize_block(ops, Cr, Ur, Zr, passes=1)
+        recycle.store(ops, Ur, Zr, Cr, M=M)
+    return x, info(it, reason, setup_mv)
+
+
+def _update_space(ops, Bas, Zv, H, Ur, Zr, kc, jj, k, lucky):
+    """Harmonic Ritz extraction after a cycle (Parks et al. 2006, steps 12-16 / 27-31)."""
+    nb = kc + jj + (0 if lucky else 1)  # rows of W_hat = [C, V_{j+1}]
+    Gbar = np.zeros((nb, kc + jj))
+    WtV = np.zeros((nb, kc + jj))
+    Gbar[:, kc:] = H[:nb, :jj]
+    WtV[kc:kc + jj, kc:] = np.eye(jj)
+    if kc:
+        d = 1.0 / np.sqrt(np.maximum(np.diag(ops.gram(Ur, Ur)), _EPS**2))
+        Gbar[:kc, :kc] = np.diag(d)
+        WtV[:, :kc] = ops.gram(Bas[:nb], Ur) * d
+    P = _harmonic_ritz(Gbar, WtV, k)
+    if P.shape[1] == 0:
+        return Ur, Zr, Bas[:kc]
+    Q, Rq = np.linalg.qr(Gbar @ P)
+    dq = np.abs(np.diag(Rq))
+    keep = dq > 1e-12 * dq.max()
+    Q, Rq, P = Q[:, keep], Rq[np.ix_(keep, keep)], P[:, keep]
+    T = sla.solve_triangular(Rq, P.T, trans="T", lower=False)  # (P R^{-1})^T
+    Cn = Q.T @ Bas[:nb]  # orthonormal up to the orthogonality of [C, V]
+    Un = T[:, kc:] @ Bas[kc:kc + jj]
+    Zn = T[:, kc:] @ Zv[:jj]
+    if kc:
+        Td = T[:, :kc] * d
+        Un += Td @ Ur
+        Zn += Td @ Zr
+    return Un, Zn, Cn
+
+
+def gcrodr(A, b, *, x0=None, M=None, rtol=1e-8, atol=0.0, maxiter=None, callback=None,
+           m=40, k=20, recycle=None):
+    """GCRO-DR(m, k): GMRES with deflated restarting and subspace recycling.
+
+    Parks, de Sturler, Mackey, Johnson & Maiti (2006), right preconditioned
+    (:math:`\\tilde A = A M^{-1}`, true residual monitored). With a recycle space
+    :math:`C = \\tilde A U`, :math:`C^T C = I`, the iterate is first corrected,
+    :math:`x \\mathrel{+}= M^{-1} U C^T r`, :math:`r \\mathrel{-}= C C^T r`, and each
+    cycle runs ``m - k`` Arnoldi steps of :math:`(I - C C^T)\\tilde A`,
+
+    .. math:: (I - C C^T)\\tilde A V_j = V_{j+1} \\bar H_j,\\quad B_j = C^T \\tilde A V_j,
+              \\qquad y = \\arg\\min_y \\|\\beta e_1 - \\bar H_j y\\|,\\quad
+              x \\mathrel{+}= M^{-1}(V_j y - U B_j y),
+
+    so the cycle minimises the residual over :math:`\\mathrm{span}(U, V_j)`. The
+    new ``U`` holds the ``k`` harmonic Ritz vectors of smallest magnitude of
+    :math:`\\tilde A` in :math:`\\hat V = [U D, V_j]`, from
+    :math:`\\bar G^T \\bar G g = \\theta \\bar G^T \\hat W^T \\hat V g`,
+    :math:`\\bar G = \\begin{bmatrix} D & B_j \\\\ 0 & \\bar H_j\\end{bmatrix}`,
+    :math:`\\hat W = [C, V_{j+1}]`, followed by ``QR(G P) = Q R``,
+    :math:`C = \\hat W Q`, :math:`U = \\hat V P R^{-1}`. Without a recycle space the
+    first cycle is GMRES(m) and ``k`` harmonic Ritz vectors of :math:`\\bar H_m`
+    start the recycling. ``k = 0`` is plain GMRES(m).
+
+    Parameters
+    ----------
+    A : sparse matrix, array or LinearOperator, shape (n, n)
+    b : ndarray, shape (n,)
+    x0 : ndarray, optional
+    M : callable, optional
+        ``r -> M^{-1} r``, a fixed operator (the Arnoldi vectors' images are
+        stored, as in FGMRES, so no extra application is needed for the update).
+    rtol, atol : float
+        Stop when :math:`\\|b - A x\\| \\le \\max(\\mathrm{rtol}\\|b\\|, \\mathrm{atol})`.
+    maxiter : int, optional
+        Limit on Arnoldi matrix-vector products (default :func:`default_maxiter`).
+    callback : callable, optional
+        ``callback(x)`` after every cycle.
+    m, k : int
+        Restart length (Arnoldi steps of the first cycle; ``m - k`` later) and
+        recycle dimension, ``0 <= k < m`` (else :class:`~femno.errors.InputError`).
+    recycle : RecycleSpace, optional
+        Carried space, updated in place (also returned in ``info["recycle"]``).
+        Refreshed for a new matrix or preconditioner (``k`` extra matrix products,
+        ``info["setup_matvecs"]``, not counted in ``iterations``).
+
+    Returns
+    -------
+    x : ndarray
+    info : dict
+        ``iterations`` (Arnoldi matrix products), ``residuals`` (relative residual
+        history, Givens estimates replaced by the true residual at every restart;
+        with a carried space an extra entry for the projection of the initial
+        guess), ``residual_kind="true"``, ``reason`` (``"rtol"``, ``"maxiter"``,
+        ``"breakdown"``, ``"zero rhs"``), ``recycle``, ``setup_matvecs``, ``cycles``.
+
+    Examples
+    --------
+    >>> import numpy as np, scipy.sparse as sp
+    >>> A = sp.diags([-1.3, 2.0, -0.7], [-1, 0, 1], shape=(300, 300), format="csr")
+    >>> x, info = gcrodr(A, np.ones(300), m=20, k=5, rtol=1e-10)
+    >>> info["reason"], info["recycle"].k, bool(np.linalg.norm(A @ x - 1) < 1e-9 * np.sqrt(300))
+    ('rtol', 5, True)
+    """
+    A, b, x0 = _check(A, b, x0)
+    return gcrodr_core(SerialOps(A, M), b, x0=x0, rtol=rtol, atol=atol, maxiter=maxiter,
+                       callback=callback, m=m, k=k, recycle=recycle, M=M)
+
+
+def _check(A, b, x0):
+    b = np.asarray(b, dtype=np.float64).ravel()
+    if getattr(A, "shape", None) is None or len(A.shape) != 2 or A.shape[0] != A.shape[1]:
+        raise InputError("A must be a square matrix or operator")
+    if A.shape[0] != b.shape[0]:
+        raise InputError(f"right-hand side has length {b.shape[0]} but A is {A.shape[0]} x {A.shape[1]}")
+    if x0 is not None:
+        x0 = np.asarray(x0, dtype=np.float64).ravel()
+        if x0.shape != b.shape:
+            raise InputError(f"initial guess has shape {x0.shape}, expected {b.shape}")
+    return A, b, x0

@@ -1,0 +1,323 @@
+"""Deflated (preconditioned) conjugate gradients with a recycled deflation space.
+
+Saad, Yeung, Erhel & Guyomarc'h (2000), "A deflated version of the conjugate
+gradient algorithm", with a preconditioner ``M`` (SPD, fixed) and the deflation
+space ``W`` harvested from the previous solve (Ritz vectors of :math:`M^{-1}A`) and
+carried in a :class:`DeflationSpace`.
+
+>>> import numpy as np, scipy.sparse as sp
+>>> A = sp.diags(np.r_[np.geomspace(1e-4, 1e-2, 5), np.linspace(1, 2, 295)], format="csr")
+>>> space = DeflationSpace()
+>>> its = [deflated_cg(A, b, k=5, recycle=space)[1]["iterations"]
+...        for b in np.random.default_rng(0).standard_normal((2, 300))]
+>>> space.k, its[1] < its[0]
+(5, True)
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from femno.errors import InputError
+from femno.solvers.krylov import default_maxiter
+from femno.solvers.recycle_ops import SerialOps, same_operator
+
+__all__ = ["DeflationSpace", "deflated_cg", "deflated_cg_core"]
+
+
+def _a_orthonormal_transform(F, drop_tol=1e-10):
+    """``T`` (rows) with ``T F T^T = I`` on the numerically non-null part of SPD ``F``."""
+    F = 0.5 * (F + F.T)
+    w, Q = np.linalg.eigh(F)
+    keep = w > drop_tol * max(w.max(), 0.0) if w.size else w > 0
+    return (Q[:, keep] / np.sqrt(w[keep])).T
+
+
+class DeflationSpace:
+    """Deflation space ``W`` (``n x k``) with ``AW = A W`` and :math:`W^T A W = I`.
+
+    ``MAW`` (:math:`M^{-1} A W`) is kept when known (needed to harvest the next
+    space). On a new matrix ``AW`` is recomputed (``k`` products) and ``W``
+    re-A-orthonormalised; a new preconditioner only drops ``MAW``.
+
+    Examples
+    --------
+    >>> import numpy as np, scipy.sparse as sp
+    >>> A = sp.diags(np.arange(1.0, 41.0), format="csr")
+    >>> s = DeflationSpace(np.random.default_rng(0).standard_normal((40, 4))).for_matrix(A)
+    >>> bool(np.allclose(s.W.T @ A @ s.W, np.eye(4)))
+    True
+    """
+
+    def __init__(self, W=None):
+        self.clear()
+        if W is not None:
+            W = np.asarray(W, dtype=np.float64)
+            if W.ndim != 2:
+                raise InputError(f"W must be a 2-D array (n, k), got shape {W.shape}")
+            self.Wr = np.ascontiguousarray(W.T)
+
+    def clear(self):
+        """Forget the space."""
+        self.Wr = self.AWr = self.MAWr = None
+        self._key = None
+        self._M = None
+        self.refreshes = 0
+        self.last_setup_matvecs = 0
+
+    @property
+    def k(self) -> int:
+        return 0 if self.Wr is None else int(self.Wr.shape[0])
+
+    @property
+    def W(self):
+        return None if self.Wr is None else self.Wr.T
+
+    @property
+    def AW(self):
+        return None if self.AWr is None else self.AWr.T
+
+    def __repr__(self):
+        return f"DeflationSpace(k={self.k}, refreshes={self.refreshes})"
+
+    def for_matrix(self, A, M=None):
+        """Make ``AW = A W`` with ``W^T A W = I`` hold for ``A`` (skipped if current)."""
+        return self.prepare(SerialOps(A, M), M=M)
+
+    def prepare(self, ops, *, M=None, force=False):
+        self.last_setup_matvecs = 0
+        if self.k == 0:
+            return self
+        if not force and self.AWr is not None and ops.matches(self._key):
+            if not same_operator(self._M, M):
+                self.MAWr, self._M = None, M
+            return self
+        AWr = np.array([ops.matvec(w) for w in self.Wr])
+        self.last_setup_matvecs = len(AWr)
+        T = _a_orthonormal_transform(ops.gram(self.Wr, AWr))
+        self.store(ops, T @ self.Wr, T @ AWr, None, M=M)
+        self.refreshes += 1
+        return self
+
+    def store(self, ops, Wr, AWr, MAWr, *, M=None):
+        if Wr is None or len(Wr) == 0:
+            self.Wr = self.AWr = self.MAWr = None
+            self._key = None
+            return
+        self.Wr, self.AWr = np.ascontiguousarray(Wr), np.ascontiguousarray(AWr)
+        self.MAWr = None if MAWr is None else np.ascontiguousarray(MAWr)
+        self._key = ops.fingerprint()
+        self._M = M
+
+
+def deflated_cg_core(ops, b, *, x0=None, rtol=1e-8, atol=0.0, maxiter=None, callback=None,
+                     k=10, recycle=None, harvest=None, M=None):
+    """Deflated PCG on an ops object; see :func:`deflated_cg`."""
+    if isinstance(k, bool) or int(k) != k or k < 0:
+        raise InputError(f"deflation dimension k must be a non-negative integer, got {k!r}")
+    k = int(k)
+    harvest = max(2 * k, 20) if harvest is None else int(harvest)
+    if harvest < 0:
+        raise InputError(f"harvest must be >= 0, got {harvest!r}")
+    if not (np.isfinite(rtol) and rtol > 0):
+        raise InputError(f"rtol must be a positive finite number, got {rtol!r}")
+    if not (np.isfinite(atol) and atol >= 0):
+        raise InputError(f"atol must be a non-negative finite number, got {atol!r}")
+    b = np.asarray(b, dtype=np.float64).ravel()
+    nloc = b.shape[0]
+    maxiter = default_maxiter(ops.n) if maxiter is None else int(maxiter)
+    space = DeflationSpace() if recycle is None else recycle
+    bnorm = ops.norm(b)
+    tol = max(rtol * bnorm, atol)
+    rel = (lambda v: v / bnorm) if bnorm > 0 else (lambda v: v)
+    setup_mv = 0
+
+    def info(it, reason, kind):
+        return {"iterations": int(it), "residuals": [float(h) for h in hist],
+                "residual_kind": kind, "reason": reason, "recycle": space,
+                "setup_matvecs": int(setup_mv)}
+
+    if bnorm == 0.0:
+        hist = [0.0]
+        return np.zeros(nloc), info(0, "zero rhs", "true")
+    x = np.zeros(nloc) if x0 is None else np.array(x0, dtype=np.float64).ravel()
+    r = b.copy() if x0 is None else b - ops.matvec(x)
+    hist = [rel(ops.norm(r))]
+    if k > 0 and space.k > 0:
+        space.prepare(ops, M=M)
+        setup_mv = space.last_setup_matvecs
+        Wr, AWr = space.Wr[:k], space.AWr[:k]
+    else:
+        Wr = AWr = np.zeros((0, nloc))
+    deflate = len(Wr) > 0
+
+    def start(x, r):  # x += W (W^T A W)^{-1} W^T r, with W^T A W = I
+        if deflate:
+            c = ops.dots(Wr, r)
+            x, r = x + Wr.T @ c, r - AWr.T @ c
+        z = ops.precond(r)
+        p = z - Wr.T @ ops.dots(AWr, z) if deflate else z.copy()
+        return x, r, z, p
+
+    x, r, z, p = start(x, r)
+    if deflate:
+        hist.append(rel(ops.norm(r)))
+    rz = float(ops.dots(r[None], z)[0])
+    if deflate and harvest > 0 and (space.MAWr is None or len(space.MAWr) < len(Wr)):
+        space.MAWr = np.array([ops.precond(v) for v in space.AWr])
+    # harvest basis S with A S and M^{-1} A S, compressed to `keep` Ritz vectors when full
+    keep = 2 * k  # vectors kept at a thick restart of the harvest
+    S, AS, MAS = ([Wr], [AWr], [space.MAWr[: len(Wr)]]) if deflate and harvest else ([], [], [])
+    count = len(Wr)
+    it, reason, kind = 0, "maxiter", "true"
+    if hist[-1] * (bnorm if bnorm > 0 else 1.0) <= tol:
+        reason = "rtol"
+    while reason != "rtol" and it < maxiter:
+        if not rz > 0 or not np.isfinite(rz):
+            reason = "breakdown"
+            break
+        q = ops.matvec(p)
+        it += 1
+        kind = "recursive"
+        pq = float(ops.dots(p[None], q)[0])
+        if not pq > 0 or not np.isfinite(pq):
+            hist.append(hist[-1])
+            reason = "breakdown"
+            break
+        alpha = rz / pq
+        x += alpha * p
+        r -= alpha * q
+        z_new = ops.precond(r)
+        if k > 0 and harvest > 0:
+            S.append(p[None])
+            AS.append(q[None])
+            MAS.append(((z - z_new) / alpha)[None])  # M^{-1} q by linearity of M
+            count += 1
+            if count >= keep + harvest:
+                S, AS, MAS = ([X] for X in _ritz(ops, S, AS, MAS, k, restart=True))
+                count = len(S[0])
+        z = z_new
+        rnorm = ops.norm(r)
+        hist.append(rel(rnorm))
+        if callback is not None:
+            callback(x)
+        if rnorm <= tol:
+            r = b - ops.matvec(x)  # true residual check
+            rnorm = ops.norm(r)
+            hist[-1] = rel(rnorm)
+            if rnorm <= tol:
+                reason = "rtol"
+                break
+            x, r, z, p = start(x, r)  # residual replacement: restart
+            rz = float(ops.dots(r[None], z)[0])
+            continue
+        rz_new = float(ops.dots(r[None], z)[0])
+        p = z + (rz_new / rz) * p
+        if deflate:
+            p -= Wr.T @ ops.dots(AWr, z)
+        rz = rz_new
+    if k > 0 and harvest > 0 and count > 0:
+        space.store(ops, *_ritz(ops, S, AS, MAS, k), M=M)
+    return x, info(it, reason, kind)
+
+
+def _ritz(ops, S, AS, MAS, k, *, restart=False):
+    """Smallest Ritz vectors of :math:`M^{-1}A` (A-inner product) in ``span(S)``.
+
+    Solves :math:`(AS)^T M^{-1} (AS)\\, y = \\lambda\\, S^T A S\\, y` and returns the
+    row blocks ``(Y S, Y AS, Y MAS)`` of the ``k`` smallest, A-orthonormal. With
+    ``restart=True`` (thick restart inside a solve, as in eigCG of Stathopoulos &
+    Orginos 2010) the ``k`` smallest Ritz vectors of ``span(S)`` *and* of
+    ``span(S[:-1])`` are kept (up to ``2k`` vectors), which keeps the locally
+    optimal direction and lets the Ritz vectors keep improving over the solve.
+    """
+    S, AS, MAS = np.vstack(S), np.vstack(AS), np.vstack(MAS)
+    F = ops.gram(S, AS)
+    G = ops.gram(AS, MAS)
+    F, G = 0.5 * (F + F.T), 0.5 * (G + G.T)
+
+    def smallest(F, G):
+        d = 1.0 / np.sqrt(np.maximum(np.abs(np.diag(F)), 1e-300))
+        T = _a_orthonormal_transform(F * d[:, None] * d[None, :]) * d[None, :]  # T F T^T = I
+        if len(T) == 0:
+            return T
+        lam, Y = np.linalg.eigh(T @ G @ T.T)
+        return Y[:, :k].T @ T
+
+    Y = smallest(F, G)
+    if restart and len(S) > 1:
+        Y2 = smallest(F[:-1, :-1], G[:-1, :-1])
+        Y = np.vstack([Y, np.hstack([Y2, np.zeros((len(Y2), 1))])])
+        Y = _a_orthonormal_transform(Y @ F @ Y.T) @ Y
+    return Y @ S, Y @ AS, Y @ MAS
+
+
+def deflated_cg(A, b, *, x0=None, M=None, rtol=1e-8, atol=0.0, maxiter=None, callback=None,
+                k=10, recycle=None, harvest=None):
+    """Deflated preconditioned CG (Def-CG) for sequences of SPD systems.
+
+    With a deflation space ``W`` (:math:`W^T A W = I`), the initial guess is
+    corrected so that :math:`W^T r_0 = 0`, and the search directions are kept
+    A-orthogonal to ``W``:
+
+    .. math::
+
+        x_0 \\mathrel{+}= W W^T r_0,\\quad z_j = M^{-1} r_j,\\quad
+        p_{j} = z_j + \\beta_{j-1} p_{j-1} - W \\mu_j,\\quad \\mu_j = (AW)^T z_j,
+
+    with the usual :math:`\\alpha_j = r_j^T z_j / p_j^T A p_j`,
+    :math:`\\beta_j = r_{j+1}^T z_{j+1} / r_j^T z_j`. CG then effectively works on
+    :math:`M^{-1}A` with the eigenvalues captured by ``W`` removed.
+
+    Harvest (eigCG-like, Stathopoulos & Orginos 2010, no extra matrix products):
+    the directions :math:`p_j`, :math:`A p_j` and
+    :math:`M^{-1} A p_j = (z_j - z_{j+1})/\\alpha_j` (from the recurrences) are
+    collected next to ``W``; the Ritz pairs of :math:`M^{-1}A` in the A-inner
+    product over that basis ``S`` solve
+
+    .. math:: (AS)^T M^{-1} (AS)\\, y = \\lambda\\, S^T A S\\, y .
+
+    Whenever ``S`` holds ``2k + harvest`` vectors it is compressed to the ``k``
+    smallest Ritz vectors of ``S`` and of ``S`` minus its last vector (thick
+    restart keeping the locally optimal direction); at the end the ``k`` smallest
+    Ritz vectors become the next ``W`` (A-orthonormal, with ``AW`` and
+    :math:`M^{-1}AW` known, so a solve with the same matrix needs no setup).
+    A new matrix costs ``k`` products (``AW``) and ``k`` preconditioner
+    applications (:math:`M^{-1}AW`), reported in ``info["setup_matvecs"]``.
+
+    Parameters
+    ----------
+    A : sparse matrix or array, SPD
+    b : ndarray
+    x0, M, rtol, atol, maxiter, callback
+        As for :func:`femno.solvers.krylov.cg` (``M`` fixed SPD).
+    k : int
+        Dimension of the deflation space (``0``: plain PCG).
+    recycle : DeflationSpace, optional
+        Carried between solves, updated in place (``info["recycle"]``).
+    harvest : int, optional
+        Directions collected between two compressions of the harvest basis
+        (default ``max(2k, 20)``); memory is ``3 (2k + harvest)`` vectors.
+        ``harvest=0`` reuses ``W`` without updating it (no harvest cost: worth it
+        once ``W`` has converged for a fixed matrix, since each harvest
+        compression costs dense products with ``2k + harvest`` vectors).
+
+    Returns
+    -------
+    x : ndarray
+    info : dict
+        As for :func:`femno.solvers.krylov.cg`, plus ``recycle`` and ``setup_matvecs``.
+
+    Examples
+    --------
+    >>> import numpy as np, scipy.sparse as sp
+    >>> A = sp.diags([-1.0, 2.0, -1.0], [-1, 0, 1], shape=(100, 100), format="csr")
+    >>> x, info = deflated_cg(A, np.ones(100), k=4, rtol=1e-10)
+    >>> info["reason"], info["recycle"].k, bool(np.linalg.norm(A @ x - 1) < 1e-8)
+    ('rtol', 4, True)
+    """
+    from femno.solvers.recycle import _check
+
+    A, b, x0 = _check(A, b, x0)
+    return deflated_cg_core(SerialOps(A, M), b, x0=x0, rtol=rtol, atol=atol, maxiter=maxiter,
+                            callback=callback, k=k, recycle=recycle, harvest=harvest, M=M)

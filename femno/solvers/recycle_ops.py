@@ -1,0 +1,147 @@
+"""Pluggable vector operations shared by the recycling Krylov methods.
+
+The recycling solvers (:mod:`femno.solvers.recycle`, :mod:`femno.solvers.recycle_cg`)
+never touch a matrix or an inner product directly: they call an *ops* object, so
+the same algorithm runs on a serial numpy system (:class:`SerialOps`) and on the
+locally owned rows of a distributed PETSc system
+(:class:`femno.solvers.recycle_petsc.PetscOps`).
+
+Blocks of vectors are stored **row-wise**, as arrays of shape ``(p, n_local)``
+(vector ``i`` is the contiguous row ``X[i]``). An ops object provides
+
+``matvec(v)``      ``A v`` (local rows of the result)
+``precond(v)``     ``M^{-1} v``
+``dots(X, v)``     ``X v`` reduced over all ranks (shape ``(p,)``)
+``gram(X, Y)``     ``X Y^T`` reduced over all ranks (shape ``(p, q)``)
+``norm(v)``        ``||v||_2`` (global)
+``fingerprint()``  a record of the operator, kept by a recycle space
+``matches(key)``   whether ``key`` is the fingerprint of this operator (global answer)
+``n``              the global number of unknowns
+
+Every reduction is a single collective, so small dense matrices built from its
+results are identical on every rank and the control flow stays in lock-step.
+
+>>> import numpy as np, scipy.sparse as sp
+>>> ops = SerialOps(sp.eye(3, format="csr") * 2.0)
+>>> ops.matvec(np.ones(3)), ops.dots(np.eye(3)[:2], np.arange(3.0))
+(array([2., 2., 2.]), array([0., 1.]))
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+
+__all__ = ["SerialOps", "MatrixFingerprint", "orthonormalize_block", "same_operator"]
+
+_EPS = np.finfo(np.float64).eps
+
+
+class MatrixFingerprint:
+    """Cheap identity of a matrix: same object *or* equal shape, pattern and values.
+
+    Keeps copies of the CSR arrays (one matrix worth of memory) so that in-place
+    changes of the values are noticed; comparison costs ``O(nnz)``, far below one
+    Krylov iteration's worth of work. Objects that are neither sparse nor dense
+    arrays (``LinearOperator``, callables) compare by identity only.
+    """
+
+    def __init__(self, A):
+        self.ref = A
+        self.arrays = None
+        if sp.issparse(A):
+            A = A.tocsr() if A.format != "csr" else A
+            self.arrays = (A.shape, A.indptr.copy(), A.indices.copy(), A.data.copy())
+        elif isinstance(A, np.ndarray):
+            self.arrays = (A.shape, A.copy())
+
+    def __eq__(self, other):
+        if not isinstance(other, MatrixFingerprint):
+            return NotImplemented
+        if self.arrays is None or other.arrays is None:
+            return self.ref is other.ref
+        if len(self.arrays) != len(other.arrays) or self.arrays[0] != other.arrays[0]:
+            return False
+        return all(np.array_equal(a, b) for a, b in zip(self.arrays[1:], other.arrays[1:], strict=True))
+
+    __hash__ = None
+
+
+def same_operator(M1, M2) -> bool:
+    """Whether two preconditioner callables are the same (``None`` = identity).
+
+    Bound methods of one object compare equal (``pc.apply == pc.apply``), so a
+    preconditioner object that is re-set-up for a new matrix counts as "the same";
+    the recycle space is refreshed anyway in that case because the matrix changed.
+    """
+    if M1 is None or M2 is None:
+        return M1 is None and M2 is None
+    return M1 is M2 or M1 == M2
+
+
+class SerialOps:
+    """Operations on a serial system: ``A`` with ``A @ x`` and ``M`` a callable or None."""
+
+    def __init__(self, A, M=None):
+        self.A = A
+        self.M = M
+        self.n = int(A.shape[0])  # global size
+
+    def matvec(self, v):
+        return np.asarray(self.A @ v, dtype=np.float64).ravel()
+
+    def precond(self, v):
+        if self.M is None:
+            return np.array(v, dtype=np.float64)
+        return np.asarray(self.M(v), dtype=np.float64).ravel()
+
+    def dots(self, X, v):
+        return X @ v
+
+    def gram(self, X, Y):
+        return X @ Y.T
+
+    def norm(self, v):
+        return float(np.sqrt(v @ v))
+
+    def fingerprint(self):
+        return MatrixFingerprint(self.A)
+
+    def matches(self, key) -> bool:
+        """Whether ``key`` (an earlier :meth:`fingerprint`) is this operator's."""
+        return key is not None and key == self.fingerprint()
+
+
+def orthonormalize_block(ops, C, *others, drop_tol=1e-10, passes=2):
+    """Orthonormalise the rows of ``C`` and apply the same transform to ``others``.
+
+    CholeskyQR2: ``G = C C^T = R^T R``, ``C <- R^{-T} C``, done twice (two
+    reductions); when ``G`` is numerically singular the block is reduced with an
+    eigen-decomposition of ``G`` that drops directions with relative eigenvalue
+    below ``drop_tol**2``. ``passes=1`` is enough for a nearly orthonormal block. Keeping ``U`` and ``Z`` transformed like ``C``
+    preserves ``A M^{-1} U = A Z = C``.
+
+    Returns the new ``(C, *others)`` (row blocks with possibly fewer rows).
+    """
+    others = list(others)
+    for _ in range(passes):
+        if C.shape[0] == 0:
+            break
+        G = ops.gram(C, C)
+        G = 0.5 * (G + G.T)
+        try:
+            L = np.linalg.cholesky(G)
+            d = np.abs(np.diag(L))
+            if d.min() <= drop_tol * d.max():
+                raise np.linalg.LinAlgError("ill-conditioned block")
+            T = np.linalg.inv(L)  # C <- L^{-1} C  (G = L L^T)
+        except np.linalg.LinAlgError:
+            w, Q = np.linalg.eigh(G)
+            keep = w > (drop_tol**2) * max(w.max(), 0.0) if w.size else w > 0
+            if not np.any(keep):
+                T = np.zeros((0, C.shape[0]))
+            else:
+                T = (Q[:, keep] / np.sqrt(w[keep])).T
+        C = T @ C
+        others = [T @ X for X in others]
+    return (C, *others)
