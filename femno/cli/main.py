@@ -29,7 +29,7 @@ examples:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from femno.cli import info, solve
+    from femno.cli import dataset, generate, info, solve
 
     parser = argparse.ArgumentParser(
         prog="femno", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -38,6 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     info.add_parser(sub)
     solve.add_parser(sub)
+    generate.add_parser(sub)
+    dataset.add_parser(sub)
     return parser
 
 

@@ -1,0 +1,223 @@
+"""Data-generation benchmark: every sequence strategy side by side, per recipe.
+
+For each recipe of ``data_gen/recipes.py`` a sequence of systems is assembled once
+(deterministic seeds), features are computed, and every strategy of
+:func:`femno.datagen.solve_sequence` solves the *same* systems in one process at
+rtol 1e-8: GMRES(40) per system (the SKR paper's baseline) and SKR / recycling /
+fresh GCRO-DR with the same preconditioner, warm-started SKR, AMG-CG with hierarchy
+reuse, fresh AMG-CG, sparse LU fresh and with reuse, block solves (fixed matrix),
+and ``auto``. Reported: total time (incl. sorting), samples/s, mean iterations,
+failures, the sort cost and time ratios. Krylov rows with weak preconditioners
+(none, Jacobi, SSOR, ILU(0): hundreds to thousands of iterations per system) use the
+first ``--slow-systems`` systems and are extrapolated per system; the table says so.
+
+Usage::
+
+    python benchmarks/bench_datagen.py                     # all recipes, 200 systems
+    python benchmarks/bench_datagen.py --recipes skr-darcy --systems 40 --out /tmp/r
+
+Results go to ``benchmarks/results/datagen.{json,md}``. Set OMP_NUM_THREADS=1 on
+small machines (the script does so when it is unset): threaded BLAS slows the
+block Gram-Schmidt of GCRO-DR down on 2 cores.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "data_gen"))
+from recipes import RECIPES  # noqa: E402
+
+from femno.datagen import solve_sequence, sort_systems  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+
+#: recipe -> default size override for the benchmark (None = the recipe's default)
+SIZES = {"skr-darcy": None, "skr-thermal": None, "skr-poisson": None, "skr-helmholtz": None,
+         "darcy3d": None}
+
+
+def strategies(fixed: bool, spd: bool, pcs):
+    """(label, kwargs, slow) triples for one recipe."""
+    out = []
+    for pc in pcs:
+        slow = pc != "ilu"  # hundreds to thousands of iterations per system
+        out += [
+            (f"GMRES(40) + {pc}", dict(method="gmres", pc=pc, restart=40), slow),
+            (f"GCRO-DR fresh + {pc}", dict(method="gcrodr", pc=pc), slow),
+            (f"recycle unsorted + {pc}", dict(method="recycle", pc=pc), slow),
+            (f"SKR + {pc}", dict(method="skr", pc=pc), slow),
+            (f"SKR warm + {pc}", dict(method="skr", pc=pc, warm_start=True), slow),
+        ]
+    if spd:
+        out += [("AMG-CG fresh hierarchy", dict(method="amg-cg-fresh"), False),
+                ("AMG-CG hierarchy reuse", dict(method="amg-cg"), False)]
+    out += [("LU fresh (splu)", dict(method="direct-fresh"), False),
+            ("LU with reuse", dict(method="direct"), False)]
+    if fixed:
+        out.append(("block (one LU, all rhs)", dict(method="block"), False))
+    out.append(("auto", dict(method="auto"), False))
+    return out
+
+
+def build(recipe: str, n_systems: int, seed: int):
+    cls = RECIPES[recipe]
+    fam = cls() if SIZES.get(recipe) is None else cls(n=SIZES[recipe])
+    systems, feats = [], []
+    for i in range(n_systems):
+        params = fam.sample(np.random.default_rng([seed, i]))
+        feats.append(fam.features(params))
+        s = fam.assemble(params)
+        systems.append((s.A, s.b))
+    return fam, systems, np.asarray(feats)
+
+
+def run_recipe(recipe, args):
+    t0 = time.perf_counter()
+    fam, systems, feats = build(recipe, args.systems, args.seed)
+    n = systems[0][0].shape[0]
+    print(f"\n== {recipe}: {len(systems)} systems, {n} dofs, fixed matrix {fam.fixed_matrix}, "
+          f"spd {fam.spd}; assembly {time.perf_counter() - t0:.1f} s", flush=True)
+    _, sort_s = sort_systems(feats, method="greedy")
+    pcs = args.pcs if n <= 120_000 else ["ilu"]
+    rows = []
+    for label, kw, slow in strategies(fam.fixed_matrix, fam.spd, pcs):
+        if n > 120_000 and kw["method"] in ("direct-fresh",) and not args.all:
+            rows.append(dict(recipe=recipe, strategy=label, skipped="3D LU fill: minutes per system"))
+            print(f"  {label:<28} skipped")
+            continue
+        m = min(args.slow_systems, len(systems)) if slow else len(systems)
+        sub = systems[:m]
+        f = feats[:m]
+        t = time.perf_counter()
+        try:
+            res = solve_sequence(sub, features=f, rtol=args.rtol, on_fail="ignore",
+                                 maxiter=args.maxiter, **kw)
+        except Exception as exc:  # noqa: BLE001 - a strategy that errors is a result too
+            rows.append(dict(recipe=recipe, strategy=label, error=f"{type(exc).__name__}: {exc}"))
+            print(f"  {label:<28} ERROR {exc}")
+            continue
+        total = time.perf_counter() - t
+        per = total / m
+        row = dict(recipe=recipe, dofs=n, strategy=label, systems=m, extrapolated=m < len(systems),
+                   total_s=per * len(systems), per_system_s=per, samples_per_s=1.0 / per,
+                   mean_iterations=float(np.mean(res.iterations)),
+                   failures=int(np.sum(~res.converged)), sort_s=float(res.sort_s),
+                   method=res.method, explanation=res.explanation)
+        rows.append(row)
+        print(f"  {label:<28} {row['per_system_s'] * 1e3:9.1f} ms/system  it {row['mean_iterations']:8.1f}"
+              f"  fail {row['failures']:3d}  ({res.method}{f', {m} systems' if m < len(systems) else ''})",
+              flush=True)
+    return dict(recipe=recipe, dofs=n, systems=len(systems), fixed_matrix=fam.fixed_matrix,
+                spd=fam.spd, greedy_sort_s=sort_s, rows=rows)
+
+
+def workers_comparison(recipe, args):
+    """1 vs 2 workers through the dataset generator (includes assembly and I/O)."""
+    import tempfile
+
+    from femno.datagen import generate_dataset
+
+    out = {}
+    for workers in (1, 2):
+        with tempfile.TemporaryDirectory() as tmp:
+            s = generate_dataset(recipe, samples=args.systems, out=os.path.join(tmp, "ds"),
+                                 method="auto", workers=workers, progress=False)
+        out[workers] = dict(total_s=s["total_s"], samples_per_s=s["samples_per_s"],
+                            method=s.get("method"), mean_iterations=s.get("mean_iterations"))
+        print(f"  generate {recipe} workers={workers}: {s['samples_per_s']:.2f} samples/s ({s.get('method')})")
+    return out
+
+
+def machine() -> dict:
+    import platform
+
+    import scipy
+
+    info = dict(python=platform.python_version(), cpus=os.cpu_count(), numpy=np.__version__,
+                scipy=scipy.__version__, omp_threads=os.environ.get("OMP_NUM_THREADS"))
+    try:
+        with open("/proc/cpuinfo") as fh:
+            info["cpu_model"] = next(ln.split(":", 1)[1].strip() for ln in fh if ln.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return info
+
+
+def write(results, workers, args):
+    args.out.mkdir(parents=True, exist_ok=True)
+    m = machine()
+    (args.out / "datagen.json").write_text(json.dumps(dict(machine=m, rtol=args.rtol, recipes=results,
+                                                            workers=workers), indent=1, default=str))
+    L = ["# Data-generation benchmark (femno.datagen.solve_sequence)", "",
+         f"Machine: {m.get('cpu_model', '?')}, {m['cpus']} cores, OMP_NUM_THREADS={m['omp_threads']}; "
+         f"numpy {m['numpy']}, scipy {m['scipy']}. rtol {args.rtol:g}, maxiter {args.maxiter}.",
+         "Command: `python benchmarks/bench_datagen.py` (all strategies on the same systems, one process).",
+         "Times are per system x number of systems; rows marked * ran on the first "
+         f"{args.slow_systems} systems only (thousands of iterations each) and are extrapolated.",
+         "'vs GMRES' = time of GMRES(40) with the same preconditioner / time of the row; "
+         "'vs best fresh' = best independent per-system solver (LU fresh or AMG-CG fresh) / time of the row.", ""]
+    for rec in results:
+        rows = [r for r in rec["rows"] if "total_s" in r]
+        fresh = [r["total_s"] for r in rows if r["strategy"] in ("LU fresh (splu)", "AMG-CG fresh hierarchy")]
+        best_fresh = min(fresh) if fresh else float("nan")
+        gm = {r["strategy"].split(" + ")[1]: r["total_s"] for r in rows if r["strategy"].startswith("GMRES(40)")}
+        L += [f"## {rec['recipe']}: {rec['systems']} systems, {rec['dofs']:,} dofs, "
+              f"{'fixed' if rec['fixed_matrix'] else 'changing'} matrix; greedy sort {rec['greedy_sort_s'] * 1e3:.1f} ms", "",
+              "| strategy | total s | samples/s | mean it | failures | vs GMRES | vs best fresh | ran as |",
+              "|---|---|---|---|---|---|---|---|"]
+        for r in rec["rows"]:
+            if "total_s" not in r:
+                L.append(f"| {r['strategy']} | {r.get('skipped') or r.get('error')} | | | | | | |")
+                continue
+            pc = r["strategy"].split(" + ")[1] if " + " in r["strategy"] else None
+            vs_gm = f"{gm[pc] / r['total_s']:.2f}" if pc in gm else ""
+            L.append(f"| {r['strategy']}{' *' if r['extrapolated'] else ''} | {r['total_s']:.2f} | "
+                     f"{r['samples_per_s']:.1f} | {r['mean_iterations']:.1f} | {r['failures']} | {vs_gm} | "
+                     f"{best_fresh / r['total_s']:.2f} | {r['method']} |")
+        L.append("")
+    if workers:
+        L += ["## 1 vs 2 workers (`generate_dataset`, assembly + solve + storage)", "",
+              "| recipe | workers | samples/s | method |", "|---|---|---|---|"]
+        for recipe, w in workers.items():
+            for k, v in w.items():
+                L.append(f"| {recipe} | {k} | {v['samples_per_s']:.2f} | {v['method']} |")
+        L.append("")
+    (args.out / "datagen.md").write_text("\n".join(L))
+    print(f"wrote {args.out / 'datagen.md'}")
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--recipes", nargs="+", default=["skr-darcy", "skr-thermal", "skr-helmholtz", "skr-poisson"],
+                   choices=sorted(RECIPES))
+    p.add_argument("--systems", type=int, default=200)
+    p.add_argument("--slow-systems", type=int, default=20,
+                   help="systems for Krylov rows with weak preconditioners (extrapolated)")
+    p.add_argument("--pcs", nargs="+", default=["none", "jacobi", "ssor", "ilu0", "ilu"],
+                   help="preconditioners of the Krylov rows (ilu0 = PETSc-like ILU(0); ilu = scipy threshold ILU)")
+    p.add_argument("--rtol", type=float, default=1e-8)
+    p.add_argument("--maxiter", type=int, default=10000)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workers-recipe", default="skr-darcy", help="recipe for the 1 vs 2 workers run ('' = skip)")
+    p.add_argument("--all", action="store_true", help="also run strategies skipped as too slow")
+    p.add_argument("--out", type=Path, default=HERE / "results")
+    args = p.parse_args(argv)
+    results = [run_recipe(r, args) for r in args.recipes]
+    workers = {args.workers_recipe: workers_comparison(args.workers_recipe, args)} if args.workers_recipe else {}
+    write(results, workers, args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,14 @@
+"""Generate the darcy3d dataset (see data_gen/recipes.py and data_gen/README.md).
+
+    python data_gen/darcy3d.py --samples 100 --out darcy3d.femno [--workers K] [--n N]
+"""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from recipes import main  # noqa: E402
+
+if __name__ == "__main__":
+    sys.exit(main("darcy3d"))

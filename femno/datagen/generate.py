@@ -1,0 +1,395 @@
+r"""Resumable, deterministic generation of training datasets from parametric families.
+
+:func:`generate_dataset` runs four stages:
+
+1. **Sample features.** Sample ``i`` has parameters
+   ``family.sample(np.random.default_rng([seed, i]))`` (independent of workers and
+   order); only its sort features are kept.
+2. **Sort once, globally** (:func:`femno.datagen.sorting.sort_systems`, greedy chain by
+   default) and cut the chain into contiguous *blocks* of ``block`` samples.
+3. **Solve blocks** on the workers (:mod:`femno.datagen.runner`): each block is
+   re-sampled, assembled and solved by :func:`femno.datagen.sequence.solve_sequence`
+   with ``sort="none"`` from a fresh solver state.
+4. **Write** each finished block in the main process into the store
+   (:mod:`femno.datagen.store`), then its completion marker.
+
+Trade-off: the recycle space (or reused factorization / AMG hierarchy) is carried
+*within* a block, never across blocks.  That costs a warm-up per block (keep
+``block`` well above the recycle dimension, e.g. 32-128) but makes the dataset
+bit-for-bit identical for any number of workers, any scheduler and any
+interruption point, and lets a killed run resume without recomputing finished
+blocks.  Reproducibility holds for a fixed BLAS threading configuration (Dask
+nannies set ``OPENBLAS_NUM_THREADS=1``; large reductions may round differently
+with a different thread count).  Per-sample solve times are the only
+non-deterministic stored values.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import time
+from datetime import datetime, timezone
+
+import numpy as np
+
+from femno.datagen import runner
+from femno.datagen.store import DatasetStore, read_manifest
+from femno.errors import InputError
+
+__all__ = ["generate_dataset", "KNOWN_METHODS", "IDENTITY_KEYS"]
+
+KNOWN_METHODS = ("auto", "skr", "recycle", "gcrodr", "gmres", "cg", "amg-cg", "direct",
+                 "block", "dcg")
+SORTS = ("greedy", "grouped", "none")
+IDENTITY_KEYS = ("family", "family_config", "samples", "seed", "method", "pc", "rtol", "block",
+                 "sort", "solver_options")
+_KILL_ENV = "FEMNO_DATAGEN_KILL"  # test hook: "after:B" / "before:B" -> SIGKILL self
+
+
+def _int(value, name: str, low: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+        raise InputError(f"{name} must be an integer >= {low}, got {value!r}")
+    return int(value)
+
+
+def _methods() -> tuple:
+    try:
+        from femno.datagen.sequence import SEQUENCE_METHODS
+    except ImportError:  # pragma: no cover - sequence module missing
+        return KNOWN_METHODS
+    return tuple(SEQUENCE_METHODS)
+
+
+def _check_solver(method, pc, rtol, solver_options) -> None:
+    """Validate the solver settings with solve_sequence's own checks, before any work."""
+    from femno.datagen.sequence import solve_sequence
+
+    try:  # options are checked before the (empty) system list is rejected
+        solve_sequence([], method=method, pc=pc, rtol=rtol, **solver_options)
+    except InputError as exc:
+        if "empty" not in str(exc):
+            raise
+    except TypeError as exc:
+        raise InputError(f"bad solver_options {solver_options}: {exc}") from exc
+
+
+def _resolve_auto(fam, spec, options, seed, order, pc, rtol, solver_options) -> tuple:
+    """Pin ``method="auto"`` to one concrete method for the whole dataset.
+
+    ``auto`` chooses with timed probes, so letting every block choose would make
+    the dataset depend on machine load.  Instead auto runs once, at creation, on
+    the first systems of the chain (results discarded); the method it picked is
+    stored in the manifest and used for every block.  Falls back to a structural
+    rule (fixed matrix: block LU; SPD: AMG-CG; else sparse LU) when auto's label
+    does not name a method.
+    """
+    from femno.datagen.sequence import SEQUENCE_METHODS, solve_sequence
+
+    systems = [fam.assemble(runner.sample_params(fam, seed, int(i))) for i in order[:8]]
+    label, explanation = "", ""
+    try:
+        res = solve_sequence([(s.A, s.b) for s in systems], method="auto", pc=pc, rtol=rtol,
+                             sort="none", on_fail="ignore", **solver_options)
+        label, explanation = str(res.method), str(res.explanation)
+    except ImportError:  # auto strategy not available
+        pass
+    chosen = label.split("->", 1)[1] if "->" in label else ""
+    name, _, chosen_pc = chosen.partition("+")
+    keys = sorted((k for k in SEQUENCE_METHODS if k != "auto" and name.startswith(k)), key=len)
+    if keys:
+        method = keys[-1]
+        if pc == "auto" and chosen_pc and method not in ("direct", "direct-fresh", "block"):
+            pc = chosen_pc
+    else:
+        method = "block" if fam.fixed_matrix else ("amg-cg" if fam.spd else "direct")
+        explanation = (f"auto -> {method} by structure (fixed matrix={fam.fixed_matrix}, "
+                       f"spd={fam.spd})" + (f"; probe said {label!r}" if label else ""))
+    if method == "block" and not fam.fixed_matrix:
+        method = "direct"
+    return method, pc, f"auto pinned once for all blocks: {method} ({explanation})"
+
+
+def _jsonable(obj, what: str):
+    try:
+        return json.loads(json.dumps(obj, sort_keys=True, allow_nan=False))
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"{what} must be JSON-serializable (numbers, strings): {exc}") from exc
+
+
+def _spec_of(family) -> str:
+    """A string a worker process can rebuild the family from."""
+    if isinstance(family, str):
+        return family
+    if isinstance(family, type):
+        module = sys.modules.get(family.__module__)
+        if family.__module__ == "__main__" or module is None:
+            path = getattr(module, "__file__", None)
+            if not path:
+                raise InputError(f"cannot locate the module of family class {family.__name__}")
+            return f"{os.path.abspath(path)}:{family.__qualname__}"
+        return f"{family.__module__}:{family.__qualname__}"
+    raise InputError(
+        f"family must be a name or a Family subclass, got {type(family).__name__} "
+        "(instances cannot be rebuilt on workers: pass the class and family_options)"
+    )
+
+
+def _family_config(fam) -> dict:
+    return _jsonable({
+        "name": fam.name, "n": getattr(fam, "n", None), "element": fam.element,
+        "mesh": type(fam.mesh).__name__, "n_dofs": int(fam.basis.N),
+        "options": {k: v for k, v in fam.options.items() if not callable(v)},
+    }, "family options")
+
+
+def _versions() -> dict:
+    import scipy
+    import skfem
+
+    import femno
+
+    out = {"femno": femno.__version__, "numpy": np.__version__, "scipy": scipy.__version__,
+           "scikit-fem": getattr(skfem, "__version__", "?"), "python": sys.version.split()[0]}
+    try:
+        import zarr
+
+        out["zarr"] = zarr.__version__
+    except ImportError:  # pragma: no cover
+        pass
+    return out
+
+
+def _layout(fam, spec, options, seed) -> tuple[dict, dict, dict]:
+    """Array declarations, static arrays and the FE description from sample 0."""
+    params = runner.sample_params(fam, seed, 0)
+    system = fam.assemble(params)
+    basis, mesh = fam.basis, fam.mesh
+    free = np.asarray(system.free, dtype=np.int64)
+    mask = np.ones(basis.N, dtype=bool)
+    mask[free] = False
+    arrays = {f"inputs/{k}": (v.shape, "f8") for k, v in runner.input_arrays(params).items()}
+    arrays.update({
+        "solution": ((basis.N,), "f8"), "sample_index": ((), "i8"),
+        "stats/iterations": ((), "i8"), "stats/residual": ((), "f8"),
+        "stats/time": ((), "f8"), "stats/converged": ((), "bool"),
+    })
+    static = {
+        "mesh/points": np.ascontiguousarray(mesh.p.T, dtype=np.float64),
+        "mesh/cells": np.ascontiguousarray(mesh.t.T, dtype=np.int64),
+        "fe/free": free, "fe/dirichlet": np.nonzero(mask)[0].astype(np.int64),
+        "fe/doflocs": np.ascontiguousarray(basis.doflocs.T, dtype=np.float64),
+        "fe/element_dofs": np.ascontiguousarray(basis.element_dofs.T, dtype=np.int64),
+    }
+    layout = {
+        "element": fam.element, "mesh_type": type(mesh).__name__, "dim": int(mesh.p.shape[0]),
+        "n_vertices": int(mesh.p.shape[1]), "n_elements": int(mesh.t.shape[1]),
+        "n_dofs": int(basis.N), "n_free": int(free.size),
+        "inputs": sorted(k[7:] for k in arrays if k.startswith("inputs/")),
+        "row_order": "rows are samples in sorted chain order; sample_index[row] = i",
+        "spd": bool(fam.spd), "symmetric": bool(fam.symmetric),
+        "fixed_matrix": bool(fam.fixed_matrix),
+    }
+    return arrays, static, layout
+
+
+def _features(pool, spec, options, seed, samples) -> np.ndarray:
+    parts = np.array_split(np.arange(samples), max(1, min(samples, 4 * pool.workers)))
+    args = [(spec, options, seed, p.tolist()) for p in parts if p.size]
+    return np.concatenate(pool.map_features(runner.features_task, args), axis=0)
+
+
+def _kill_hook():
+    value = os.environ.get(_KILL_ENV, "")
+    when, _, count = value.partition(":")
+    return (when, int(count)) if when in ("after", "before") and count.isdigit() else (None, 0)
+
+
+def _progress(total, initial, enabled, desc):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, unit="sample", desc=desc, dynamic_ncols=True,
+                disable=not (enabled and sys.stderr.isatty()))
+
+
+def generate_dataset(family, *, samples, out, method="auto", pc="auto", rtol=1e-8, seed=0,
+                     workers=1, scheduler=None, block=32, family_options=None, sort="greedy",
+                     progress=True, solver_options=None) -> dict:
+    """Generate (or resume) a dataset of solved systems of a parametric family.
+
+    Parameters
+    ----------
+    family : str or type
+        Family name (``femno.fem.FAMILIES`` or a ``data_gen`` recipe such as
+        ``"skr-darcy"``), ``"file.py:Name"`` / ``"module:Name"``, or a Family subclass.
+    samples : int, keyword-only
+        Number of samples ``N`` (>= 1).
+    out : str or path, keyword-only
+        Dataset directory (created; an existing dataset with the same settings is
+        resumed, with different settings it is an :class:`InputError`).
+    method, pc, rtol : keyword-only
+        Sequence strategy, preconditioner and relative tolerance passed to
+        :func:`femno.datagen.sequence.solve_sequence`.
+    seed : int, keyword-only
+        Sample ``i`` uses ``np.random.default_rng([seed, i])``.
+    workers : int, keyword-only
+        Local worker processes (1: in this process).
+    scheduler : str or distributed.Client, optional, keyword-only
+        Dask scheduler address (or client); overrides ``workers``.
+    block : int, keyword-only
+        Samples per block: unit of work, chunking and checkpointing.
+    family_options : dict, optional, keyword-only
+        Family constructor arguments (``n``, ``element``, family options); JSON-able.
+    sort : {"greedy", "grouped", "none"}, keyword-only
+        Global ordering of the samples.
+    progress : bool, keyword-only
+        Show a tqdm bar (only when stderr is a terminal).
+    solver_options : dict, optional, keyword-only
+        Extra keywords of ``solve_sequence`` (``k``, ``restart``, ``maxiter``).
+
+    Returns
+    -------
+    dict
+        ``samples, done, skipped_existing, total_s, samples_per_s, sort_s,
+        mean_iterations, failures, method, explanation, path, complete, message``.
+    """
+    t0 = time.perf_counter()
+    samples = _int(samples, "samples", 1)
+    block = _int(block, "block", 1)
+    workers = _int(workers, "workers", 1)
+    seed = _int(seed, "seed", 0)
+    try:
+        rtol = float(rtol)
+    except (TypeError, ValueError):
+        raise InputError(f"rtol must be a positive number, got {rtol!r}") from None
+    if not (np.isfinite(rtol) and 0 < rtol < 1):
+        raise InputError(f"rtol must be in (0, 1), got {rtol!r}")
+    methods = _methods()
+    if method not in methods:
+        raise InputError(f"unknown method {method!r}; valid: {', '.join(methods)}")
+    if sort not in SORTS:
+        raise InputError(f"unknown sort {sort!r}; valid: {', '.join(SORTS)}")
+    if not isinstance(pc, str):
+        raise InputError(f"pc must be a string, got {pc!r}")
+    if out is None or str(out) == "":
+        raise InputError("out must be a directory path")
+    options = _jsonable(dict(family_options or {}), "family_options")
+    solver_options = _jsonable(dict(solver_options or {}), "solver_options")
+    _check_solver(method, pc, rtol, solver_options)
+    spec = _spec_of(family)
+    fam = runner.load_family(spec, options)
+    settings = {
+        "family": fam.name, "family_spec": spec, "family_options": options,
+        "family_config": _family_config(fam), "samples": samples, "seed": seed,
+        "method": method, "pc": pc, "rtol": rtol, "block": block, "sort": sort,
+        "solver_options": solver_options,
+    }
+
+    manifest = read_manifest(out) if os.path.isdir(out) else None
+    sort_s, created = 0.0, False
+    if manifest is not None:
+        old = manifest["settings"]
+        diff = [k for k in IDENTITY_KEYS if _jsonable(old.get(k), k) != _jsonable(settings[k], k)]
+        if diff:
+            detail = "; ".join(f"{k}: existing {old.get(k)!r} vs requested {settings[k]!r}"
+                               for k in diff)
+            raise InputError(f"dataset {str(out)!r} was generated with different settings "
+                             f"({', '.join(diff)}): {detail}. Use another --out path.")
+        store = DatasetStore.open(out, mode="r+")
+        pending = [b for b in range(store.n_blocks) if b not in store.done_blocks()]
+        if not pending:
+            return _summary(store, t0, done=0, sort_s=0.0, run_info=[],
+                            message="dataset already complete: nothing to do")
+    else:
+        DatasetStore.prepare_directory(out)  # fail early on unwritable / foreign paths
+
+    pool = runner.make_pool(workers, scheduler)
+    try:
+        if manifest is None:
+            arrays, static, layout = _layout(fam, spec, options, seed)
+            F = _features(pool, spec, options, seed, samples)
+            from femno.datagen.sorting import sort_systems
+
+            order, sort_s = sort_systems(F, method=sort)
+            order = np.asarray(order, dtype=np.int64)
+            arrays["features"] = ((F.shape[1],), "f8")
+            static.update(sample_index=order, features=F[order])
+            run_method, run_pc, explanation = method, pc, ""
+            if method == "auto":
+                run_method, run_pc, explanation = _resolve_auto(
+                    fam, spec, options, seed, order, pc, rtol, solver_options)
+            manifest = {
+                "resolved": {"method": run_method, "pc": run_pc, "explanation": explanation},
+                "format": "femno-dataset", "format_version": 1, "settings": settings,
+                "layout": layout, "sort_s": sort_s, "versions": _versions(),
+                "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            }
+            store = DatasetStore.create(out, manifest=manifest, arrays=arrays, static=static)
+            pending, created = list(range(store.n_blocks)), True
+        order = store.root["sample_index"][:]
+        resolved = store.manifest.get("resolved", {})
+        run_method, run_pc = resolved.get("method", method), resolved.get("pc", pc)
+        tasks = [{"block": b, "spec": spec, "options": options, "seed": seed,
+                  "indices": order[slice(*store.rows(b))].tolist(), "method": run_method,
+                  "pc": run_pc, "rtol": rtol, "solver_options": solver_options} for b in pending]
+        run_info = _run_blocks(store, pool, tasks, progress=progress, desc=fam.name)
+    finally:
+        pool.close()
+    return _summary(store, t0, done=sum(r["samples"] for r in run_info), sort_s=sort_s,
+                    run_info=run_info, message="created" if created else "resumed")
+
+
+def _run_blocks(store, pool, tasks, *, progress, desc) -> list[dict]:
+    when, count = _kill_hook()
+    done_before = store.samples - sum(store.rows(t["block"])[1] - store.rows(t["block"])[0]
+                                      for t in tasks)
+    info = []
+    with _progress(store.samples, done_before, progress, desc) as bar:
+        for res in pool.run_blocks(tasks):
+            b = res["block"]
+            data = {f"inputs/{k}": v for k, v in res["inputs"].items()}
+            data.update({"solution": res["solution"], "stats/iterations": res["iterations"],
+                         "stats/residual": res["residual"], "stats/time": res["time"],
+                         "stats/converged": res["converged"]})
+            store.write_block(b, data)
+            if when == "before" and len(info) + 1 >= count:
+                os.kill(os.getpid(), signal.SIGKILL)
+            entry = {"samples": int(res["solution"].shape[0]), "method": res["method"],
+                     "explanation": res["explanation"], "assemble_s": res["assemble_s"],
+                     "solve_s": res["solve_s"], "iterations": int(res["iterations"].sum()),
+                     "failures": int((~res["converged"]).sum()), "pid": res["pid"]}
+            store.mark_done(b, entry)
+            info.append(entry)
+            bar.update(entry["samples"])
+            if when == "after" and len(info) >= count:
+                os.kill(os.getpid(), signal.SIGKILL)
+    return info
+
+
+def _summary(store, t0, *, done, sort_s, run_info, message) -> dict:
+    rows = store.done_rows()
+    total_s = time.perf_counter() - t0
+    it = store.root["stats/iterations"][:][rows] if rows.size else np.zeros(0)
+    conv = store.root["stats/converged"][:][rows] if rows.size else np.zeros(0, bool)
+    first = run_info[0] if run_info else (store.marker(min(store.done_blocks()))
+                                          if store.done_blocks() else {})
+    return {
+        "path": str(store.path),
+        "family": store.manifest["settings"]["family"],
+        "samples": store.samples,
+        "done": int(done),
+        "skipped_existing": int(rows.size - done),
+        "complete": bool(rows.size == store.samples),
+        "blocks": store.n_blocks,
+        "total_s": total_s,
+        "samples_per_s": done / total_s if done and total_s > 0 else 0.0,
+        "sort_s": float(sort_s),
+        "mean_iterations": float(it.mean()) if it.size else None,
+        "failures": int((~conv).sum()),
+        "method": first.get("method"),
+        "explanation": "; ".join(filter(None, [
+            store.manifest.get("resolved", {}).get("explanation"), first.get("explanation")])),
+        "message": message,
+    }

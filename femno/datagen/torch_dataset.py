@@ -1,0 +1,107 @@
+r"""A :class:`torch.utils.data.Dataset` over the completed samples of a femno dataset.
+
+>>> # ds = FemnoDataset("darcy.femno", dtype=torch.float64)
+>>> # x, y = ds[0]          # x: inputs/a (n_elements, n_qp), y: solution (n_dofs,)
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from femno.datagen.store import DatasetStore
+from femno.errors import InputError
+
+__all__ = ["FemnoDataset"]
+
+
+class FemnoDataset(Dataset):
+    """(input, target) pairs of the completed samples of a dataset, read lazily from zarr.
+
+    Parameters
+    ----------
+    path : str or path
+        Dataset directory written by :func:`femno.datagen.generate.generate_dataset`.
+    inputs : str or list of str, optional, keyword-only
+        Input fields (names under ``inputs/``, e.g. ``"a"``); default all.  One
+        field is returned with its stored per-sample shape; several are flattened
+        and concatenated (in the given order) into a 1-D tensor.
+    target : str, keyword-only
+        Array returned as target: ``"solution"`` (full FE coefficient vector,
+        default) or any per-sample array path such as ``"stats/iterations"``.
+    dtype : torch.dtype, keyword-only
+        ``torch.float32`` (default) or ``torch.float64``.
+
+    Attributes
+    ----------
+    rows : ndarray of int64
+        Store rows of the completed samples; item ``k`` is row ``rows[k]``.
+    sample_index : ndarray of int64
+        Seed index ``i`` of each item (parameters from ``default_rng([seed, i])``).
+    points, cells : ndarray
+        Mesh vertices (n_vertices, dim) and connectivity (n_elements, n_local).
+    doflocs, free, dirichlet, element_dofs : ndarray
+        FE space: dof locations, free / Dirichlet dof indices, dofs of each element.
+    element : str
+        Element name (``"P1"``, ``"Q1"``, ...).
+    family, settings, layout : str, dict, dict
+        From the dataset manifest.
+    """
+
+    def __init__(self, path, *, inputs=None, target="solution", dtype=torch.float32):
+        if dtype not in (torch.float32, torch.float64):
+            raise InputError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
+        store = DatasetStore.open(path)
+        self.path, self.dtype = store.path, dtype
+        self.settings, self.layout = store.manifest["settings"], store.manifest.get("layout", {})
+        self.family, self.element = self.settings["family"], self.layout.get("element")
+        available = [n[7:] for n in store.array_names() if n.startswith("inputs/")]
+        if inputs is None:
+            inputs = available
+        elif isinstance(inputs, str):
+            inputs = [inputs]
+        missing = [n for n in inputs if n not in available]
+        if missing or not inputs:
+            raise InputError(f"unknown input field(s) {missing}; available: {available}")
+        self.inputs = list(inputs)
+        self.target = target
+        if target not in store.array_names() or store.array(target).shape[:1] != (store.samples,):
+            raise InputError(f"target {target!r} is not a per-sample array of {str(self.path)!r}")
+        self.rows = store.done_rows()
+        self.sample_index = store.root["sample_index"][:][self.rows]
+        self.points = store.root["mesh/points"][:]
+        self.cells = store.root["mesh/cells"][:]
+        self.doflocs = store.root["fe/doflocs"][:]
+        self.free = store.root["fe/free"][:]
+        self.dirichlet = store.root["fe/dirichlet"][:]
+        self.element_dofs = store.root["fe/element_dofs"][:]
+        self._root, self._pid = None, None
+
+    def _group(self):
+        if self._root is None or self._pid != os.getpid():  # reopen in DataLoader workers
+            self._root, self._pid = DatasetStore.open(self.path).root, os.getpid()
+        return self._root
+
+    def __len__(self) -> int:
+        return int(self.rows.size)
+
+    def __getitem__(self, k):
+        if isinstance(k, torch.Tensor):
+            k = int(k)
+        n = len(self)
+        if not isinstance(k, (int, np.integer)) or not -n <= k < n:
+            raise IndexError(f"index {k!r} out of range for {n} samples")
+        row = int(self.rows[int(k)])
+        root = self._group()
+        parts = [np.asarray(root[f"inputs/{name}"][row]) for name in self.inputs]
+        x = parts[0] if len(parts) == 1 else np.concatenate([p.ravel() for p in parts])
+        y = np.asarray(root[self.target][row])
+        return (torch.as_tensor(np.asarray(x, dtype=np.float64)).to(self.dtype),
+                torch.as_tensor(np.asarray(y, dtype=np.float64)).to(self.dtype))
+
+    def __repr__(self) -> str:
+        return (f"FemnoDataset({str(self.path)!r}, family={self.family!r}, samples={len(self)}, "
+                f"inputs={self.inputs}, target={self.target!r})")
