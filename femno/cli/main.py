@@ -63,6 +63,11 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("femno: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # output piped into `head` & co.: stop quietly, like coreutils
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
 
 
 if __name__ == "__main__":  # pragma: no cover
