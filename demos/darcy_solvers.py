@@ -51,10 +51,10 @@ def main(argv=None):
     u = system.expand(x)
     mesh = system.basis.mesh
     fig, ax = plt.subplots(1, 3, figsize=(15, 4.5))
-    coef = system.meta.get("coefficient_at_elements")
-    if coef is not None:
-        c = ax[0].tripcolor(mesh.p[0], mesh.p[1], mesh.t.T, facecolors=np.log(coef), cmap="magma")
-        fig.colorbar(c, ax=ax[0])
+    # params["a"]: permeability at the quadrature points, shape (n_elements, n_qp)
+    log_a = np.log(np.asarray(system.params["a"])).reshape(mesh.t.shape[1], -1).mean(axis=1)
+    c = ax[0].tripcolor(mesh.p[0], mesh.p[1], mesh.t.T, facecolors=log_a, cmap="magma")
+    fig.colorbar(c, ax=ax[0])
     ax[0].set_title("log permeability")
     c = ax[1].tripcolor(mesh.p[0], mesh.p[1], mesh.t.T, u[system.basis.nodal_dofs[0]], shading="gouraud")
     fig.colorbar(c, ax=ax[1])
