@@ -150,7 +150,13 @@ def _plot(system, field, stats, path) -> None:
     import matplotlib.tri as mtri
 
     mesh = system.basis.mesh
-    values = next(iter(_nodal_values(system, field).values()))
+    components = _nodal_values(system, field)
+    if len(components) > 1:  # vector field: plot the magnitude
+        values = np.sqrt(sum(c**2 for c in components.values()))
+        label = f"|u| ({len(components)} components, {system.dofs} dofs)"
+    else:
+        values = next(iter(components.values()))
+        label = f"solution ({system.dofs} dofs)"
     fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(11, 4.5))
     if mesh.t.shape[0] == 4:  # quads: split into triangles for plotting
         t = mesh.t[:3].T
@@ -161,7 +167,7 @@ def _plot(system, field, stats, path) -> None:
     cs = ax0.tripcolor(tri, values, shading="gouraud", cmap="viridis")
     fig.colorbar(cs, ax=ax0)
     ax0.set_aspect("equal")
-    ax0.set_title(f"solution ({system.dofs} dofs)")
+    ax0.set_title(label)
     ax1.semilogy(stats.residuals, ".-")
     ax1.set_xlabel("iteration")
     ax1.set_ylabel("relative residual")
