@@ -30,13 +30,13 @@ identical matrix the numeric factorization itself is reused.
 from __future__ import annotations
 
 import time
-import warnings
 
 import numpy as np
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
-from femno.errors import ConvergenceError, InputError
+from femno.errors import InputError
+from femno.solvers.base import report_nonconvergence
 from femno.solvers.stats import SolveStats
 
 __all__ = ["Strategy", "LUStrategy", "KrylovStrategy", "RecycleStrategy", "SequenceRun",
@@ -337,7 +337,4 @@ class SequenceRun:
             msg = (f"system {i} (solve position {t}) did not converge: {stats.iterations} "
                    f"iterations, relative residual {residual:.3e} > rtol {self.rtol:.1e} "
                    f"({stats.method}+{stats.pc}, reason: {stats.reason})")
-            if self.on_fail == "raise":
-                raise ConvergenceError(msg, stats=stats, x=x)
-            if self.on_fail == "warn":
-                warnings.warn(msg, RuntimeWarning, stacklevel=4)
+            report_nonconvergence(msg, on_fail=self.on_fail, stats=stats, x=x, stacklevel=4)

@@ -18,9 +18,9 @@ import numpy as np
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
-from femno.errors import InputError
+from femno.errors import ConvergenceError, InputError
 
-__all__ = ["Preconditioner", "check_system"]
+__all__ = ["Preconditioner", "check_system", "report_nonconvergence"]
 
 
 class Preconditioner(ABC):
@@ -116,3 +116,18 @@ def check_system(A, b, x0=None):
         if not np.all(np.isfinite(x0)):
             raise InputError("initial guess has NaN or Inf entries")
     return A, b, x0
+
+
+def report_nonconvergence(message: str, *, on_fail: str, stats=None, x=None, stacklevel: int = 2):
+    """Act on a solve that missed its tolerance, as ``on_fail`` says.
+
+    ``"raise"``: raise :class:`~femno.errors.ConvergenceError` carrying ``stats`` and
+    the last iterate ``x``; ``"warn"``: emit a ``RuntimeWarning`` (``stacklevel``
+    counted from the caller); ``"ignore"``: nothing (the caller's stats say it).
+    """
+    if on_fail == "raise":
+        raise ConvergenceError(message, stats=stats, x=x)
+    if on_fail == "warn":
+        import warnings
+
+        warnings.warn(message, RuntimeWarning, stacklevel=stacklevel + 1)

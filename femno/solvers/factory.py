@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import math
 import time
-import warnings
 
 import numpy as np
 
-from femno.errors import ConvergenceError, InputError, MissingDependencyError
+from femno.errors import InputError, MissingDependencyError
 from femno.solvers import krylov as _k
 from femno.solvers import recycle as _rc
-from femno.solvers.base import Preconditioner, check_system
+from femno.solvers.base import Preconditioner, check_system, report_nonconvergence
 from femno.solvers.precond import SYMMETRIC, make_preconditioner
 from femno.solvers.stats import SolveStats
 
@@ -160,10 +159,7 @@ class KrylovSolver:
             msg = (f"{self.method} with preconditioner {self.pc_name!r} did not converge: "
                    f"{info['iterations']} iterations, relative residual {residual:.3e} > "
                    f"rtol {self.rtol:.1e} (reason: {reason})")
-            if self.on_fail == "raise":
-                raise ConvergenceError(msg, stats=self.stats, x=x)
-            if self.on_fail == "warn":
-                warnings.warn(msg, RuntimeWarning, stacklevel=2)
+            report_nonconvergence(msg, on_fail=self.on_fail, stats=self.stats, x=x)
         return x
 
 

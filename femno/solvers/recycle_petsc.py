@@ -40,12 +40,12 @@ import json
 import math
 import sys
 import time
-import warnings
 
 import numpy as np
 import scipy.sparse as sp
 
-from femno.errors import ConvergenceError, InputError
+from femno.errors import InputError
+from femno.solvers.base import report_nonconvergence
 from femno.solvers.recycle import RecycleSpace, gcrodr_core
 from femno.solvers.stats import SolveStats
 
@@ -349,10 +349,7 @@ class PetscGCRODR:
             msg = (f"gcrodr (PETSc) with preconditioner {self.pc_name!r} did not converge: "
                    f"{info['iterations']} iterations, relative residual {residual:.3e} "
                    f"(reason: {reason})")
-            if self.on_fail == "raise":
-                raise ConvergenceError(msg, stats=self.stats, x=out)
-            if self.on_fail == "warn":
-                warnings.warn(msg, RuntimeWarning, stacklevel=2)
+            report_nonconvergence(msg, on_fail=self.on_fail, stats=self.stats, x=out)
         return out
 
 

@@ -38,7 +38,7 @@ import warnings
 
 import numpy as np
 
-from femno.errors import ConvergenceError
+from femno.solvers.base import report_nonconvergence
 from femno.solvers.petsc_backend._import import comm_or_self as _comm
 from femno.solvers.petsc_backend._import import get_petsc, loaded_petsc
 from femno.solvers.petsc_backend.convert import (
@@ -522,9 +522,7 @@ class PetscKrylov:
         self.stats = stats
         self.history = hist
 
-        if not converged and self.on_fail != "ignore":
+        if not converged:
             msg = failure_message(self, name, its, true_res, code, kind)
-            if self.on_fail == "raise":
-                raise ConvergenceError(msg, stats=stats, x=x)
-            warnings.warn(msg, RuntimeWarning, stacklevel=2)
+            report_nonconvergence(msg, on_fail=self.on_fail, stats=stats, x=x)
         return x
