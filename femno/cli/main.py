@@ -29,7 +29,7 @@ examples:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from femno.cli import dataset, generate, info, solve
+    from femno.cli import dataset, fe2, generate, info, rve, solve, train
 
     parser = argparse.ArgumentParser(
         prog="femno", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -40,6 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
     solve.add_parser(sub)
     generate.add_parser(sub)
     dataset.add_parser(sub)
+    train.add_parser(sub)
+    rve.add_parser(sub)
+    fe2.add_parser(sub)
     return parser
 
 
