@@ -1,4 +1,4 @@
-"""``femno train MODEL ...``: one subcommand per model family (equino, spon, precond).
+"""``femno train MODEL ...``: one subcommand per model family (equino, spon, baseline, precond).
 
 Each lives in its own module ``femno.cli.train_<model>`` with an ``add_parser(sub)``.
 """
@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import importlib
 
-TRAINERS = ("equino", "spon", "precond")
+TRAINERS = ("equino", "spon", "baseline", "precond")
 
 
 def add_parser(sub) -> None:
