@@ -12,7 +12,9 @@ AMG hierarchy update, triangular solves). The decision:
    sparse LU factorization followed by triangular solves for all right-hand
    sides at once (a few ms per system at :math:`10^4` unknowns against tens of ms
    for any Krylov solve). ``auto`` factorizes on the first system and solves the
-   others as a block (``auto->block``). Above :data:`DIRECT_MAX_N` unknowns the
+   others as a block (``auto->block``); right-hand sides that span a
+   low-dimensional space are solved through a basis of it
+   (:func:`~femno.datagen.strategy.range_basis`). Above :data:`DIRECT_MAX_N` unknowns the
    factorization may not fit, and AMG-CG with a reused hierarchy is used instead.
 2. **Matrices differ**: a timed probe. Each candidate -- sparse LU with ordering
    reuse, and AMG-preconditioned CG (symmetric matrices with a positive diagonal)
@@ -103,10 +105,13 @@ def run_auto(run, *, pc="auto", k=20, restart=40, maxiter=None):
         t0 = time.perf_counter()
         run.solve_block(lu, range(1, N))
         per = (time.perf_counter() - t0) / (N - 1)
+        rank = ("" if lu.last_rank is None else
+                f"; they span a {lu.last_rank}-dimensional space, so {lu.last_rank} "
+                "triangular solves gave all of them")
         return ("auto->block",
                 f"{text}: reuse one LU factorization ({first:.3g} s, on system "
                 f"{int(run.order[0])}) and solve the other {N - 1} right-hand sides as a block "
-                f"({per * 1e3:.3g} ms per system)",
+                f"({per * 1e3:.3g} ms per system{rank})",
                 {"direct-first": first, "block": per})
 
     kry_pc = "amg" if pc in ("auto", None) else pc
@@ -223,7 +228,7 @@ def _probe_one(run, strategy, pos):
     """Solve position ``pos`` with ``strategy``; record it only if it converged."""
     i = int(run.order[pos])
     A, b = run.As[i], run.bs[i]
-    x0 = run._last if (run.warm_start and strategy.iterative) else None
+    x0 = run.initial_guess(i, strategy)
     t0, c0 = time.perf_counter(), time.process_time()
     x, stats = strategy.solve(A, b, x0)
     dt = time.perf_counter() - t0

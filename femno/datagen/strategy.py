@@ -39,7 +39,7 @@ from femno.errors import InputError
 from femno.solvers.base import report_nonconvergence
 from femno.solvers.stats import SolveStats
 
-__all__ = ["Strategy", "LUStrategy", "KrylovStrategy", "RecycleStrategy", "SequenceRun",
+__all__ = ["range_basis", "Strategy", "LUStrategy", "KrylovStrategy", "RecycleStrategy", "SequenceRun",
            "recycling_available", "same_matrix", "same_pattern"]
 
 
@@ -70,6 +70,47 @@ class Strategy:
         raise NotImplementedError
 
 
+def range_basis(B, *, tol: float = 1e-7) -> np.ndarray | None:
+    r"""Orthonormal basis of the numerical range of ``B`` if it is at most half its width.
+
+    The rank is read from the eigenvalues :math:`\lambda_j = \sigma_j^2` of the Gram
+    matrix :math:`B^T B` (one GEMM): :math:`r = \#\{\sigma_j > \mathrm{tol}\,
+    \sigma_1\}`; the Gram matrix resolves singular values down to about
+    :math:`\sqrt{\varepsilon}\,\sigma_1`, hence the default ``tol``. Callers must
+    check what the basis misses column by column.
+
+    Parameters
+    ----------
+    B : ndarray, shape (n, m), float64
+    tol : float, keyword-only
+
+    Returns
+    -------
+    ndarray, shape (n, r), or None
+        ``None`` when ``m < 4`` or ``r > m / 2`` (no gain).
+
+    >>> rng = np.random.default_rng(0)
+    >>> B = rng.standard_normal((100, 2)) @ rng.standard_normal((2, 30))
+    >>> Q = range_basis(B)
+    >>> Q.shape, bool(np.allclose(Q @ (Q.T @ B), B))
+    ((100, 2), True)
+    >>> range_basis(rng.standard_normal((100, 30))) is None
+    True
+    """
+    m = B.shape[1]
+    if m < 4:
+        return None
+    w, V = np.linalg.eigh(B.T @ B)
+    w, V = w[::-1], V[:, ::-1]
+    if not np.isfinite(w).all() or w[0] <= 0:
+        return None
+    r = int(np.count_nonzero(w > tol**2 * w[0]))
+    if r > m // 2:
+        return None
+    Q, _ = np.linalg.qr(B @ V[:, :r])
+    return Q
+
+
 class LUStrategy(Strategy):
     """Sparse LU (SuperLU) with factorization and ordering reuse.
 
@@ -82,6 +123,10 @@ class LUStrategy(Strategy):
     rtol : float, keyword-only
         If the true relative residual exceeds ``rtol``, one step of iterative
         refinement is done; ``stats.converged`` compares the final residual with it.
+    lowrank : bool, keyword-only
+        Block solves (:meth:`solve_block`) of right-hand sides that span a
+        low-dimensional space solve only for a basis of that space (see
+        :meth:`_apply_lowrank`); every column's true residual is still checked.
 
     Attributes
     ----------
@@ -92,8 +137,10 @@ class LUStrategy(Strategy):
 
     iterative = False
 
-    def __init__(self, *, reuse: bool = True, rtol: float = 1e-8):
+    def __init__(self, *, reuse: bool = True, rtol: float = 1e-8, lowrank: bool = True):
         self.reuse = bool(reuse)
+        self.lowrank = bool(lowrank)
+        self.last_rank = None
         self.rtol = float(rtol)
         self.label = "direct-reuse" if reuse else "direct-fresh"
         self.n_factorizations = 0
@@ -170,7 +217,7 @@ class LUStrategy(Strategy):
         setup_s = self.factorize(A)
         t = time.perf_counter()
         B = np.asfortranarray(B)  # SuperLU's block solve is ~8x slower on C-ordered B
-        X = self._apply(B)
+        X = self._apply_lowrank(B)
         bn = np.linalg.norm(B, axis=0)
         R = B - A @ X
         res = np.linalg.norm(R, axis=0) / np.where(bn > 0, bn, 1.0)
@@ -180,6 +227,25 @@ class LUStrategy(Strategy):
             res[bad] = (np.linalg.norm(B[:, bad] - A @ X[:, bad], axis=0)
                         / np.where(bn[bad] > 0, bn[bad], 1.0))
         return X, setup_s, time.perf_counter() - t, res
+
+    def _apply_lowrank(self, B):
+        r"""``A^{-1} B`` through an orthonormal basis of the numerical range of ``B``.
+
+        When the ``m`` right-hand sides span an ``r``-dimensional space with
+        ``r <= m / 2`` (fixed-matrix families whose data enter linearly through a few
+        coefficients: boundary temperatures, Chebyshev coefficients), only ``r``
+        triangular solves are needed: :math:`X = (A^{-1} Q)(Q^T B)` with
+        :math:`Q` from :func:`range_basis`. A column that the basis misses fails
+        :meth:`solve_block`'s true-residual check and gets a direct correction
+        solve there. Sets ``last_rank``.
+        """
+        self.last_rank = None
+        Q = range_basis(B) if self.lowrank else None
+        if Q is None:
+            return self._apply(B)
+        X = np.asfortranarray(self._apply(np.asfortranarray(Q)) @ (Q.T @ B))
+        self.last_rank = int(Q.shape[1])
+        return X
 
     def _stats(self, A, res, setup_s, solve_s):
         return SolveStats(method="direct", pc="lu", backend="scipy", n=A.shape[0], rtol=self.rtol,
@@ -258,6 +324,7 @@ class SequenceRun:
         self.As, self.bs, self.order = As, bs, order
         self.rtol, self.on_fail, self.callback = rtol, on_fail, callback
         self.warm_start = warm_start
+        self.guess = None  # optional callable i -> initial guess or None (neural warm start)
         N = len(As)
         self.solutions = [None] * N
         self.iterations = np.zeros(N, dtype=np.int64)
@@ -286,12 +353,22 @@ class SequenceRun:
         """Solve the system at position ``t`` of the order; returns its seconds."""
         i = int(self.order[t])
         A, b = self.As[i], self.bs[i]
-        x0 = self._last if (self.warm_start and strategy.iterative) else None
-        t0 = time.perf_counter()
+        t0 = time.perf_counter()  # the time includes computing the initial guess
+        x0 = self.initial_guess(i, strategy)
         x, stats = strategy.solve(A, b, x0)
         dt = time.perf_counter() - t0
         self._record(i, t, x, stats, dt, A, b)
         return dt
+
+    def initial_guess(self, i: int, strategy):
+        """x0 for system ``i``: ``guess(i)`` if given and not None, else the previous
+        solution with ``warm_start``, else None (direct strategies ignore it)."""
+        if not strategy.iterative:
+            return None
+        x0 = self.guess(i) if self.guess is not None else None
+        if x0 is None and self.warm_start:
+            x0 = self._last
+        return x0
 
     def solve_block(self, strategy, positions, *, chunk: int = 256):
         """Solve the systems at ``positions`` (same matrix) as blocks of right-hand sides."""
