@@ -1,7 +1,58 @@
-"""``femno train equino``."""
+"""``femno train equino``: fit an EquiNO surrogate of an RVE from FE snapshots."""
 
 from __future__ import annotations
 
+import argparse
+
+from femno.cli._output import print_json, print_table
+
+EPILOG = """\
+The POD bases (r modes, plain SVD) come from the snapshots' fluctuation and
+integration-point stress; the two MLPs are trained with the physics-informed
+constitutive loss only (no stress labels), Adam then L-BFGS, float64.  Training
+strains: the snapshot strains plus --collocation extra Latin-hypercube strains.
+
+example:
+  femno rve snapshots --rve RVE1 --samples 100 --out /tmp/rve1-train
+  femno train equino --rve RVE1 --snapshots /tmp/rve1-train --out /tmp/rve1.pt --device cuda
+"""
+
 
 def add_parser(sub) -> None:
-    sub.add_parser("equino", help="(being written)")
+    p = sub.add_parser("equino", help="physics-informed POD operator of an RVE (EquiNO)",
+                       description="Train EquiNO on RVE snapshots (femno rve snapshots).",
+                       epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--rve", help="expected RVE name (checked against the snapshots)")
+    p.add_argument("--snapshots", required=True, metavar="PATH", help="snapshot dataset")
+    p.add_argument("--out", required=True, metavar="MODEL", help="output model file (.pt)")
+    p.add_argument("--modes", type=int, default=16, help="POD modes per field (16)")
+    p.add_argument("--epochs", type=int, default=3000, help="Adam epochs (3000)")
+    p.add_argument("--lbfgs-iters", type=int, default=1000, help="L-BFGS iterations (1000)")
+    p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (1e-3)")
+    p.add_argument("--batch-size", type=int, default=None, help="strains per batch (all)")
+    p.add_argument("--collocation", type=int, default=0,
+                   help="extra Latin-hypercube training strains (default 0)")
+    p.add_argument("--loss", default="stress", choices=("stress", "compliance"),
+                   help="residual norm: 'stress' (published, default) or 'compliance' "
+                   "(weighted by each material's inverse elastic tangent; see "
+                   "benchmarks/results/equino-compliance.md)")
+    p.add_argument("--seed", type=int, default=0, help="seed (default 0)")
+    p.add_argument("--device", default=None, help="torch device (default cuda if available)")
+    p.add_argument("--json", action="store_true", help="print one JSON summary, no progress bar")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from femno.operators.equino import train_equino
+
+    res = train_equino(args.snapshots, out=args.out, modes=args.modes, epochs=args.epochs,
+                       lbfgs_iters=args.lbfgs_iters, lr=args.lr, batch_size=args.batch_size,
+                       collocation=args.collocation, seed=args.seed, device=args.device,
+                       progress=not args.json, expect_rve=args.rve,
+                       loss=args.loss)
+    if args.json:
+        print_json(res)
+    else:
+        print_table([(k, v) for k, v in res.items() if not isinstance(v, (list, dict))],
+                    title="femno train equino")
+    return 0

@@ -1,0 +1,416 @@
+r"""EquiNO: physics-informed POD operator for periodic RVE problems (SPEC §2).
+
+From FE snapshots (:mod:`femno.multiscale.snapshots`) two POD bases are taken by a
+plain SVD (no mean removal, :math:`r` modes each): :math:`\Phi_u` of the periodic
+displacement fluctuation (``2 n_nodes`` values) and :math:`\Phi_\sigma` of the stress
+at the integration points (``3 n_ip`` values).  Every snapshot is periodic and in
+discrete equilibrium, so every combination of modes is too.  Two MLPs
+(3 -> 4 x 64 SiLU -> r, input :math:`\bar e/0.04`) give the mode coefficients:
+
+.. math::
+
+    \tilde u = \Phi_u\, c_u(\bar e), \qquad \sigma^{POD} = \Phi_\sigma\, c_\sigma(\bar e),
+    \qquad \varepsilon_{ip} = \bar e + (B\Phi_u)\, c_u(\bar e),
+
+with :math:`B\Phi_u` precomputed (dense, ``(3 n_ip, r)``).  The loss has no stress
+labels: the mean over integration points of
+:math:`\|\sigma^{const}(\varepsilon_{ip}) - \sigma^{POD}_{ip}\|^2` (divided by the
+mean square snapshot stress).  The homogenized stress is the area-weighted mean of
+the POD stress, :math:`\langle\sigma\rangle = A_\sigma c_\sigma(\bar e)`, and the macro
+tangent is its derivative by automatic differentiation (``torch.func.jacfwd`` and
+``vmap``, batched).  Everything is float64.
+
+>>> import numpy as np, torch
+>>> from femno.multiscale.rve_solver import RVESolver
+>>> from femno.multiscale.rve_assembly import laminate_rve
+>>> solver = RVESolver(laminate_rve([0.5, 0.5], nx=2, ny=4))
+>>> snaps = [solver.solve(e, tangent=False) for e in ([0.01, 0, 0], [0, 0.01, 0], [0, 0, 0.01])]
+>>> model = EquiNO.from_snapshots(solver, np.stack([s.fluctuation for s in snaps]),
+...                               np.stack([s.stress_ip for s in snaps]), modes=3, seed=0)
+>>> s, C = model.stress_and_tangent(np.zeros((2, 3)))
+>>> s.shape, C.shape, s.dtype
+((2, 3), (2, 3, 3), dtype('float64'))
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from femno.errors import InputError
+from femno.operators.checkpoint import register_model
+
+__all__ = ["EquiNO", "mlp", "material_spec", "laws_from_spec", "relative_errors", "train_equino"]
+
+
+def mlp(n_in: int, n_out: int, *, width: int = 64, depth: int = 4) -> nn.Sequential:
+    """``n_in -> depth x width (SiLU) -> n_out`` multilayer perceptron (float64)."""
+    layers, d = [], n_in
+    for _ in range(depth):
+        layers += [nn.Linear(d, width), nn.SiLU()]
+        d = width
+    layers.append(nn.Linear(d, n_out))
+    return nn.Sequential(*layers).double()
+
+
+def material_spec(materials: dict) -> dict:
+    """JSON-able description ``{id: [kind, params...]}`` of a material-law dict."""
+    from femno.multiscale.materials import LinearElastic, NonlinearElasticMatrix
+
+    spec = {}
+    for mid, law in materials.items():
+        if isinstance(law, LinearElastic):
+            spec[str(int(mid))] = ["linear", law.K, law.G]
+        elif isinstance(law, NonlinearElasticMatrix):
+            spec[str(int(mid))] = ["matrix", law.K, law.alpha, law.beta]
+        else:
+            raise InputError(f"EquiNO cannot store material law {law!r}")
+    return spec
+
+
+def laws_from_spec(spec: dict) -> dict:
+    """Inverse of :func:`material_spec`."""
+    from femno.multiscale.materials import LinearElastic, NonlinearElasticMatrix
+
+    kinds = {"linear": LinearElastic, "matrix": NonlinearElasticMatrix}
+    return {int(k): kinds[v[0]](*v[1:]) for k, v in spec.items()}
+
+
+def _pod(X: np.ndarray, r: int) -> np.ndarray:
+    """First ``r`` left singular vectors of the snapshot matrix ``X`` (dofs, samples)."""
+    U, s, _ = np.linalg.svd(X, full_matrices=False)
+    if r > U.shape[1]:
+        raise InputError(f"{r} POD modes requested from {U.shape[1]} snapshots")
+    return U[:, :r]
+
+
+@register_model("equino")
+class EquiNO(nn.Module):
+    """Physics-informed POD operator of one RVE (see the module docstring).
+
+    Build with :meth:`from_snapshots`; train with :func:`femno.operators.training.fit`
+    and :meth:`loss`; save/load with :func:`femno.operators.checkpoint.save_model` /
+    ``load_model``.
+
+    Parameters
+    ----------
+    n_nodes, n_ip : int
+        Mesh nodes and integration points of the RVE.
+    materials : dict
+        :func:`material_spec` of the laws, keyed by material id.
+    modes, width, depth : int
+        POD modes ``r`` and MLP width and hidden layers.
+    strain_scale : float
+        Network input is ``strain / strain_scale``.
+    rve : str
+        Name of the RVE (metadata).
+    """
+
+    def __init__(self, *, n_nodes: int, n_ip: int, materials: dict, modes: int = 16, width: int = 64,
+                 depth: int = 4, strain_scale: float = 0.04, rve: str = "rve",
+                 loss: str = "stress"):
+        super().__init__()
+        self.config = {"n_nodes": int(n_nodes), "n_ip": int(n_ip), "materials": dict(materials),
+                       "modes": int(modes), "width": int(width), "depth": int(depth),
+                       "strain_scale": float(strain_scale), "rve": str(rve),
+                       "loss": str(loss)}
+        if loss not in ("stress", "compliance"):
+            raise InputError(f"loss must be 'stress' or 'compliance', got {loss!r}")
+        r, f64 = int(modes), torch.float64
+        self.net_u = mlp(3, r, width=width, depth=depth)
+        self.net_s = mlp(3, r, width=width, depth=depth)
+        self.register_buffer("phi_u", torch.zeros(2 * n_nodes, r, dtype=f64))
+        self.register_buffer("phi_s", torch.zeros(3 * n_ip, r, dtype=f64))
+        self.register_buffer("b_phi_u", torch.zeros(3 * n_ip, r, dtype=f64))
+        self.register_buffer("avg_s", torch.zeros(3, r, dtype=f64))
+        self.register_buffer("scale_u", torch.ones(r, dtype=f64))
+        self.register_buffer("scale_s", torch.ones(r, dtype=f64))
+        self.register_buffer("stress_scale", torch.ones((), dtype=f64))
+        self.register_buffer("material_ip", torch.zeros(n_ip, dtype=torch.int64))
+        self.laws = laws_from_spec(materials)
+        self._groups = None
+
+    @classmethod
+    def from_state(cls, config: dict, state_dict: dict) -> EquiNO:
+        """Rebuild from a checkpoint's ``config`` and ``state_dict`` (POD bases are buffers)."""
+        model = cls(**config)
+        model.load_state_dict(state_dict)
+        return model
+
+    @classmethod
+    def from_snapshots(cls, solver, fluctuation: np.ndarray, stress_ip: np.ndarray, *,
+                       modes: int = 16, width: int = 64, depth: int = 4,
+                       strain_scale: float = 0.04, seed: int = 0, loss: str = "stress") -> EquiNO:
+        """POD of snapshots of ``solver``'s RVE and freshly initialized MLPs.
+
+        Parameters
+        ----------
+        solver : femno.multiscale.rve_solver.RVESolver
+        fluctuation : ndarray, shape (S, n_nodes, 2)
+        stress_ip : ndarray, shape (S, n_ip, 3)
+        modes : int
+            POD modes per field (at most ``S``).
+        seed : int
+            Seed of the network initialization.
+        """
+        fl, st = np.asarray(fluctuation, np.float64), np.asarray(stress_ip, np.float64)
+        if fl.ndim != 3 or fl.shape[1:] != (solver.rve.n_nodes, 2):
+            raise InputError(f"fluctuation must have shape (S, {solver.rve.n_nodes}, 2), got {fl.shape}")
+        if st.shape != (fl.shape[0], solver.n_ip, 3):
+            raise InputError(f"stress_ip must have shape ({fl.shape[0]}, {solver.n_ip}, 3), got {st.shape}")
+        torch.manual_seed(int(seed))
+        model = cls(n_nodes=solver.rve.n_nodes, n_ip=solver.n_ip,
+                    materials=material_spec(solver.materials), modes=modes, width=width,
+                    depth=depth, strain_scale=strain_scale, rve=solver.rve.name, loss=loss)
+        Xu, Xs = fl.reshape(fl.shape[0], -1).T, st.reshape(st.shape[0], -1).T
+        phi_u, phi_s = _pod(Xu, modes), _pod(Xs, modes)
+        b_phi = solver.strain_operator() @ phi_u
+        w = solver.w.reshape(-1)
+        avg = np.einsum("i,icr->cr", w, phi_s.reshape(-1, 3, modes)) / solver.area
+        cu, cs = phi_u.T @ Xu, phi_s.T @ Xs  # (r, S)
+        t = lambda a: torch.as_tensor(np.ascontiguousarray(a), dtype=torch.float64)  # noqa: E731
+        model.phi_u.copy_(t(phi_u))
+        model.phi_s.copy_(t(phi_s))
+        model.b_phi_u.copy_(t(b_phi))
+        model.avg_s.copy_(t(avg))
+        model.scale_u.copy_(t(np.maximum(np.abs(cu).max(axis=1), 1e-30)))
+        model.scale_s.copy_(t(np.maximum(np.abs(cs).max(axis=1), 1e-30)))
+        model.stress_scale.fill_(float(np.sqrt(np.mean(st**2))) + 1e-30)
+        model.material_ip.copy_(torch.as_tensor(solver.material_ip, dtype=torch.int64))
+        return model
+
+    # -- evaluation ----------------------------------------------------------------------
+    def _input(self, strains) -> torch.Tensor:
+        dev = self.phi_u.device
+        if isinstance(strains, torch.Tensor):
+            e = strains.to(device=dev, dtype=torch.float64)
+        else:
+            from femno.multiscale.materials import check_strains
+
+            e = torch.as_tensor(check_strains(strains), device=dev)
+        if e.ndim == 1:
+            e = e[None]
+        if e.ndim != 2 or e.shape[1] != 3:
+            raise InputError(f"strains must have shape (n, 3), got {tuple(e.shape)}")
+        if not bool(torch.isfinite(e).all()):
+            raise InputError("strains contain NaN or inf")
+        return e
+
+    def coefficients(self, e: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """POD coefficients ``(c_u, c_sigma)``, each (n, r), of strains ``e`` (n, 3)."""
+        x = e / self.config["strain_scale"]
+        return self.net_u(x) * self.scale_u, self.net_s(x) * self.scale_s
+
+    def forward(self, e: torch.Tensor) -> torch.Tensor:
+        """Homogenized stress (n, 3) of strains ``e`` (n, 3) (differentiable)."""
+        x = e / self.config["strain_scale"]
+        return (self.net_s(x) * self.scale_s) @ self.avg_s.T
+
+    def _material_groups(self):
+        if self._groups is None or self._groups[0][1].device != self.material_ip.device:
+            ids = torch.unique(self.material_ip).tolist()
+            self._groups = [(self.laws[int(m)], torch.nonzero(self.material_ip == m).ravel())
+                            for m in ids]
+        return self._groups
+
+    def constitutive_stress(self, eps: torch.Tensor) -> torch.Tensor:
+        """Material-law stress (..., n_ip, 3) of integration-point strains (..., n_ip, 3)."""
+        out = torch.empty_like(eps)
+        for law, idx in self._material_groups():
+            out[..., idx, :] = law.stress_torch(eps[..., idx, :])
+        return out
+
+    def residual(self, e: torch.Tensor, coefficients=None) -> torch.Tensor:
+        """Constitutive residual ``(sigma_const(eps) - sigma_POD) / stress_scale``, (n, n_ip, 3).
+
+        ``coefficients``: optional ``(c_u, c_sigma)`` (n, r) used instead of the networks'
+        (e.g. the POD projection of FE snapshots, to measure the loss of the FE solution).
+        """
+        cu, cs = self.coefficients(e) if coefficients is None else coefficients
+        n = e.shape[0]
+        eps = e[:, None, :] + (cu @ self.b_phi_u.T).reshape(n, -1, 3)
+        sig = (cs @ self.phi_s.T).reshape(n, -1, 3)
+        return (self.constitutive_stress(eps) - sig) / self.stress_scale
+
+    def _compliance(self) -> torch.Tensor:
+        """Per-ip weight ``S_m = C0_m^{-1} / max_m(1 / mean diag C0_m)`` (n_ip, 3, 3)."""
+        if getattr(self, "_S", None) is None or self._S.device != self.material_ip.device:
+            S = torch.zeros(self.material_ip.shape[0], 3, 3, dtype=torch.float64,
+                            device=self.material_ip.device)
+            invs = {}
+            for law, idx in self._material_groups():
+                C0 = law.stress_and_tangent(np.zeros((1, 3)))[1][0]
+                invs[id(law)] = (np.linalg.inv(C0), idx)
+            ref = max(np.trace(v[0]) / 3 for v in invs.values())
+            for Sm, idx in invs.values():
+                S[idx] = torch.as_tensor(Sm / ref, device=S.device)
+            self._S = S
+        return self._S
+
+    def loss(self, e: torch.Tensor) -> torch.Tensor:
+        r"""Physics-informed loss: mean over strains and ips of the squared residual norm.
+
+        ``config["loss"] == "stress"`` (published): :math:`\|r\|^2`;
+        ``"compliance"``: :math:`r^T C_0^{-1} r` with the zero-strain tangent of each
+        ip's material (normalized), which weighs the soft matrix up.
+        """
+        r = self.residual(e)
+        if self.config.get("loss", "stress") == "compliance":
+            return torch.einsum("nic,icd,nid->ni", r, self._compliance(), r).mean()
+        return (r ** 2).sum(-1).mean()
+
+    def stress_and_tangent(self, strains) -> tuple[np.ndarray, np.ndarray]:
+        """Micro-model interface: homogenized stress (n, 3) and tangent (n, 3, 3), float64 numpy.
+
+        ``strains`` (n, 3) ndarray or tensor; evaluated batched on the model's device.
+        """
+        s, C = self.stress_and_tangent_torch(self._input(strains))
+        return s.detach().cpu().numpy(), C.detach().cpu().numpy()
+
+    def stress_and_tangent_torch(self, e: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Tensor version of :meth:`stress_and_tangent` (no host transfer)."""
+        from torch.func import jacfwd, vmap
+
+        def one(x):
+            s = self.forward(x[None])[0]
+            return s, s
+
+        with torch.no_grad():
+            C, s = vmap(jacfwd(one, has_aux=True))(e)
+        return s, C
+
+    @torch.no_grad()
+    def fields(self, strains) -> dict:
+        """Predicted fields at strains (n, 3): numpy float64 arrays
+
+        ``fluctuation`` (n, n_nodes, 2), ``stress_ip`` (n, n_ip, 3) (POD stress),
+        ``stress_ip_const`` (n, n_ip, 3) (material law at the predicted strain),
+        ``stress`` (n, 3) homogenized.
+        """
+        e = self._input(strains)
+        cu, cs = self.coefficients(e)
+        n = e.shape[0]
+        eps = e[:, None, :] + (cu @ self.b_phi_u.T).reshape(n, -1, 3)
+        out = {"fluctuation": (cu @ self.phi_u.T).reshape(n, -1, 2),
+               "stress_ip": (cs @ self.phi_s.T).reshape(n, -1, 3),
+               "stress_ip_const": self.constitutive_stress(eps), "stress": cs @ self.avg_s.T}
+        return {k: v.cpu().numpy() for k, v in out.items()}
+
+
+def relative_errors(model: EquiNO, data: dict, *, batch: int = 16) -> dict:
+    r"""Relative L2 errors (%) per test sample of EquiNO against FE snapshots.
+
+    Fields: ``u_x``, ``u_y`` (fluctuation at the nodes), ``sigma_xx``, ``sigma_yy``,
+    ``sigma_xy`` (POD stress at the integration points) and ``stress`` (homogenized
+    stress vector).
+
+    With ``data["rve"]`` (an :class:`~femno.fem.RVEMesh`) the errors of the total
+    displacement :math:`u = \bar\varepsilon x + \tilde u` (``u_x_total``, ``u_y_total``,
+    the macro part exact) are added.
+
+    Returns
+    -------
+    dict
+        field -> ndarray (S,) of errors in percent.
+    """
+    S = data["strain"].shape[0]
+    names = ["u_x", "u_y", "sigma_xx", "sigma_yy", "sigma_xy", "stress"]
+    X = data["rve"].nodes if data.get("rve") is not None else None
+    errs = {k: [] for k in names + (["u_x_total", "u_y_total"] if X is not None else [])}
+
+    def rel(a, b):
+        return 100.0 * np.linalg.norm(a - b, axis=1) / np.maximum(np.linalg.norm(b, axis=1), 1e-300)
+
+    for lo in range(0, S, batch):
+        sl = slice(lo, min(lo + batch, S))
+        f = model.fields(data["strain"][sl])
+        fu, fs = data["fluctuation"][sl], data["stress_ip"][sl]
+        errs["u_x"].append(rel(f["fluctuation"][..., 0], fu[..., 0]))
+        errs["u_y"].append(rel(f["fluctuation"][..., 1], fu[..., 1]))
+        for j, name in enumerate(("sigma_xx", "sigma_yy", "sigma_xy")):
+            errs[name].append(rel(f["stress_ip"][..., j], fs[..., j]))
+        errs["stress"].append(rel(f["stress"], data["stress"][sl]))
+        if X is not None:
+            e = data["strain"][sl]
+            macro = np.stack([e[:, None, 0] * X[:, 0] + 0.5 * e[:, None, 2] * X[:, 1],
+                              0.5 * e[:, None, 2] * X[:, 0] + e[:, None, 1] * X[:, 1]], axis=-1)
+            for j, name in enumerate(("u_x_total", "u_y_total")):
+                errs[name].append(rel(macro[..., j] + f["fluctuation"][..., j],
+                                      macro[..., j] + fu[..., j]))
+    return {k: np.concatenate(v) for k, v in errs.items()}
+
+
+def train_equino(snapshots, *, out=None, modes: int = 16, epochs: int = 3000,
+                 lbfgs_iters: int = 1000, lr: float = 1e-3, batch_size: int | None = None,
+                 collocation: int = 0, seed: int = 0, device=None, progress: bool = True,
+                 expect_rve: str | None = None, materials: dict | None = None,
+                 loss: str = "stress") -> dict:
+    """Build EquiNO from a snapshot dataset, train it, optionally save it.
+
+    Training strains are the snapshot strains plus ``collocation`` extra Latin-hypercube
+    strains (seed ``seed + 1``); the loss is :meth:`EquiNO.loss` (no stress labels),
+    Adam for ``epochs`` then L-BFGS for ``lbfgs_iters`` via
+    :func:`femno.operators.training.fit`.
+
+    Parameters
+    ----------
+    snapshots : path or dict
+        Snapshot dataset directory or the dict of :func:`~femno.multiscale.snapshots.load_snapshots`.
+    out : path, optional
+        Model file written with :func:`~femno.operators.checkpoint.save_model`.
+    materials : dict, optional
+        Material laws by id (default those of SPEC §2).
+
+    Returns
+    -------
+    dict
+        ``model`` (the trained :class:`EquiNO`, not JSON-able; removed when ``out`` is
+        given), ``train_seconds``, ``final_loss``, ``initial_loss``, ``strains``, ...
+    """
+    import time
+
+    from femno.multiscale.rve_solver import RVESolver
+    from femno.multiscale.snapshots import lhs_strains, load_snapshots
+    from femno.operators.checkpoint import save_model
+    from femno.operators.training import fit, pick_device
+
+    data = snapshots if isinstance(snapshots, dict) else load_snapshots(snapshots)
+    rve = data["rve"]
+    if expect_rve is not None and rve.name != expect_rve:
+        raise InputError(f"the snapshots are of RVE {rve.name!r}, not {expect_rve!r}")
+    torch.manual_seed(int(seed))
+    solver = RVESolver(rve, materials=materials)
+    model = EquiNO.from_snapshots(solver, data["fluctuation"], data["stress_ip"], modes=modes,
+                                  seed=seed, loss=loss)
+    strains = data["strain"]
+    if collocation:
+        bound = float(data.get("settings", {}).get("bound", 0.04))
+        strains = np.concatenate([strains, lhs_strains(collocation, seed=seed + 1, bound=bound)])
+    e = torch.as_tensor(strains, dtype=torch.float64)
+    train = torch.utils.data.TensorDataset(e)
+    dev = pick_device(device)
+    model.to(dev)
+    with torch.no_grad():
+        loss0 = float(model.loss(e.to(dev)))
+    t0 = time.perf_counter()
+    res = fit(model, lambda m, b: m.loss(b[0]), train, epochs=epochs, batch_size=batch_size,
+              lr=lr, lbfgs_iters=lbfgs_iters, seed=seed, device=dev, progress=progress,
+              desc=f"EquiNO {rve.name}")
+    seconds = time.perf_counter() - t0
+    with torch.no_grad():
+        loss1 = float(model.loss(e.to(dev)))
+    meta = {"rve": rve.name, "snapshots": str(snapshots) if not isinstance(snapshots, dict) else "",
+            "n_snapshots": int(data["strain"].shape[0]), "n_train_strains": int(e.shape[0]),
+            "epochs": epochs, "lbfgs_iters": lbfgs_iters, "loss": loss, "lr": lr, "seed": seed,
+            "initial_loss": loss0, "final_loss": loss1, "train_seconds": seconds,
+            "device": str(dev)}
+    model.meta = meta
+    out_dict = dict(meta)
+    if out is not None:
+        save_model(model, out)
+        out_dict["out"] = str(out)
+    else:
+        out_dict["model"] = model
+    out_dict["history_tail"] = res.history[-3:]
+    return out_dict
