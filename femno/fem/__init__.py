@@ -30,13 +30,22 @@ from femno.fem.families import (
     get_family,
     sample_system,
 )
-from femno.fem.mesh import load_mesh, lshape, refine, unit_square
+from femno.fem.mesh import (
+    load_mesh,
+    lshape,
+    refine,
+    unit_square,
+    unstructured_disk,
+    unstructured_square,
+)
 from femno.fem.random_fields import GaussianRandomField, gaussian_field, lognormal_field
 from femno.fem.rve import REFERENCE_RVES, RVEMesh, load_rve
 from femno.fem.spaces import ELEMENTS, cell_of, element, element_name, make_basis
 
 __all__ = [
     "unit_square",
+    "unstructured_square",
+    "unstructured_disk",
     "lshape",
     "refine",
     "load_mesh",

@@ -25,7 +25,8 @@ import skfem
 from femno.errors import InputError
 from femno.fem.rve import RVEMesh, load_rve
 
-__all__ = ["unit_square", "lshape", "refine", "load_mesh", "load_rve", "RVEMesh"]
+__all__ = ["unit_square", "lshape", "refine", "unstructured_square", "unstructured_disk", "load_mesh",
+           "load_rve", "RVEMesh"]
 
 _CELLS = {"tri": skfem.MeshTri1, "quad": skfem.MeshQuad1}
 
@@ -112,6 +113,108 @@ def refine(mesh: skfem.Mesh, times: int = 1) -> skfem.Mesh:
     if isinstance(times, bool) or not isinstance(times, (int, np.integer)) or times < 0:
         raise InputError(f"times must be an integer >= 0, got {times!r}")
     return mesh.refined(int(times)) if times else mesh
+
+
+def _delaunay_mesh(points: np.ndarray) -> skfem.MeshTri1:
+    """Delaunay triangulation of 2-D points (n, 2) as a MeshTri1 (counter-clockwise)."""
+    from scipy.spatial import Delaunay
+
+    t = Delaunay(points).simplices.astype(np.int64)
+    p = points[t]
+    area = ((p[:, 1, 0] - p[:, 0, 0]) * (p[:, 2, 1] - p[:, 0, 1])
+            - (p[:, 1, 1] - p[:, 0, 1]) * (p[:, 2, 0] - p[:, 0, 0]))
+    t[area < 0] = t[area < 0][:, [0, 2, 1]]
+    return skfem.MeshTri1(np.ascontiguousarray(points.T), np.ascontiguousarray(t.T))
+
+
+def _check_jitter(jitter) -> float:
+    try:
+        j = float(jitter)
+    except (TypeError, ValueError):
+        raise InputError(f"jitter must be a number in [0, 0.4], got {jitter!r}") from None
+    if not 0.0 <= j <= 0.4:
+        raise InputError(f"jitter must be in [0, 0.4], got {jitter!r}")
+    return j
+
+
+def unstructured_square(n: int, *, seed: int = 0, jitter: float = 0.3) -> skfem.MeshTri1:
+    r"""Unstructured triangle mesh of the unit square :math:`[0, 1]^2`.
+
+    The :math:`(n-1)^2` interior vertices of an :math:`n \times n` grid are moved by
+    independent uniform offsets of at most ``jitter`` times the spacing :math:`h = 1/n`
+    in each coordinate; the :math:`4n` boundary vertices stay evenly spaced.  The
+    triangles are the Delaunay triangulation (no sliver: with ``jitter <= 0.4`` no
+    three vertices are collinear except on the boundary).
+
+    Parameters
+    ----------
+    n : int
+        Vertices per side minus one (>= 2); about :math:`2n^2` triangles.
+    seed : int, keyword-only
+        Seed of the offsets (same seed, same mesh).
+    jitter : float, keyword-only
+        Relative offset in [0, 0.4]; 0 gives a (Delaunay-split) structured grid.
+
+    Examples
+    --------
+    >>> m = unstructured_square(8, seed=1)
+    >>> m.p.shape[1], m.t.shape[1], len(m.boundary_nodes())
+    (81, 128, 32)
+    """
+    n = _check_n(n)
+    if n < 2:
+        raise InputError(f"n must be >= 2, got {n}")
+    j = _check_jitter(jitter)
+    x = np.linspace(0.0, 1.0, n + 1)
+    X, Y = np.meshgrid(x, x, indexing="ij")
+    pts = np.column_stack([X.ravel(), Y.ravel()])
+    inner = np.all((pts > 0.0) & (pts < 1.0), axis=1)
+    rng = np.random.default_rng(seed)
+    pts[inner] += rng.uniform(-j, j, size=(int(inner.sum()), 2)) / n
+    return _delaunay_mesh(pts)
+
+
+def unstructured_disk(n: int, *, seed: int = 0, jitter: float = 0.3,
+                      radius: float = 1.0) -> skfem.MeshTri1:
+    r"""Unstructured triangle mesh of the disk of radius ``radius`` centred at the origin.
+
+    :math:`\lceil 2\pi n \rceil` vertices evenly spaced on the circle (spacing about
+    :math:`h = r/n`), interior vertices on a jittered grid of spacing :math:`h` kept at
+    least :math:`h/2` inside, Delaunay triangulation.  The polygonal domain has the
+    boundary vertices on the circle.
+
+    Parameters
+    ----------
+    n : int
+        Resolution: about ``n`` cells along a radius (>= 2).
+    seed, jitter : keyword-only
+        As in :func:`unstructured_square`.
+    radius : float, keyword-only
+
+    Examples
+    --------
+    >>> m = unstructured_disk(6)
+    >>> bool(abs(np.hypot(*m.p[:, m.boundary_nodes()]) - 1).max() < 1e-12)
+    True
+    """
+    n = _check_n(n)
+    if n < 2:
+        raise InputError(f"n must be >= 2, got {n}")
+    j = _check_jitter(jitter)
+    r = float(radius)
+    if not np.isfinite(r) or r <= 0:
+        raise InputError(f"radius must be positive, got {radius!r}")
+    h = r / n
+    k = int(np.ceil(2 * np.pi * n))
+    th = 2 * np.pi * np.arange(k) / k
+    bnd = r * np.column_stack([np.cos(th), np.sin(th)])
+    x = np.arange(-n, n + 1) * h
+    X, Y = np.meshgrid(x, x, indexing="ij")
+    pts = np.column_stack([X.ravel(), Y.ravel()])
+    rng = np.random.default_rng(seed)
+    pts = pts + rng.uniform(-j, j, size=pts.shape) * h
+    pts = pts[np.hypot(pts[:, 0], pts[:, 1]) < r - 0.5 * h]
+    return _delaunay_mesh(np.vstack([bnd, pts]))
 
 
 _SUPPORTED = ("triangle", "quad", "tetra", "hexahedron")

@@ -1,6 +1,28 @@
-"""Neural operators in torch (planned: issues 5, 6, 7).
+"""Neural operators in torch, with one training loop and one checkpoint format.
 
-Structure-preserving operator networks (SPON), EquiNO, learned preconditioners and
-baselines, with one training loop and one checkpoint format. Nothing is
-implemented yet.
+==========================  ===================================================
+module                      what it holds
+==========================  ===================================================
+:mod:`.checkpoint`          ``save_model`` / ``load_model``: one file format
+                            (kind, config, weights, metadata, versions)
+:mod:`.training`            ``fit``: Adam epochs, optional L-BFGS, validation,
+                            checkpoint / resume
+:mod:`.fe_data`             datasets of ``femno generate`` as FE data: mesh,
+                            basis, mass matrix, encoded inputs, solutions
+:mod:`.fe_torch`            FE matrices as torch sparse tensors, dof graph,
+                            prolongation between mesh levels
+:mod:`.spon`                structure-preserving operator networks (SPON) and
+                            the multigrid variant (``spon``, ``spon-mg``)
+:mod:`.spon_train`          training and evaluation of SPON models
+:mod:`.baselines`           FNO and DeepONet on the same data
+:mod:`.surrogate`           the Surrogate plug point: a model in place of a
+                            solve, or as a Krylov initial guess
+:mod:`.equino`              EquiNO: physics-informed POD operator of a
+                            periodic RVE (stress and consistent tangent)
+:mod:`.precond_nets`        networks of learned preconditioners (DCDM CNN,
+                            mesh message passing, SPD IC(0)-pattern factor)
+:mod:`.precond_train`       label-free training of learned preconditioners
+==========================  ===================================================
+
+Modules are imported on use (``import femno`` does not import torch models).
 """

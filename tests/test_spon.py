@@ -1,0 +1,159 @@
+"""SPON and multigrid SPON: exact Dirichlet data, training, save/load, other meshes, errors."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from femno.cli.main import main
+from femno.datagen.generate import generate_dataset
+from femno.errors import InputError
+from femno.fem import get_family
+from femno.fem.bc import boundary_dofs
+from femno.fem.mesh import unit_square, unstructured_disk, unstructured_square
+from femno.fem.spaces import make_basis
+from femno.operators.checkpoint import load_model, save_model
+from femno.operators.fe_data import FEData
+from femno.operators.spon import SPON, SPONMG, make_spon
+from femno.operators.spon_train import evaluate, train_spon
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def darcy(tmp_path_factory):
+    path = tmp_path_factory.mktemp("spon") / "darcy"
+    generate_dataset("darcy", samples=8, out=path, method="direct", block=8,
+                     family_options={"n": 6, "length": 0.3}, progress=False)
+    return FEData.from_dataset(path)
+
+
+def _random_lift(model, basis, S, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    lift = torch.randn(S, basis.N, dtype=torch.float64, generator=g)  # junk on free dofs too
+    return lift
+
+
+@pytest.mark.parametrize("arch", ["spon", "spon-mg", "spon-mg2"])
+@pytest.mark.parametrize("elem,vector", [("P1", False), ("P2", False), ("P1", True)])
+def test_dirichlet_values_exact_for_random_weights(arch, elem, vector):
+    basis = make_basis(unstructured_square(8, seed=1), elem, vector=vector)
+    D = boundary_dofs(basis)
+    torch.manual_seed(3)
+    cls = SPON if arch == "spon" else SPONMG
+    opts = {"levels": 2} if arch == "spon-mg2" else {}
+    model = cls(channels=["a", "b"], n_components=2 if vector else 1, width=8, layers=2, **opts)
+    model.bind(basis, D)
+    for p in model.parameters():  # large random weights
+        torch.nn.init.normal_(p, std=2.0)
+    n_in = basis.N // (2 if vector else 1)
+    x = torch.randn(4, 2, n_in, dtype=torch.float64)
+    lift = _random_lift(model, basis, 4)
+    u = model(x, lift)
+    assert u.shape == (4, basis.N) and u.dtype == torch.float64
+    assert torch.equal(u[:, D], lift[:, D])  # bit for bit
+    free = np.setdiff1d(np.arange(basis.N), D)
+    assert torch.isfinite(u).all() and u[:, free].abs().sum() > 0
+
+
+def test_small_model_overfits_tiny_dataset(darcy):
+    model, s = train_spon(darcy, width=16, layers=3, epochs=200, batch_size=8, lr=2e-2,
+                          val_fraction=0, progress=False, seed=0)
+    first, last = s["history"][0]["loss"], s["history"][-1]["loss"]
+    assert last < first / 10, (first, last)
+    assert s["train"]["rel_l2_mean"] < first / 10
+    assert s["boundary_error"] == 0.0
+
+
+@pytest.mark.slow
+def test_multigrid_model_overfits_tiny_dataset(darcy):
+    _, s = train_spon(darcy, arch="spon-mg", width=16, layers=2, epochs=150, batch_size=8,
+                      lr=1e-2, val_fraction=0, progress=False, model_options={"fine_layers": 1})
+    assert s["history"][-1]["loss"] < s["history"][0]["loss"] / 10
+
+
+@pytest.mark.parametrize("arch", ["spon", "spon-mg"])
+def test_save_load_round_trip_and_other_mesh(darcy, tmp_path, arch):
+    model = make_spon(arch, darcy, width=8, layers=2, seed=1)
+    pred = model.predict(darcy)
+    path = save_model(model, tmp_path / "m.pt", meta={"note": "t"})
+    loaded = load_model(path, kind=arch)
+    assert loaded.meta["note"] == "t" and loaded.graph is None
+    torch.testing.assert_close(loaded.predict(darcy), pred, rtol=0, atol=0)
+    # apply to a Darcy problem on an unstructured disk (a different mesh and domain)
+    fam = get_family("darcy", mesh=unstructured_disk(4, seed=2), length=0.3)
+    params = [fam.sample(np.random.default_rng(i)) for i in range(2)]
+    other = FEData.from_family(fam, params)
+    u = loaded.predict(other)
+    assert u.shape == (2, fam.basis.N)
+    assert torch.equal(u[:, other.dirichlet], other.lift[:, other.dirichlet])
+    assert torch.isfinite(u).all()
+
+
+def test_multigrid_with_given_coarse_mesh(darcy):
+    coarse = unit_square(3)
+    model = make_spon("spon-mg", darcy, width=8, layers=1, seed=0)
+    model.bind(darcy, coarse=coarse)
+    assert model.coarse.pos.shape[0] == 16
+    u = model(darcy.X, darcy.lift)
+    assert torch.equal(u[:, darcy.dirichlet], darcy.lift[:, darcy.dirichlet])
+
+
+def test_bad_inputs(darcy, tmp_path):
+    model = make_spon("spon", darcy, width=8, layers=1)
+    with pytest.raises(InputError, match="x must have shape"):
+        model(darcy.X[:, :, :-1], darcy.lift)
+    with pytest.raises(InputError, match="lift must have shape"):
+        model(darcy.X, darcy.lift[:2])
+    unbound = SPON(channels=["a"], width=4, layers=1)
+    with pytest.raises(InputError, match="not bound"):
+        unbound(darcy.X, darcy.lift)
+    with pytest.raises(InputError, match="channels"):
+        SPON(channels=["k", "rhs"], width=4, layers=1).bind(darcy)
+    with pytest.raises(InputError, match="encoded"):
+        model.bind(FEData.from_dataset(darcy.path, encode="interp"))
+    with pytest.raises(InputError, match="1-component"):
+        model.bind(make_basis(unit_square(2), vector=True), [0])
+    with pytest.raises(InputError, match="architecture"):
+        make_spon("fno", darcy)
+    path = save_model(model, tmp_path / "m.pt")
+    with pytest.raises(InputError, match="expected 'spon-mg'"):
+        load_model(path, kind="spon-mg")
+    with pytest.raises(InputError, match="val_fraction"):
+        train_spon(darcy, val_fraction=2.0, epochs=1)
+    poisson = tmp_path / "poisson"
+    generate_dataset("poisson", samples=2, out=poisson, method="direct", block=2,
+                     family_options={"n": 3}, progress=False)
+    with pytest.raises(InputError, match="channels"):
+        load_model(path).predict(FEData.from_dataset(poisson))
+
+
+def test_cli_train_resume_and_errors(darcy, tmp_path, capsys):
+    out = tmp_path / "model.pt"
+    argv = ["train", "spon", "--data", str(darcy.path), "--out", str(out), "--epochs", "2",
+            "--width", "8", "--layers", "1", "--batch-size", "4", "--val-fraction", "0.25",
+            "--json"]
+    assert main(argv) == 0
+    s = json.loads(capsys.readouterr().out)
+    assert s["epochs"] == 2 and s["val_samples"] == 2 and s["boundary_error"] == 0.0
+    assert out.is_file() and (tmp_path / "model.pt.state").is_file()
+    assert main(argv[:7] + ["3"] + argv[8:] + ["--resume"]) == 0
+    s = json.loads(capsys.readouterr().out)
+    assert s["resumed_from"] == 2 and s["epochs"] == 3
+    model = load_model(out, kind="spon")
+    ev = evaluate(model, darcy)
+    assert ev["boundary_error"] == 0.0 and np.isclose(model.meta["train"]["rel_l2_mean"],
+                                                      model.meta["train"]["rel_l2_mean"])
+    assert main(["train", "spon", "--data", str(tmp_path / "missing"), "--out", "x.pt"]) == 2
+
+
+def test_multigrid_depth_adapts_to_the_mesh(darcy):
+    model = make_spon("spon-mg", darcy, width=8, layers=1, coarsest=8)
+    shallow = model.n_levels
+    fam = get_family("darcy", mesh=unstructured_square(16, seed=0), length=0.3)
+    other = FEData.from_family(fam, [fam.sample(np.random.default_rng(0))])
+    u = model.predict(other)
+    assert model.n_levels > shallow and u.shape == (1, fam.basis.N)
+    assert model.hierarchy[-1].pos.shape[0] <= 2 * 8
+    assert torch.equal(u[:, other.dirichlet], other.lift[:, other.dirichlet])
