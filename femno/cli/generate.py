@@ -23,6 +23,7 @@ examples:
   femno generate skr-thermal --samples 100 --out thermal.femno --method skr --pc ssor
   femno generate darcy --samples 10000 --out big.femno --scheduler tcp://host:8786
   femno dataset inspect darcy.femno
+  femno generate darcy --n 64 --samples 1000 --out more.femno --method cg --warm-start spon.pt
 """
 
 
@@ -52,6 +53,9 @@ def add_parser(sub) -> None:
                    help="Dask scheduler address (needs femno[dist]); overrides --workers")
     p.add_argument("--seed", type=int, default=0, help="base seed (default 0)")
     p.add_argument("--block", type=int, default=32, help="samples per block (default 32)")
+    p.add_argument("--warm-start", metavar="MODEL", default=None,
+                   help="neural warm start: a model trained on this family and mesh (femno "
+                   "train ...) gives every Krylov solve its initial guess")
     p.add_argument("--json", action="store_true", help="print one JSON summary, no progress bar")
     p.set_defaults(func=run)
 
@@ -66,6 +70,7 @@ def run(args) -> int:
         args.family, samples=args.samples, out=args.out, method=args.method, pc=args.pc,
         rtol=args.rtol, seed=args.seed, workers=args.workers, scheduler=args.scheduler,
         block=args.block, family_options=options, sort=args.sort, progress=not args.json,
+        warm_start=args.warm_start,
     )
     if args.json:
         print_json(summary)

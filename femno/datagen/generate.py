@@ -45,7 +45,7 @@ KNOWN_METHODS = ("auto", "skr", "recycle", "gcrodr", "gmres", "cg", "amg-cg", "d
                  "block", "dcg")
 SORTS = ("greedy", "grouped", "none")
 IDENTITY_KEYS = ("family", "family_config", "samples", "seed", "method", "pc", "rtol", "block",
-                 "sort", "solver_options")
+                 "sort", "solver_options", "warm_start")
 _KILL_ENV = "FEMNO_DATAGEN_KILL"  # test hook: "after:B" / "before:B" -> SIGKILL self
 
 
@@ -216,7 +216,7 @@ def _progress(total, initial, enabled, desc):
 
 def generate_dataset(family, *, samples, out, method="auto", pc="auto", rtol=1e-8, seed=0,
                      workers=1, scheduler=None, block=32, family_options=None, sort="greedy",
-                     progress=True, solver_options=None) -> dict:
+                     progress=True, solver_options=None, warm_start=None) -> dict:
     """Generate (or resume) a dataset of solved systems of a parametric family.
 
     Parameters
@@ -248,6 +248,11 @@ def generate_dataset(family, *, samples, out, method="auto", pc="auto", rtol=1e-
         Show a tqdm bar (only when stderr is a terminal).
     solver_options : dict, optional, keyword-only
         Extra keywords of ``solve_sequence`` (``k``, ``restart``, ``maxiter``).
+    warm_start : str or path, optional, keyword-only
+        Neural warm start: a model file trained on this family and mesh
+        (:class:`femno.operators.surrogate.NeuralInitialGuess`); its prediction is
+        every Krylov solve's initial guess (with ``skr``/``recycle``: warm start plus
+        recycling).  Solutions still meet ``rtol``; direct methods ignore it.
 
     Returns
     -------
@@ -280,11 +285,16 @@ def generate_dataset(family, *, samples, out, method="auto", pc="auto", rtol=1e-
     _check_solver(method, pc, rtol, solver_options)
     spec = _spec_of(family)
     fam = runner.load_family(spec, options)
+    if warm_start is not None:  # fail early: readable model of this family and mesh
+        from femno.operators.surrogate import Surrogate
+
+        warm_start = os.path.abspath(os.fspath(warm_start))
+        Surrogate.load(warm_start, fam, device="cpu")
     settings = {
         "family": fam.name, "family_spec": spec, "family_options": options,
         "family_config": _family_config(fam), "samples": samples, "seed": seed,
         "method": method, "pc": pc, "rtol": rtol, "block": block, "sort": sort,
-        "solver_options": solver_options,
+        "solver_options": solver_options, "warm_start": warm_start,
     }
 
     manifest = read_manifest(out) if os.path.isdir(out) else None
@@ -333,7 +343,8 @@ def generate_dataset(family, *, samples, out, method="auto", pc="auto", rtol=1e-
         run_method, run_pc = resolved.get("method", method), resolved.get("pc", pc)
         tasks = [{"block": b, "spec": spec, "options": options, "seed": seed,
                   "indices": order[slice(*store.rows(b))].tolist(), "method": run_method,
-                  "pc": run_pc, "rtol": rtol, "solver_options": solver_options} for b in pending]
+                  "pc": run_pc, "rtol": rtol, "solver_options": solver_options,
+                  "warm_start": warm_start} for b in pending]
         run_info = _run_blocks(store, pool, tasks, progress=progress, desc=fam.name)
     finally:
         pool.close()

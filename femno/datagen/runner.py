@@ -202,6 +202,12 @@ def solve_block(task: dict) -> dict:
         for name, arr in input_arrays(params).items():
             inputs.setdefault(name, []).append(arr)
     assemble_s = time.perf_counter() - t0
+    x0 = None
+    if task.get("warm_start"):  # neural warm start: x0 from a trained surrogate
+        from femno.operators.surrogate import cached_initial_guess
+
+        guess = cached_initial_guess(task["warm_start"], family)
+        x0 = lambda i, _: guess.guess(systems[i])  # noqa: E731
     with _LOCK:
         # some libraries draw from the global RNG (pyamg's spectral radius estimate):
         # seed it per block so that results do not depend on which worker ran what
@@ -212,7 +218,7 @@ def solve_block(task: dict) -> dict:
                 warnings.simplefilter("ignore", RuntimeWarning)
                 res = solve_sequence(
                     [(s.A, s.b) for s in systems], method=task["method"], pc=task["pc"],
-                    rtol=task["rtol"], sort="none", on_fail="ignore",
+                    rtol=task["rtol"], sort="none", on_fail="ignore", x0=x0,
                     **(task.get("solver_options") or {}),
                 )
         finally:

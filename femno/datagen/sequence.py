@@ -300,7 +300,7 @@ def make_strategy(method, *, pc="auto", rtol=1e-8, k=20, restart=40, maxiter=Non
 
 
 def solve_sequence(systems, *, method="auto", pc="auto", rtol=1e-8, sort=None, features=None,
-                   warm_start=False, k=20, restart=40, maxiter=None, progress=False,
+                   warm_start=False, x0=None, k=20, restart=40, maxiter=None, progress=False,
                    on_fail="raise", callback=None) -> SequenceResult:
     r"""Solve :math:`A_i x_i = b_i`, :math:`i = 0..N-1`, reusing work between systems.
 
@@ -330,6 +330,15 @@ def solve_sequence(systems, *, method="auto", pc="auto", rtol=1e-8, sort=None, f
         :func:`default_features`.
     warm_start : bool, keyword-only
         Krylov methods start from the previously solved (neighbour) solution.
+    x0 : None, sequence or callable, keyword-only
+        Initial guesses of Krylov methods, per system in the caller's order: a
+        sequence of ``N`` arrays of shape ``(m_i,)`` (or ``None`` entries), or a
+        callable ``x0(i, systems[i]) -> array or None`` called just before system
+        ``i`` is solved (its time counts in ``times[i]``), e.g. a
+        :class:`femno.operators.surrogate.NeuralInitialGuess` (neural warm start;
+        combine with ``method="recycle"``/``"skr"`` for warm start plus
+        recycling).  A guess takes precedence over ``warm_start``, which fills in
+        where it gives ``None``. Direct methods ignore it.
     k, restart : int, keyword-only
         Recycle dimension and restart length (GCRO-DR(restart, k), GMRES(restart),
         deflated CG(k)).
@@ -377,8 +386,10 @@ def solve_sequence(systems, *, method="auto", pc="auto", rtol=1e-8, sort=None, f
         raise InputError("method 'block' needs the same matrix for every system "
                          "(only the right-hand side may change); use 'direct'")
     order, sort_s, sort_name = _resolve_order(sort, method, features, As, bs)
+    guess = _guess_provider(x0, systems, bs)
     run = SequenceRun(As, bs, order, rtol=rtol, on_fail=on_fail, callback=callback,
                       warm_start=bool(warm_start), progress=progress)
+    run.guess = guess
     probe = {}
     try:
         if method == "auto":
@@ -395,7 +406,7 @@ def solve_sequence(systems, *, method="auto", pc="auto", rtol=1e-8, sort=None, f
             for t in range(N):
                 run.solve(strategy, t)
             label = strategy.label if method in ("gmres", "cg", "dcg") else method
-            explanation = _explain(method, strategy, sort_name, warm_start)
+            explanation = _explain(method, strategy, sort_name, warm_start, x0 is not None)
     finally:
         run.close()
     return SequenceResult(
@@ -405,8 +416,44 @@ def solve_sequence(systems, *, method="auto", pc="auto", rtol=1e-8, sort=None, f
         stats=run.stats, probe=probe)
 
 
-def _explain(method, strategy, sort_name, warm_start) -> str:
+def _check_guess(g, i, n):
+    if g is None:
+        return None
+    try:
+        g = np.asarray(g, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise InputError(f"x0[{i}] must be a numeric array, got {type(g).__name__}") from None
+    if g.shape != (n,):
+        raise InputError(f"x0[{i}] has shape {g.shape}, expected ({n},)")
+    if not np.all(np.isfinite(g)):
+        raise InputError(f"x0[{i}] contains NaN or inf")
+    return g
+
+
+def _guess_provider(x0, systems, bs):
+    """``None`` or a callable ``i -> checked initial guess or None`` from ``x0``."""
+    if x0 is None:
+        return None
+    if callable(x0):
+        return lambda i: _check_guess(x0(i, systems[i]), i, bs[i].shape[0])
+    if isinstance(x0, np.ndarray) and x0.ndim == 2:
+        x0 = list(x0)
+    try:
+        n = len(x0)
+    except TypeError:
+        raise InputError("x0 must be None, a sequence of N initial guesses or a callable "
+                         f"x0(i, system), got {type(x0).__name__}") from None
+    if n != len(bs):
+        raise InputError(f"x0 has {n} entries for {len(bs)} systems")
+    guesses = [_check_guess(g, i, b.shape[0]) for i, (g, b) in enumerate(zip(x0, bs,
+                                                                            strict=True))]
+    return guesses.__getitem__
+
+
+def _explain(method, strategy, sort_name, warm_start, guess=False) -> str:
     parts = [f"method {method!r} as requested ({strategy.label})"]
+    if guess and strategy.iterative:
+        parts.append("initial guesses from x0")
     if isinstance(strategy, LUStrategy):
         parts.append(f"{strategy.n_factorizations} factorizations, "
                      f"{strategy.ordering_reused} with a reused ordering")

@@ -1,0 +1,337 @@
+r"""Drop-in neural surrogates for FE solves: :class:`Surrogate` and :class:`NeuralInitialGuess`.
+
+A trained operator model (SPON, FNO, DeepONet: anything whose forward maps encoded
+inputs ``X`` ``(B, C, n_in)`` and the lifting ``(B, n_dofs)`` to FE coefficients
+``(B, n_dofs)``) plus the parametric family it was trained on gives
+
+* :meth:`Surrogate.predict` ``(params) -> u`` (``(n_dofs,)`` float64, full FE
+  coefficient vector): an FE function *in place of a solve*;
+* :class:`NeuralInitialGuess`: the prediction restricted to the free dofs as the
+  Krylov initial guess :math:`x_0`, so the answer still meets the solver tolerance
+  (true residual :math:`\|b - A x\|_2 \le \mathrm{rtol}\,\|b\|_2`) with fewer
+  iterations.  Usable with the solver layer (``krylov(...)(A, b, x0=guess.guess(system))``),
+  with :func:`femno.datagen.solve_sequence` (``x0=guess``, combinable with recycling)
+  and with ``femno generate --warm-start MODEL``.
+
+The family's parameters are encoded exactly as :class:`femno.operators.fe_data.FEData`
+encodes a dataset's inputs (same encoder, same channels), with the encoder built once.
+Models record where they came from with :func:`data_meta` (stored in the model's
+``meta["data"]``); :func:`check_model_data` refuses a model on a dataset or family of
+another family, mesh or FE space.
+
+>>> import numpy as np, torch
+>>> from femno.fem import get_family
+>>> from femno.operators.baselines import DeepONet
+>>> fam = get_family("darcy", n=4)
+>>> model = DeepONet(n_in=fam.basis.N, n_dofs=fam.basis.N, width=8, depth=1, p=4)
+>>> model.meta = {"data": data_meta_of_family(fam, channels=["a"], encode="l2")}
+>>> sur = Surrogate(model, fam, enforce_dirichlet=True)
+>>> u = sur.predict(fam.sample(np.random.default_rng(0)))
+>>> u.shape, u.dtype, float(np.abs(u[sur.dirichlet]).max())
+((25,), dtype('float64'), 0.0)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+
+import numpy as np
+import skfem
+import torch
+
+from femno.errors import InputError
+
+__all__ = ["Surrogate", "NeuralInitialGuess", "data_meta", "data_meta_of_family",
+           "check_model_data", "mesh_fingerprint", "model_forward", "cached_initial_guess"]
+
+
+# -------------------------------------------------------------------------- provenance
+def mesh_fingerprint(mesh) -> str:
+    """SHA-1 of a mesh's connectivity and coordinates (rounded to 1e-12)."""
+    h = hashlib.sha1()
+    h.update(np.ascontiguousarray(mesh.t, dtype=np.int64).tobytes())
+    h.update(np.ascontiguousarray(np.round(np.asarray(mesh.p, dtype=np.float64), 12)).tobytes())
+    return h.hexdigest()
+
+
+def data_meta(data) -> dict:
+    """What a model trained on ``data`` (:class:`~femno.operators.fe_data.FEData`) must
+    match: family (name, spec, options), element, dofs, mesh fingerprint, input
+    channels and encoding.  Store it as ``meta["data"]`` of the saved model."""
+    settings = data.settings or {}
+    return {"family": data.family, "family_spec": settings.get("family_spec", data.family),
+            "family_options": dict(settings.get("family_options") or {}),
+            "element": data.element, "n_dofs": int(data.n_dofs),
+            "n_in_dofs": int(data.n_in_dofs), "mesh": mesh_fingerprint(data.mesh),
+            "channels": list(data.channels), "encode": data.encode,
+            "dataset": getattr(data, "path", None)}
+
+
+def data_meta_of_family(family, *, channels, encode="l2", family_options=None) -> dict:
+    """:func:`data_meta` for a :class:`femno.fem.Family` instance (models built in code)."""
+    from femno.fem.spaces import element_name
+
+    return {"family": family.name, "family_spec": family.name,
+            "family_options": dict(family_options or {}), "element": element_name(
+                family.basis.elem), "n_dofs": int(family.basis.N),
+            "n_in_dofs": None, "mesh": mesh_fingerprint(family.mesh),
+            "channels": list(channels), "encode": encode, "dataset": None}
+
+
+def _model_data_meta(model) -> dict:
+    """``model.meta["data"]``, else what ``model.config`` records (family, element,
+    channels; SPON), else :class:`InputError`."""
+    meta = getattr(model, "meta", None) or {}
+    d = meta.get("data")
+    if isinstance(d, dict):
+        return d
+    cfg = getattr(model, "config", None) or {}
+    if cfg.get("family") and cfg.get("element") and "channels" in cfg:
+        return {"family": cfg["family"], "family_spec": cfg["family"], "family_options": {},
+                "element": cfg["element"], "channels": list(cfg["channels"]),
+                "encode": meta.get("encode", "l2"), "n_dofs": None, "mesh": None}
+    raise InputError(f"{type(model).__name__} model has no meta['data'] record of the data "
+                     "it was trained on (train it with femno, or set it with data_meta)")
+
+
+def _mesh_independent(model) -> bool:
+    """Models that bind to any mesh (``bind(basis, dirichlet)``, SPON) or say so."""
+    return bool(getattr(model, "mesh_independent", hasattr(model, "bind")))
+
+
+def check_model_data(model, *, family: str, element: str, n_dofs: int, mesh=None,
+                     channels=None) -> None:
+    """:class:`InputError` unless ``model`` was trained on this family / FE space / mesh.
+
+    Mesh-independent models (SPON: they ``bind`` to any mesh) skip the dof-count and
+    mesh checks.
+    """
+    d = _model_data_meta(model)
+    problems = []
+    if d.get("family") != family:
+        problems.append(f"family {d.get('family')!r} vs {family!r}")
+    if d.get("element") != element:
+        problems.append(f"element {d.get('element')!r} vs {element!r}")
+    if channels is not None and list(d.get("channels") or []) != list(channels):
+        problems.append(f"input channels {d.get('channels')} vs {list(channels)}")
+    if not _mesh_independent(model):
+        if int(d.get("n_dofs", -1)) != int(n_dofs):
+            problems.append(f"{d.get('n_dofs')} dofs vs {n_dofs}")
+        elif mesh is not None and d.get("mesh") != mesh_fingerprint(mesh):
+            problems.append("a different mesh")
+    if problems:
+        raise InputError(f"model {type(model).__name__} was trained on other data: "
+                         + "; ".join(problems))
+
+
+def model_forward(model, X: torch.Tensor, lift: torch.Tensor) -> torch.Tensor:
+    """``model(X, lift)`` for models taking the lifting, else ``model(X)``."""
+    params = inspect.signature(model.forward).parameters
+    return model(X, lift) if len(params) >= 2 else model(X)
+
+
+# --------------------------------------------------------------------------- surrogate
+class Surrogate:
+    r"""A trained operator model used as a solver of a parametric family.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        Trained model with ``meta["data"]`` (see :func:`data_meta`).
+    family : femno.fem.Family
+        The family whose parameters :meth:`predict` takes; must match the model's
+        training data (family, element, mesh), else :class:`InputError`.
+    enforce_dirichlet : bool, keyword-only
+        Overwrite the Dirichlet dofs of the prediction with the family's data (models
+        that lift the boundary data, like SPON, already return them exactly).
+    device : str or torch.device, optional, keyword-only
+        Where the model runs (default: where it is).
+    dtype : torch.dtype, keyword-only
+        dtype of the encoded inputs fed to the model (float64; networks may cast).
+
+    Attributes
+    ----------
+    free, dirichlet : ndarray of int64
+    n_dofs : int
+    """
+
+    def __init__(self, model, family, *, enforce_dirichlet: bool = False, device=None,
+                 dtype=torch.float64):
+        from femno.fem import Family
+        from femno.operators.fe_data import Encoder, _check_encode
+
+        if not isinstance(model, torch.nn.Module):
+            raise InputError(f"model must be a torch module, got {type(model).__name__}")
+        if not isinstance(family, Family):
+            raise InputError(f"family must be a femno Family, got {type(family).__name__}")
+        d = _model_data_meta(model)
+        check_model_data(model, family=family.name, element=family.element,
+                         n_dofs=family.basis.N, mesh=family.mesh)
+        self.model, self.family = model.eval(), family
+        self.device = next(iter(model.parameters())).device if device is None else device
+        self.model.to(self.device)
+        self.dtype = dtype
+        self.channels, self.encode = list(d.get("channels") or []), d.get("encode", "l2")
+        _check_encode(self.encode)
+        self.enforce_dirichlet = bool(enforce_dirichlet)
+        self.n_dofs = int(family.basis.N)
+        D = np.asarray(family.dirichlet_dofs(), dtype=np.int64)
+        mask = np.ones(self.n_dofs, dtype=bool)
+        mask[D] = False
+        self.free, self.dirichlet = np.nonzero(mask)[0], np.sort(D)
+        basis_in = family.basis  # the input space of FEData: the scalar output space
+        if isinstance(basis_in.elem, skfem.ElementVector):
+            basis_in = skfem.CellBasis(family.mesh, basis_in.elem.elem,
+                                       quadrature=basis_in.quadrature)
+        self.encoder = Encoder(basis_in)
+        if hasattr(model, "bind"):  # mesh-independent models: build the family's graph
+            self.model.bind(family.basis, self.dirichlet)
+        self.nonzero_bc = hasattr(family, "boundary_values")
+
+    @classmethod
+    def load(cls, path, family=None, *, device=None, **options) -> Surrogate:
+        """Load a saved model (:func:`femno.operators.checkpoint.load_model`); without
+        ``family``, rebuild it from the model's record (spec and options)."""
+        from femno.operators.checkpoint import load_model
+
+        model = load_model(path, device=device)
+        if family is None:
+            from femno.datagen.runner import load_family
+
+            d = _model_data_meta(model)
+            family = load_family(d.get("family_spec") or d["family"], d.get("family_options"))
+        return cls(model, family, device=device, **options)
+
+    # -- encoding ----------------------------------------------------------------------
+    def encode_params(self, params_list) -> torch.Tensor:
+        """Encoded inputs ``(S, C, n_in)`` of a list of parameter dicts (the channels and
+        encoding of :class:`~femno.operators.fe_data.FEData`)."""
+        from femno.datagen.runner import input_arrays
+
+        enc, S = self.encoder, len(params_list)
+        raw = [input_arrays(p) for p in params_list]
+        cols = []
+        for name in self.channels:
+            if name.startswith("rhs"):
+                continue
+            try:
+                arr = np.stack([r[name] for r in raw])
+            except KeyError:
+                raise InputError(f"params lack the model's input {name!r}; got "
+                                 f"{sorted(raw[0])}") from None
+            if arr.shape[1:] == (enc.basis.N,):
+                cols.append(arr)
+            else:
+                cols.append(enc.encode(arr, encode=self.encode))
+        rhs = [c for c in self.channels if c.startswith("rhs")]
+        if rhs:  # parameter inputs: the family's load vector, encoded
+            F = np.stack([self.family.assemble_full(p, matrix=False)[1] for p in params_list])
+            d = F.shape[1] // enc.basis.N
+            for c in range(d):
+                cols.append(enc.from_moments(F[:, c::d], encode=self.encode))
+        X = np.stack(cols, axis=1) if cols else np.zeros((S, 0, enc.basis.N))
+        return torch.as_tensor(X, dtype=self.dtype, device=self.device)
+
+    def _lifts(self, params_list, lifts) -> np.ndarray:
+        if lifts is not None:
+            L = np.asarray(lifts, dtype=np.float64).reshape(len(params_list), -1)
+            if L.shape[1] != self.n_dofs:
+                raise InputError(f"lift must have {self.n_dofs} entries, got {L.shape[1]}")
+            return L
+        if self.nonzero_bc:
+            return np.stack([self.family.assemble(p).x_bc for p in params_list])
+        return np.zeros((len(params_list), self.n_dofs))
+
+    # -- prediction --------------------------------------------------------------------
+    def predict_many(self, params_list, *, lifts=None) -> np.ndarray:
+        """FE coefficient vectors ``(S, n_dofs)`` float64 for a list of parameter dicts.
+
+        ``lifts`` (S, n_dofs): Dirichlet data (default: zero, or the family's
+        ``x_bc`` for families with non-zero boundary values).
+        """
+        if isinstance(params_list, dict) or len(params_list) == 0:
+            raise InputError("params_list must be a non-empty list of parameter dicts")
+        if not all(isinstance(p, dict) for p in params_list):
+            raise InputError("every item of params_list must be a parameter dict")
+        X = self.encode_params(params_list)
+        L = self._lifts(params_list, lifts)
+        with torch.no_grad():
+            Y = model_forward(self.model, X, torch.as_tensor(L, dtype=X.dtype, device=X.device))
+        Y = Y.detach().cpu().numpy().astype(np.float64)
+        if Y.shape != (len(params_list), self.n_dofs):
+            raise InputError(f"model returned shape {Y.shape}, expected "
+                             f"({len(params_list)}, {self.n_dofs})")
+        if self.enforce_dirichlet:
+            Y[:, self.dirichlet] = L[:, self.dirichlet]
+        return Y
+
+    def predict(self, params: dict, *, lift=None) -> np.ndarray:
+        """FE coefficients ``(n_dofs,)`` float64 of the solution for ``params``."""
+        if not isinstance(params, dict):
+            raise InputError(f"params must be a dict, got {type(params).__name__}")
+        return self.predict_many([params], lifts=None if lift is None else [lift])[0]
+
+    __call__ = predict
+
+
+class NeuralInitialGuess:
+    r"""Krylov initial guesses from a :class:`Surrogate`.
+
+    ``guess(system)`` returns :math:`x_0 = \alpha\, u_{\text{pred}}[\text{free}]` for a
+    :class:`~femno.fem.families.LinearSystem` (with ``params``); with
+    ``rescale=True`` and an SPD system, :math:`\alpha = g^T b / g^T A g` minimizes the
+    energy error :math:`\|x - \alpha g\|_A` over the scalings (one matrix product),
+    else :math:`\alpha = 1`.  Called as ``guess(i, system)`` it is the initial-guess
+    provider of :func:`femno.datagen.solve_sequence` (``x0=guess``).
+
+    Attributes
+    ----------
+    seconds : float
+        Total time spent predicting.
+    calls : int
+    """
+
+    def __init__(self, surrogate: Surrogate, *, rescale: bool = False):
+        if not isinstance(surrogate, Surrogate):
+            raise InputError(f"surrogate must be a Surrogate, got {type(surrogate).__name__}")
+        self.surrogate, self.rescale = surrogate, bool(rescale)
+        self.seconds, self.calls = 0.0, 0
+
+    def guess(self, system) -> np.ndarray:
+        """Initial guess on the free dofs, shape ``(system.dofs,)`` float64."""
+        import time
+
+        if not (hasattr(system, "params") and hasattr(system, "free")):
+            raise InputError("a neural initial guess needs a LinearSystem (params, free); got "
+                             f"{type(system).__name__}")
+        t = time.perf_counter()
+        if not np.array_equal(system.free, self.surrogate.free):
+            raise InputError("the system's free dofs differ from the surrogate's family")
+        u = self.surrogate.predict(system.params, lift=getattr(system, "x_bc", None))
+        g = u[system.free]
+        if self.rescale and system.meta.get("spd", False):
+            Ag = system.A @ g
+            den = float(g @ Ag)
+            if den > 0:
+                g = g * (float(g @ system.b) / den)
+        self.seconds += time.perf_counter() - t
+        self.calls += 1
+        return g
+
+    def __call__(self, i, system=None) -> np.ndarray:
+        return self.guess(i if system is None else system)
+
+
+_GUESS_CACHE: dict = {}
+
+
+def cached_initial_guess(path, family, **options) -> NeuralInitialGuess:
+    """A :class:`NeuralInitialGuess` of the model file ``path`` for ``family``, loaded
+    once per process (data-generation workers); CPU, one torch thread."""
+    key = (str(path), id(family), tuple(sorted(options.items())))
+    if key not in _GUESS_CACHE:
+        torch.set_num_threads(1)
+        _GUESS_CACHE[key] = NeuralInitialGuess(Surrogate.load(path, family, device="cpu"),
+                                               **options)
+    return _GUESS_CACHE[key]
