@@ -11,7 +11,7 @@ import numpy as np
 from femno.cli._output import print_json, print_table
 from femno.errors import InputError
 
-SOLVERS = ("auto", "cg", "fcg", "gmres", "fgmres", "minres", "direct")
+SOLVERS = ("auto", "cg", "fcg", "gmres", "fgmres", "minres", "dcdm", "direct")
 
 
 def parse_key_values(items, *, what: str) -> dict:

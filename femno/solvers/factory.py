@@ -18,6 +18,7 @@ import numpy as np
 
 from femno.errors import InputError, MissingDependencyError
 from femno.solvers import krylov as _k
+from femno.solvers import neural as _nn
 from femno.solvers import recycle as _rc
 from femno.solvers.base import Preconditioner, check_system, report_nonconvergence
 from femno.solvers.precond import SYMMETRIC, make_preconditioner
@@ -34,6 +35,7 @@ METHODS = {
     "minres": _k.minres,
     "gcrodr": _rc.gcrodr,
     "dcg": _rc.deflated_cg,
+    "dcdm": _nn.dcdm,
 }
 BACKENDS = ("scipy", "petsc")
 _NEEDS_SYMMETRIC_PC = ("cg", "minres", "dcg")
@@ -82,7 +84,8 @@ class KrylovSolver:
         else:
             self.pc_name = str(pc).lower()
             self.pc = make_preconditioner(self.pc_name, **self.pc_options)
-            _check_pc_symmetry(method, self.pc_name, SYMMETRIC.get(self.pc_name, True))
+            _check_pc_symmetry(method, self.pc_name,
+                               SYMMETRIC.get(self.pc_name, self.pc.symmetric))
         self.stats: SolveStats | None = None
         self.history: list[SolveStats] = []
         self.info: dict = {}
@@ -129,6 +132,8 @@ class KrylovSolver:
             opts["restart"] = self.restart
         elif self.method == "fcg":
             opts["mmax"] = self.mmax
+        elif self.method == "dcdm":
+            opts["k"] = self.k
         elif self.method in _RECYCLING:
             opts["k"] = self.k
             opts["recycle"] = self.recycle_space if self.recycle else None
@@ -175,18 +180,22 @@ def krylov(method: str = "cg", *, pc="none", rtol: float = 1e-8, atol: float = 0
 
     Parameters
     ----------
-    method : {"cg", "fcg", "gmres", "fgmres", "minres", "gcrodr", "dcg", "direct"}
+    method : {"cg", "fcg", "gmres", "fgmres", "minres", "gcrodr", "dcg", "dcdm", "direct"}
         ``cg``: SPD ``A``, SPD fixed ``M``; ``fcg``: SPD ``A``, any (even
         variable) ``M``; ``gmres``/``fgmres``: general ``A``, right
         preconditioning (``fgmres`` for variable ``M``); ``minres``: symmetric
         indefinite ``A``, SPD ``M``; ``gcrodr``: GMRES with deflated restarting
         and recycling (:func:`~femno.solvers.recycle.gcrodr`, right PC); ``dcg``:
         deflated PCG for SPD sequences (:func:`~femno.solvers.recycle.deflated_cg`);
+        ``dcdm``: deep conjugate directions for SPD ``A`` with the directions of
+        ``pc`` (a learned ``"neural:MODEL"``; :func:`~femno.solvers.neural.dcdm`);
         ``direct``: returns :func:`~femno.solvers.direct`.
     pc : str or Preconditioner
         A name from :data:`~femno.solvers.precond.PRECONDITIONERS` (``"none"``,
         ``"jacobi"``, ``"ssor"``, ``"ilu"``, ``"ic"``, ``"amg"``/``"amg-sa"``,
-        ``"amg-rs"``) or an instance.
+        ``"amg-rs"``), ``"neural:PATH"`` (a learned preconditioner from a model
+        file of ``femno train precond``; nonlinear ones need ``fcg``/``fgmres``/``dcdm``,
+        the SPD factor model also allows ``cg``) or an instance.
     rtol, atol : float
         Relative (``> 0``) and absolute tolerance.
     maxiter : int, optional
@@ -223,6 +232,7 @@ def krylov(method: str = "cg", *, pc="none", rtol: float = 1e-8, atol: float = 0
     k : int, optional
         Recycle/deflation dimension (default ``min(20, restart // 2)`` for
         ``gcrodr``, ``10`` for ``dcg``); ``gcrodr`` needs ``k < restart``.
+        For ``dcdm``: directions to ``A``-orthogonalise against (default 2).
 
     Returns
     -------
@@ -262,7 +272,12 @@ def krylov(method: str = "cg", *, pc="none", rtol: float = 1e-8, atol: float = 0
         raise InputError(f"restart must be a positive integer, got {restart!r}")
     if int(mmax) != mmax or mmax < 1:
         raise InputError(f"mmax must be a positive integer, got {mmax!r}")
-    if method in _RECYCLING:
+    if method == "dcdm":
+        k = 2 if k is None else k
+        if isinstance(k, bool) or int(k) != k or k < 0:
+            raise InputError(f"k must be a non-negative integer, got {k!r}")
+        k = int(k)
+    elif method in _RECYCLING:
         if k is None:
             k = min(20, int(restart) // 2) if method == "gcrodr" else 10
         if isinstance(k, bool) or int(k) != k or k < 0:
@@ -271,7 +286,7 @@ def krylov(method: str = "cg", *, pc="none", rtol: float = 1e-8, atol: float = 0
             raise InputError(f"k={k} must be smaller than restart={restart} for gcrodr")
         k = int(k)
     elif recycle or k is not None:
-        raise InputError("recycle and k apply to methods 'gcrodr' and 'dcg' only")
+        raise InputError("recycle and k apply to methods 'gcrodr', 'dcg' (and k to 'dcdm') only")
     if on_fail not in ("raise", "warn", "ignore"):
         raise InputError(f"on_fail must be 'raise', 'warn' or 'ignore', got {on_fail!r}")
     if isinstance(pc, Preconditioner) and pc_options:
@@ -285,6 +300,9 @@ def krylov(method: str = "cg", *, pc="none", rtol: float = 1e-8, atol: float = 0
         return PetscGCRODR(pc=pc, rtol=rtol, atol=atol, maxiter=maxiter, restart=restart,
                            k=k, recycle=recycle, on_fail=on_fail)
     if backend == "petsc":
+        if isinstance(pc, str) and pc.lower().startswith("neural:"):  # femno PC via PCPYTHON
+            pc = make_preconditioner(pc, **(pc_options or {}))
+            pc_options = None
         if mmax != 1:
             raise InputError("mmax is an option of the scipy backend's fcg only")
         try:  # lazy: petsc_backend imports petsc4py only when used

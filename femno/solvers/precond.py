@@ -18,7 +18,9 @@ amg-sa     one smoothed-aggregation V-cycle (pyamg)             yes
 amg-rs     one Ruge-Stuben V-cycle (pyamg)                      yes
 ========== ==================================================== =========
 
-``"amg"`` is an alias of ``"amg-sa"``.
+``"amg"`` is an alias of ``"amg-sa"``. ``"neural:PATH"`` loads a learned
+preconditioner (:class:`femno.solvers.neural.NeuralPreconditioner`) from a model
+file written by ``femno train precond``.
 """
 
 from __future__ import annotations
@@ -401,6 +403,10 @@ def make_preconditioner(name: str, **options) -> Preconditioner:
     femno.errors.InputError: unknown preconditioner 'foo'; valid: none, jacobi, ssor, ilu, ilu0, ic, amg, amg-sa, amg-rs
     """
     key = str(name).lower()
+    if key.startswith("neural:"):  # a learned preconditioner from its model file
+        from femno.solvers.neural import load_neural_preconditioner
+
+        return load_neural_preconditioner(str(name)[len("neural:"):], **options)
     if key not in PRECONDITIONERS:
         raise InputError(
             f"unknown preconditioner {name!r}; valid: {', '.join(PRECONDITIONERS)}"

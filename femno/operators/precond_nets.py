@@ -1,0 +1,497 @@
+r"""Networks of femno's learned preconditioners (issue 7).
+
+Three registered model kinds, all used through
+:class:`femno.solvers.neural.NeuralPreconditioner`:
+
+=============== ============================================================= ==========
+kind            what it computes                                              solver
+=============== ============================================================= ==========
+precond-cnn     :class:`MGCNN`: :math:`q = f(r/\|r\|)` on the grid image of    dcdm, fcg
+                the residual, a U-Net whose levels share their weights, so it
+                recurses down to a ~2x2 grid at any size (coarse levels)
+precond-gnn     :class:`DofGraphNet`: message passing over the matrix graph    dcdm, fcg
+                (dofs that share an element), for any FE mesh
+precond-spd     :class:`LearnedIC`: a sparse lower-triangular :math:`L` on the cg, fcg
+                IC(0) pattern predicted from local matrix entries, positive
+                diagonal by softplus; :math:`M = L L^T` is SPD by construction
+=============== ============================================================= ==========
+
+All three work on the Jacobi-scaled system :math:`\tilde A = D^{-1/2} A D^{-1/2}`,
+:math:`D = \operatorname{diag}(A)`: the residual enters as :math:`D^{-1/2} r` and
+the direction leaves as :math:`D^{-1/2} \tilde q`, which removes most of a
+coefficient's amplitude from what the network must learn.  The residual networks
+are bias-free with leaky-ReLU activations (or none: ``act="linear"``), hence
+positively homogeneous,
+:math:`f(c r) = c f(r)` for :math:`c > 0`; they run in float32 on unit-norm
+input, the solvers do all the rest in float64.
+
+Matrix-dependent data that is not trained (grid layout, scaling, graph) is built
+once per matrix by ``model.prepare(A)`` into a *context* dict; ``model(x, ctx)``
+then maps a batch ``x`` of shape ``(B, m)`` (float32) to directions ``(B, m)``.
+
+Grid layout
+-----------
+:class:`MGCNN` needs the free dofs of a structured grid as an image.  For the
+``poisson``/``darcy`` families with P1 or Q1 on ``unit_square(n)`` the free dofs
+are the :math:`(n-1)^2` interior nodes; :meth:`GridLayout.from_coordinates` maps
+them to an :math:`(n-1) \times (n-1)` image from their coordinates (any dof order),
+:meth:`GridLayout.from_matrix` assumes lexicographic order (femno's meshes) and
+checks that the matrix couples only grid neighbours.  Anything else (unstructured
+meshes, P2) is rejected with :class:`~femno.errors.InputError`; the network itself
+is fully convolutional and runs at any grid size.
+
+>>> import numpy as np, scipy.sparse as sp, torch
+>>> T = sp.diags([-1.0, 2.0, -1.0], [-1, 0, 1], shape=(7, 7))
+>>> A = (sp.kron(T, sp.eye(7)) + sp.kron(sp.eye(7), T)).tocsr()
+>>> net = MGCNN(channels=4, seed=0)
+>>> ctx = net.prepare(A)
+>>> ctx["layout"].shape
+(7, 7)
+>>> q = net(torch.ones(2, 49), ctx)
+>>> tuple(q.shape), bool(torch.allclose(net(3 * torch.ones(2, 49), ctx), 3 * q, atol=1e-5))
+((2, 49), True)
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+from torch import nn
+
+from femno.errors import InputError
+from femno.operators.checkpoint import register_model
+
+__all__ = ["GridLayout", "grid_stencil", "MGCNN", "DofGraphNet", "LearnedIC", "scaled_matrix", "torch_csr", "NET_KINDS"]
+
+#: model kinds that map residuals to directions (nonlinear: flexible methods only)
+NET_KINDS = ("precond-cnn", "precond-gnn", "precond-spd")
+
+
+def scaled_matrix(A) -> tuple[sp.csr_matrix, np.ndarray]:
+    r"""``(Ã, s)`` with :math:`s = D^{-1/2}` and :math:`\tilde A = S A S` (csr, float64).
+
+    Raises :class:`InputError` for a non-positive diagonal (not SPD).
+    """
+    A = sp.csr_matrix(A, dtype=np.float64)
+    d = A.diagonal()
+    if not np.all(d > 0):
+        i = int(np.flatnonzero(~(d > 0))[0])
+        raise InputError(f"learned preconditioner: diagonal entry {i} is {d[i]:g} <= 0; "
+                         "the matrix is not symmetric positive definite")
+    s = 1.0 / np.sqrt(d)
+    S = sp.diags(s)
+    return sp.csr_matrix(S @ A @ S), s
+
+
+class GridLayout:
+    """Map between dof vectors ``(..., m)`` and grid images ``(..., H, W)``.
+
+    ``image.reshape(-1)[k] = v[perm[k]]``.
+
+    Parameters
+    ----------
+    perm : ndarray of int, shape (H * W,)
+    shape : (int, int)
+    """
+
+    def __init__(self, perm, shape):
+        self.shape = (int(shape[0]), int(shape[1]))
+        self.perm = np.asarray(perm, dtype=np.int64)
+        self.identity = bool(np.array_equal(self.perm, np.arange(self.perm.size)))
+        self.inverse = np.argsort(self.perm)
+        self._t = {}
+
+    @classmethod
+    def from_coordinates(cls, p, *, tol: float = 1e-8) -> GridLayout:
+        """From dof coordinates ``p`` of shape ``(2, m)`` lying on a tensor grid."""
+        p = np.asarray(p, dtype=np.float64)
+        if p.ndim != 2 or p.shape[0] != 2:
+            raise InputError(f"grid layout needs 2-D dof coordinates (2, m), got {p.shape}")
+        span = max(float(np.ptp(p[0])), float(np.ptp(p[1])), 1e-300)
+        xs = np.unique(np.round(p[0] / (tol * span)))
+        ys = np.unique(np.round(p[1] / (tol * span)))
+        m = p.shape[1]
+        if xs.size * ys.size != m:
+            raise InputError(
+                f"the {m} free dofs do not form a structured tensor grid ({xs.size} distinct x "
+                f"by {ys.size} distinct y); the CNN preconditioner needs P1/Q1 on a structured "
+                "grid (unit_square), use the message-passing kind 'precond-gnn' otherwise")
+        i = np.searchsorted(xs, np.round(p[0] / (tol * span)))
+        j = np.searchsorted(ys, np.round(p[1] / (tol * span)))
+        k = i * ys.size + j
+        if np.unique(k).size != m:
+            raise InputError("two free dofs share a grid position: not a P1/Q1 structured grid")
+        perm = np.empty(m, dtype=np.int64)
+        perm[k] = np.arange(m)
+        return cls(perm, (xs.size, ys.size))
+
+    @classmethod
+    def from_system(cls, system) -> GridLayout:
+        """From a :class:`~femno.fem.families.LinearSystem` (its free dofs' coordinates)."""
+        return cls.from_coordinates(np.asarray(system.basis.doflocs)[:2, system.free])
+
+    @classmethod
+    def from_matrix(cls, A) -> GridLayout:
+        """Lexicographic square grid inferred from ``A`` (``m = s^2``), pattern checked.
+
+        Every coupling :math:`|a_{ij}| > 10^{-12} \\sqrt{a_{ii} a_{jj}}` must join
+        grid neighbours (9-point stencil at most).
+        """
+        A = sp.coo_matrix(A)
+        m = A.shape[0]
+        s = math.isqrt(m)
+        if s * s != m:
+            raise InputError(
+                f"matrix of size {m} is not a square structured grid; the CNN preconditioner "
+                "needs P1/Q1 on unit_square (pass a GridLayout for other grids, or use "
+                "the message-passing kind 'precond-gnn')")
+        d = np.abs(A.tocsr().diagonal())
+        big = np.abs(A.data) > 1e-12 * np.sqrt(d[A.row] * d[A.col])
+        r, c = A.row[big], A.col[big]
+        if np.any(np.abs(r // s - c // s) > 1) or np.any(np.abs(r % s - c % s) > 1):
+            raise InputError(
+                "matrix couples dofs that are not neighbours on a lexicographic "
+                f"{s} x {s} grid: not a structured-grid operator (use 'precond-gnn', or pass "
+                "a GridLayout built from dof coordinates)")
+        return cls(np.arange(m), (s, s))
+
+    def to_image(self, v: torch.Tensor) -> torch.Tensor:
+        if not self.identity:
+            v = v[..., self._index(v.device, "perm")]
+        return v.reshape(*v.shape[:-1], *self.shape)
+
+    def from_image(self, img: torch.Tensor) -> torch.Tensor:
+        v = img.reshape(*img.shape[:-2], -1)
+        if not self.identity:
+            v = v[..., self._index(v.device, "inverse")]
+        return v
+
+    def _index(self, device, which):
+        key = (str(device), which)
+        if key not in self._t:
+            self._t[key] = torch.as_tensor(getattr(self, which), device=device)
+        return self._t[key]
+
+
+ACTIVATIONS = ("linear", "leaky")
+
+
+def _act(kind: str = "leaky"):
+    if kind not in ACTIVATIONS:
+        raise InputError(f"unknown activation {kind!r}; valid: {', '.join(ACTIVATIONS)}")
+    return nn.Identity() if kind == "linear" else nn.LeakyReLU(0.2)
+
+
+def _conv(cin, cout, **kw):
+    return nn.Conv2d(cin, cout, 3, padding=1, bias=False, **kw)
+
+
+_OFFSETS = [(-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1), (1, 0), (1, 1)]
+
+
+def grid_stencil(At: sp.csr_matrix, layout: GridLayout) -> np.ndarray:
+    """Scaled couplings to the 8 grid neighbours, shape (8, H, W), float32 (0 if absent)."""
+    H, W = layout.shape
+    dof = layout.perm.reshape(H, W)
+    out = np.zeros((8, H, W), dtype=np.float32)
+    for c, (di, dj) in enumerate(_OFFSETS):
+        i0, i1 = max(0, -di), H - max(0, di)
+        j0, j1 = max(0, -dj), W - max(0, dj)
+        rows = dof[i0:i1, j0:j1].ravel()
+        cols = dof[i0 + di:i1 + di, j0 + dj:j1 + dj].ravel()
+        out[c, i0:i1, j0:j1] = np.asarray(At[rows, cols]).reshape(i1 - i0, j1 - j0)
+    return out
+
+
+@register_model("precond-cnn")
+class MGCNN(nn.Module):
+    r"""Multilevel CNN on the grid image of the residual; weights shared by all levels.
+
+    The network :math:`N` on a one-channel image :math:`r` (one level, features
+    ``C`` channels) is
+
+    .. math::
+
+        h_1 = S_{pre}(L r) \odot g_{pre},\quad
+        e_c = N(R\, T h_1),\quad
+        N(r) = Q\,\big(S_{post}([h_1, F P e_c]) \odot g_{post}\big)
+
+    (lift :math:`L`, projection :math:`Q`, one-channel interfaces :math:`T, F`):
+    its coarse-grid solver is *the network itself* on the restricted one-channel
+    residual, so training on several grid sizes trains every level as a solver and
+    the recursion extends to any number of levels,
+    with :math:`P` bilinear prolongation and :math:`R = P^T` full weighting (fixed:
+    the self-similar choice for 2D finite elements, no per-level gain to learn) and
+    :math:`S` stacks of ``depth`` 3x3 convolutions; below ``min_size`` pixels a
+    coarse stack replaces the recursion.  The gates :math:`g = \exp(\tanh(G(\sigma)))`
+    come from a small CNN :math:`G` on the operator's scaled 8-neighbour stencil
+    :math:`\sigma` (:func:`grid_stencil`, average-pooled to each level), so the
+    network adapts to the coefficient field while staying linear (``act="linear"``)
+    or positively homogeneous in the residual.  Input: one channel (the
+    Jacobi-scaled residual), output: one channel.  Zero padding is the homogeneous
+    Dirichlet condition.  Cost per application: O(C^2 m).
+
+    Parameters
+    ----------
+    channels : int
+    depth : int
+        Convolutions per smoothing stack.
+    min_size : int
+        Coarsest grid side.
+    act : {"linear", "leaky"}
+        ``"linear"``: no activation in the residual path, the network is a learned
+        *linear* multilevel operator (not symmetric: still flexible CG / DCDM);
+        measured to give fewer iterations than the leaky-ReLU network at the same
+        training cost.
+    seed : int
+        Initialisation seed.
+    """
+
+    def __init__(self, *, channels: int = 8, depth: int = 2, min_size: int = 3,
+                 act: str = "linear", seed: int = 0):
+        super().__init__()
+        if channels < 1 or depth < 1 or min_size < 3:
+            raise InputError("channels and depth must be >= 1, min_size >= 3")
+        self.config = {"channels": int(channels), "depth": int(depth),
+                       "min_size": int(min_size), "act": act, "seed": int(seed)}
+        _act(act)
+        with torch.random.fork_rng():
+            torch.manual_seed(int(seed))
+            C = channels
+
+            def stack(cin, k):
+                layers = [_conv(cin, C), _act(act)]
+                for _ in range(k - 1):
+                    layers += [_conv(C, C), _act(act)]
+                return nn.Sequential(*layers)
+
+            self.lift = _conv(1, C)
+            self.pre = stack(C, depth)
+            self.post = stack(2 * C, depth)
+            self.coarse = stack(C, depth)
+            self.proj = _conv(C, 1)
+            self.to_coarse = _conv(C, 1)
+            self.from_coarse = _conv(1, C)
+            self.gate = nn.Sequential(nn.Conv2d(8, C, 3, padding=1), nn.Tanh(),
+                                      nn.Conv2d(C, 2 * C, 3, padding=1))
+            nn.init.zeros_(self.gate[-1].weight)
+            nn.init.zeros_(self.gate[-1].bias)
+        # bilinear prolongation P and full weighting R = P^T (one-channel stencils)
+        w = torch.tensor([0.5, 1.0, 0.5])
+        self.register_buffer("_pk", torch.outer(w, w)[None, None].clone(), persistent=False)
+
+    def prepare(self, A, *, layout: GridLayout | None = None) -> dict:
+        """Context for matrix ``A``: grid layout (default :meth:`GridLayout.from_matrix`),
+        Jacobi scaling ``D^{-1/2}`` and the scaled stencil image."""
+        At, s = scaled_matrix(A)
+        layout = GridLayout.from_matrix(A) if layout is None else layout
+        if layout.perm.size != A.shape[0]:
+            raise InputError(f"grid layout has {layout.perm.size} dofs, matrix {A.shape[0]}")
+        return {"layout": layout, "scale": torch.as_tensor(s, dtype=torch.float32),
+                "stencil": torch.as_tensor(grid_stencil(At, layout)).unsqueeze(0)}
+
+    @staticmethod
+    def _odd(t):
+        """Zero-pad (Dirichlet) the last two dims to odd sizes: coarse node j = fine 2j+1."""
+        H, W = t.shape[-2:]
+        return nn.functional.pad(t, (0, 1 - W % 2, 0, 1 - H % 2))
+
+    def _restrict(self, r):
+        return nn.functional.conv2d(self._odd(r), self._pk, stride=2)
+
+    def _prolong(self, e, H, W):
+        return nn.functional.conv_transpose2d(e, self._pk, stride=2)[..., :H, :W]
+
+    def _gates(self, st):
+        """Gates of every level from the stencil image ``st`` (1, 8, H, W)."""
+        gates = []
+        while True:
+            g = torch.exp(torch.tanh(self.gate(st)))
+            gates.append(g.chunk(2, dim=1))
+            if min(st.shape[-2:]) <= self.config["min_size"]:
+                return gates
+            st = nn.functional.avg_pool2d(self._odd(st), 3, stride=2)
+
+    def _net(self, img, gates, lvl=0):
+        """The whole network on a one-channel image; its coarse solver is itself."""
+        gpre, gpost = gates[lvl]
+        h1 = self.pre(self.lift(img)) * gpre
+        H, W = h1.shape[-2:]
+        if min(H, W) <= self.config["min_size"]:
+            return self.proj(self.coarse(h1) * gpost)
+        ec = self._net(self._restrict(self.to_coarse(h1)), gates, lvl + 1)
+        u = self.from_coarse(self._prolong(ec, H, W))
+        return self.proj(self.post(torch.cat([h1, u], dim=1)) * gpost)
+
+    def forward(self, x: torch.Tensor, ctx: dict) -> torch.Tensor:
+        """``x``: (B, m) float32 residuals -> (B, m) directions.
+
+        Without autograd (inference) the gates are computed once and kept in ``ctx``.
+        """
+        s = ctx["scale"].to(x.device)
+        lay = ctx["layout"]
+        gates = None if torch.is_grad_enabled() else ctx.get("_gates")
+        if gates is None:
+            gates = self._gates(ctx["stencil"].to(x.device))
+            if not torch.is_grad_enabled():
+                ctx["_gates"] = gates
+        img = lay.to_image(x * s).unsqueeze(1)
+        out = self._net(img, gates).squeeze(1)
+        return lay.from_image(out) * s
+
+
+def torch_csr(M, *, dtype=torch.float64, device=None) -> torch.Tensor:
+    """A scipy sparse matrix as a torch sparse CSR tensor (``M @ v`` on CPU or GPU)."""
+    import warnings
+
+    M = sp.csr_matrix(M)
+    M.sort_indices()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "sparse CSR support is in beta"
+        return torch.sparse_csr_tensor(torch.as_tensor(M.indptr, dtype=torch.int64),
+                                       torch.as_tensor(M.indices, dtype=torch.int64),
+                                       torch.as_tensor(M.data, dtype=dtype),
+                                       size=M.shape, device=device)
+
+
+def _graph(At: sp.csr_matrix):
+    """Off-diagonal part of the scaled matrix as a torch sparse CSR (float32)."""
+    W = sp.csr_matrix(At - sp.diags(At.diagonal()))
+    W.eliminate_zeros()
+    return torch_csr(W, dtype=torch.float32)
+
+
+@register_model("precond-gnn")
+class DofGraphNet(nn.Module):
+    r"""Message passing over the dof graph (dofs coupled in :math:`A`), any FE mesh.
+
+    With :math:`W = \tilde A - I` (scaled off-diagonal couplings) each of ``layers``
+    layers computes :math:`h \leftarrow \sigma(h\,\Theta_s + W h\,\Theta_n) + h`
+    (bias free, leaky ReLU); lift and projection are linear.  No coarse level: the
+    receptive field is ``layers`` graph hops, so iterations grow with the mesh size
+    (use :class:`MGCNN` on structured grids).  (A minimal dof graph of its own:
+    femno's SPON module did not exist when this was written.)
+
+    >>> import numpy as np, scipy.sparse as sp, torch
+    >>> A = sp.diags([-1.0, 2.0, -1.0], [-1, 0, 1], shape=(6, 6), format="csr")
+    >>> net = DofGraphNet(channels=4, layers=2)
+    >>> net(torch.ones(3, 6), net.prepare(A)).shape
+    torch.Size([3, 6])
+    """
+
+    def __init__(self, *, channels: int = 16, layers: int = 4, act: str = "leaky", seed: int = 0):
+        super().__init__()
+        self.config = {"channels": int(channels), "layers": int(layers), "act": act,
+                       "seed": int(seed)}
+        with torch.random.fork_rng():
+            torch.manual_seed(int(seed))
+            C = channels
+            self.lift = nn.Linear(1, C, bias=False)
+            self.self_w = nn.ModuleList(nn.Linear(C, C, bias=False) for _ in range(layers))
+            self.nbr_w = nn.ModuleList(nn.Linear(C, C, bias=False) for _ in range(layers))
+            self.proj = nn.Linear(C, 1, bias=False)
+            self.act = _act(act)
+
+    def prepare(self, A, *, layout=None) -> dict:
+        At, s = scaled_matrix(A)
+        return {"W": _graph(At), "scale": torch.as_tensor(s, dtype=torch.float32)}
+
+    def forward(self, x, ctx):
+        s = ctx["scale"].to(x.device)
+        W = ctx["W"].to(x.device)
+        B, m = x.shape
+        h = self.lift((x * s).unsqueeze(-1))  # (B, m, C)
+        C = h.shape[-1]
+        for ws, wn in zip(self.self_w, self.nbr_w, strict=True):
+            agg = (W @ h.permute(1, 0, 2).reshape(m, B * C)).reshape(m, B, C).permute(1, 0, 2)
+            h = self.act(ws(h) + wn(agg)) + h
+        return self.proj(h).squeeze(-1) * s
+
+
+@register_model("precond-spd")
+class LearnedIC(nn.Module):
+    r"""NeuralIF-style SPD preconditioner :math:`M = L L^T` on the IC(0) pattern.
+
+    With :math:`\tilde A = D^{-1/2} A D^{-1/2}` and node features from a few
+    message-passing steps over :math:`|\tilde a_{ij}|`, the factor of
+    :math:`\tilde A` is
+
+    .. math::
+
+        \tilde L_{ii} = \operatorname{softplus}(g_d(h_i)) + 10^{-3},\qquad
+        \tilde L_{ij} = \tilde a_{ij}\, \operatorname{softplus}(g_o(h_i, h_j,
+        \tilde a_{ij})) \quad (j < i,\ \tilde a_{ij} \ne 0),
+
+    and :math:`L = D^{1/2} \tilde L`.  Lower triangular with a positive diagonal,
+    so :math:`M = L L^T` is SPD for *any* weights and plain PCG is valid.  The
+    network runs once per matrix (in ``prepare``), in float64.
+
+    >>> import numpy as np, scipy.sparse as sp
+    >>> A = sp.diags([-1.0, 2.0, -1.0], [-1, 0, 1], shape=(5, 5), format="csr")
+    >>> net = LearnedIC()
+    >>> L = net.factor(A)
+    >>> bool((sp.triu(L, 1).nnz == 0) and np.all(L.diagonal() > 0))
+    True
+    """
+
+    def __init__(self, *, hidden: int = 16, layers: int = 2, seed: int = 0):
+        super().__init__()
+        self.config = {"hidden": int(hidden), "layers": int(layers), "seed": int(seed)}
+        with torch.random.fork_rng():
+            torch.manual_seed(int(seed))
+            H = hidden
+            self.node_in = nn.Linear(3, H)
+            self.mp = nn.ModuleList(nn.Linear(2 * H, H) for _ in range(layers))
+            self.diag = nn.Sequential(nn.Linear(H, H), nn.Tanh(), nn.Linear(H, 1))
+            self.off = nn.Sequential(nn.Linear(2 * H + 1, H), nn.Tanh(), nn.Linear(H, 1))
+        self.double()
+
+    def prepare(self, A, *, layout=None) -> dict:
+        """Pattern, scaled entries and node inputs of ``A`` (float64 tensors)."""
+        At, s = scaled_matrix(A)
+        m = At.shape[0]
+        C = At.tocoo()
+        low = C.row > C.col
+        rows, cols, vals = C.row[low], C.col[low], C.data[low]
+        offabs = np.abs(At - sp.diags(At.diagonal()))
+        deg = np.diff(sp.csr_matrix(offabs).indptr)
+        feats = np.stack([np.ones(m), np.asarray(offabs.sum(axis=1)).ravel(), deg / 8.0], axis=1)
+        W = offabs.tocoo()
+        T = torch.as_tensor
+        return {"m": m, "scale": s, "rows": T(rows), "cols": T(cols), "vals": T(vals),
+                "feats": T(feats), "W": torch.sparse_coo_tensor(
+                    T(np.vstack([W.row, W.col])), T(W.data), size=(m, m),
+                    check_invariants=False).coalesce()}
+
+    def values(self, ctx: dict):
+        """``(diag (m,), off (nnz_lower,))`` of :math:`\\tilde L` (differentiable)."""
+        h = torch.tanh(self.node_in(ctx["feats"]))
+        for lin in self.mp:
+            h = torch.tanh(lin(torch.cat([h, ctx["W"] @ h], dim=1))) + h
+        dg = nn.functional.softplus(self.diag(h).squeeze(-1)) + 1e-3
+        r, c, v = ctx["rows"], ctx["cols"], ctx["vals"]
+        e = torch.cat([h[r], h[c], v.unsqueeze(-1)], dim=1)
+        off = v * nn.functional.softplus(self.off(e).squeeze(-1))
+        return dg, off
+
+    def dense_factor(self, ctx: dict) -> torch.Tensor:
+        """:math:`\\tilde L` as a dense (m, m) float64 tensor (training on small grids)."""
+        dg, off = self.values(ctx)
+        m = ctx["m"]
+        L = torch.zeros(m, m, dtype=dg.dtype)
+        L = L.index_put((ctx["rows"], ctx["cols"]), off)
+        return L + torch.diag(dg)
+
+    @torch.no_grad()
+    def factor(self, A, ctx: dict | None = None) -> sp.csr_matrix:
+        """:math:`L = D^{1/2} \\tilde L` as scipy csr (float64), :math:`L L^T \\approx A`."""
+        ctx = self.prepare(A) if ctx is None else ctx
+        dg, off = self.values(ctx)
+        m = ctx["m"]
+        Lt = sp.coo_matrix((np.concatenate([off.numpy(), dg.numpy()]),
+                            (np.concatenate([ctx["rows"].numpy(), np.arange(m)]),
+                             np.concatenate([ctx["cols"].numpy(), np.arange(m)]))), shape=(m, m))
+        return sp.csr_matrix(sp.diags(1.0 / ctx["scale"]) @ Lt)
