@@ -20,3 +20,24 @@ def test_darcy_solvers_demo(tmp_path):
     assert "SA-AMG-PCG" in proc.stdout and "converged" in proc.stdout
     assert "NOT converged" not in proc.stdout
     assert out.stat().st_size > 10_000  # a real figure, not an empty canvas
+
+
+def _run_demo(name, *args, timeout=600):
+    proc = subprocess.run([sys.executable, str(DEMOS / name), *map(str, args)],
+                          capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout
+
+
+def test_rve_equino_demo(tmp_path):
+    pytest.importorskip("matplotlib")
+    out = tmp_path / "rve.png"
+    stdout = _run_demo("rve_equino.py", "--samples", 4, "--modes", 3, "--epochs", 5,
+                       "--lbfgs-iters", 2, "--out", out)
+    assert "tangent" in stdout.lower()
+    assert out.stat().st_size > 10_000
+
+
+def test_neural_warm_start_demo():
+    stdout = _run_demo("neural_warm_start.py", "--quick")
+    assert "iterations" in stdout.lower()
