@@ -40,4 +40,4 @@ def test_rve_equino_demo(tmp_path):
 
 def test_neural_warm_start_demo():
     stdout = _run_demo("neural_warm_start.py", "--quick")
-    assert "iterations" in stdout.lower()
+    assert "warm start" in stdout.lower() and "spon prediction" in stdout
