@@ -208,29 +208,26 @@ class Surrogate:
         """Encoded inputs ``(S, C, n_in)`` of a list of parameter dicts (the channels and
         encoding of :class:`~femno.operators.fe_data.FEData`)."""
         from femno.datagen.runner import input_arrays
+        from femno.operators.fe_data import encode_inputs
 
-        enc, S = self.encoder, len(params_list)
-        raw = [input_arrays(p) for p in params_list]
-        cols = []
-        for name in self.channels:
-            if name.startswith("rhs"):
-                continue
-            try:
-                arr = np.stack([r[name] for r in raw])
-            except KeyError:
-                raise InputError(f"params lack the model's input {name!r}; got "
-                                 f"{sorted(raw[0])}") from None
-            if arr.shape[1:] == (enc.basis.N,):
-                cols.append(arr)
-            else:
-                cols.append(enc.encode(arr, encode=self.encode))
-        rhs = [c for c in self.channels if c.startswith("rhs")]
-        if rhs:  # parameter inputs: the family's load vector, encoded
-            F = np.stack([self.family.assemble_full(p, matrix=False)[1] for p in params_list])
-            d = F.shape[1] // enc.basis.N
-            for c in range(d):
-                cols.append(enc.from_moments(F[:, c::d], encode=self.encode))
-        X = np.stack(cols, axis=1) if cols else np.zeros((S, 0, enc.basis.N))
+        raw_list = [input_arrays(p) for p in params_list]
+        fields = [c for c in self.channels if not c.startswith("rhs")]
+        wants_rhs = len(fields) < len(self.channels)
+        missing = [c for c in fields if c not in raw_list[0]]
+        if missing:
+            raise InputError(f"params lack the model's input(s) {missing}; got {sorted(raw_list[0])}")
+        # the model's fields, plus the parameters when it reads the family's load
+        raw = {n: np.stack([r[n] for r in raw_list]) for n in raw_list[0]
+               if n in fields or (wants_rhs and n not in fields)}
+
+        def loads(_raw, _S):
+            return np.stack([self.family.assemble_full(p, matrix=False)[1] for p in params_list])
+
+        X, channels = encode_inputs(raw, self.encoder, encode=self.encode, loads=loads)
+        if any(c not in channels for c in self.channels):
+            raise InputError(f"the model reads channels {self.channels}; these parameters "
+                             f"give {channels}")
+        X = X[:, [channels.index(c) for c in self.channels]]
         return torch.as_tensor(X, dtype=self.dtype, device=self.device)
 
     def _lifts(self, params_list, lifts) -> np.ndarray:
