@@ -11,6 +11,8 @@ log-normal coefficient) on ``unit_square(n)``, (n-1)^2 unknowns, one sample each
   vectors, the network in float32).
 
 Setup (preconditioner / factor / network context) and solve are timed apart.
+``--reference`` adds the CNN rows once more through the plain inference path
+(``NeuralPreconditioner(fast=False)``) to measure what the inference plan saves.
 Grids larger than the models' training grids measure generalisation in size;
 ``--unseen`` adds a Darcy row set with a coefficient field of another correlation
 length and variance than in training.
@@ -40,7 +42,7 @@ import torch
 from femno import __version__
 from femno.fem import get_family
 from femno.operators.checkpoint import load_model
-from femno.operators.precond_nets import torch_csr
+from femno.operators.fe_torch import to_torch_csr
 from femno.solvers import krylov
 from femno.solvers.neural import NeuralPreconditioner, dcdm
 
@@ -82,7 +84,7 @@ def _sync(device):
         torch.cuda.synchronize()
 
 
-def competitors(models, device, rtol, torch_path=False):
+def competitors(models, device, rtol, torch_path=False, reference=False):
     """(label, run(A, b) -> dict) pairs."""
     def classic(method, pc, backend="scipy"):
         def run(A, b):
@@ -93,11 +95,11 @@ def competitors(models, device, rtol, torch_path=False):
                     "solve_s": s.stats.solve_s, "x": x}
         return run
 
-    def neural(method, path, dev="cpu"):
+    def neural(method, path, dev="cpu", fast=True):
         model = load_model(path)
 
         def run(A, b):
-            pc = NeuralPreconditioner(model, device=dev)
+            pc = NeuralPreconditioner(model, device=dev, fast=fast)
             s = krylov(method, pc=pc, rtol=rtol, on_fail="ignore", maxiter=NEURAL_MAXITER,
                        mmax=3 if method == "fcg" else 1)
             x = s(A, b)
@@ -113,7 +115,7 @@ def competitors(models, device, rtol, torch_path=False):
 
         def run(A, b):
             t = time.perf_counter()
-            At = torch_csr(A, device=device)
+            At = to_torch_csr(A, device=device)
             bt = torch.as_tensor(b, device=device)
             pc = None
             if model is not None:
@@ -141,6 +143,10 @@ def competitors(models, device, rtol, torch_path=False):
         out.append(("DCDM (CNN)", neural("dcdm", models["dcdm"])))
     if models.get("fcg"):
         out.append(("neural FCG(3) (CNN)", neural("fcg", models["fcg"])))
+    if reference and models.get("dcdm"):
+        out.append(("DCDM (CNN, plain path)", neural("dcdm", models["dcdm"], fast=False)))
+    if reference and models.get("fcg"):
+        out.append(("neural FCG(3) (CNN, plain path)", neural("fcg", models["fcg"], fast=False)))
     if models.get("spd"):
         out.append(("learned-IC PCG", neural("cg", models["spd"])))
     if device.type == "cuda" or torch_path:
@@ -176,6 +182,9 @@ def main(argv=None):
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "precond"))
     ap.add_argument("--torch-path", action="store_true",
                     help="also run the torch (GPU code path) CG and DCDM on this device")
+    ap.add_argument("--reference", action="store_true",
+                    help="also run DCDM/FCG with the CNN's plain path (fast=False: NCHW, "
+                         "no inference plan) to measure what the inference plan saves")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     ap.add_argument("--note", default="shared machine (2 cores, 5 users): timings are noisy")
     args = ap.parse_args(argv)
@@ -188,7 +197,8 @@ def main(argv=None):
         problems.append(("darcy (unseen: length 0.05, var 2)", "darcy",
                          {"length": 0.05, "variance": 2.0}))
     records = []
-    comps = competitors(models, device, args.rtol, torch_path=args.torch_path)
+    comps = competitors(models, device, args.rtol, torch_path=args.torch_path,
+                        reference=args.reference)
     for label, fam_name, opts in problems:
         for n in args.sizes:
             fam = get_family(fam_name, n=n, **opts)
@@ -243,6 +253,14 @@ def write(records, args, mach, train_sizes):
             its = {r["n"]: r for r in rows if r["method"] == m}
             cells = [f"{its[n]['setup_s']:.2f} + {its[n]['solve_s']:.2f}" if n in its else "-"
                      for n in sizes]
+            lines.append(f"| {m} | " + " | ".join(cells) + " |")
+        lines += ["", f"## {prob}: milliseconds per iteration (solve / iterations)", "",
+                  "| method | " + " | ".join(f"n={n}" for n in sizes) + " |",
+                  "|---" * (len(sizes) + 1) + "|"]
+        for m in methods:
+            its = {r["n"]: r for r in rows if r["method"] == m}
+            cells = [f"{1e3 * its[n]['solve_s'] / max(its[n]['iterations'], 1):.1f}"
+                     if n in its else "-" for n in sizes]
             lines.append(f"| {m} | " + " | ".join(cells) + " |")
         lines.append("")
     lines.append("`*` not converged to rtol within the iteration cap.")

@@ -14,15 +14,9 @@ from femno.errors import ConvergenceError, InputError
 from femno.fem import get_family, sample_system
 from femno.fem.mesh import lshape
 from femno.operators.checkpoint import load_model, register_model, save_model
-from femno.operators.precond_nets import (
-    MGCNN,
-    DofGraphNet,
-    GridLayout,
-    LearnedIC,
-    grid_stencil,
-    scaled_matrix,
-    torch_csr,
-)
+from femno.operators.fe_torch import to_torch_csr
+from femno.operators.precond_graph import DofGraphNet, LearnedIC
+from femno.operators.precond_nets import MGCNN, GridLayout, grid_stencil, scaled_matrix
 from femno.operators.precond_train import anorm_loss, dcdm_loss, train_precond
 from femno.solvers import krylov, make_preconditioner
 from femno.solvers.neural import NeuralPreconditioner, dcdm
@@ -68,7 +62,7 @@ def test_dcdm_torch_path_matches_numpy(darcy):
     A, b, _ = darcy
     pc = NeuralPreconditioner(MGCNN(channels=4, seed=1)).setup(A)
     x, info = dcdm(A, b, M=pc.apply, rtol=1e-8)
-    xt, info_t = dcdm(torch_csr(A), torch.as_tensor(b), M=pc.apply, rtol=1e-8)
+    xt, info_t = dcdm(to_torch_csr(A), torch.as_tensor(b), M=pc.apply, rtol=1e-8)
     assert abs(info_t["iterations"] - info["iterations"]) <= 1
     assert np.linalg.norm(xt.numpy() - x) <= 1e-7 * np.linalg.norm(x)
 
@@ -130,6 +124,29 @@ def test_cnn_any_grid_size_and_homogeneous():
         with torch.no_grad():
             q = net(x, ctx)
             assert torch.allclose(net(2.5 * x, ctx), 2.5 * q, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("act", ["linear", "leaky"])
+def test_cnn_inference_plan_matches_training_path(act):
+    """Inference (channels_last on large levels, dense coarse map for linear nets) is
+    the same map as the autograd path; the dense matrix is the sub-network's."""
+    net = MGCNN(channels=4, act=act, seed=1)
+    torch.nn.init.normal_(net.gate[-1].weight, std=0.5)
+    n = 61  # levels 61, 31, 15, 7, 3: both memory formats, dense from 7x7 down
+    T = sp.diags([-1.0, 2.0, -1.0], [-1, 0, 1], shape=(n, n))
+    A = (sp.kron(T, sp.eye(n)) + sp.kron(sp.eye(n), T) + sp.diags(np.linspace(0, 1, n * n)))
+    ctx = net.prepare(A.tocsr())
+    x = torch.randn(3, n * n, generator=torch.Generator().manual_seed(0))
+    ref = net(x, ctx).detach()  # grad enabled: no plan, NCHW
+    with torch.inference_mode():
+        fast = net(x, ctx)
+    plan = ctx["_plan"]
+    assert plan["formats"][0] == torch.channels_last and plan["formats"][-1] != torch.channels_last
+    if act == "linear":
+        assert plan["dense_level"] == 3 and plan["dense"].shape == (49, 49)
+    else:
+        assert plan["dense"] is None
+    assert torch.allclose(fast, ref, rtol=1e-4, atol=1e-5 * float(ref.abs().max()))
 
 
 def test_grid_stencil_and_gates(darcy):

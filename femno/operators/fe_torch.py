@@ -40,7 +40,7 @@ from skfem.helpers import dot
 
 from femno.errors import InputError
 
-__all__ = ["mass_matrix", "rel_l2", "to_torch_sparse", "dof_graph", "edge_features", "prolongation", "coarse_level",
+__all__ = ["mass_matrix", "rel_l2", "to_torch_sparse", "to_torch_csr", "dof_graph", "edge_features", "prolongation", "coarse_level",
            "coarse_hierarchy", "CoarseLevel", "coarsen_points"]
 
 
@@ -100,6 +100,25 @@ def to_torch_sparse(A, *, dtype=torch.float64, device=None) -> torch.Tensor:
     val = torch.as_tensor(A.data, dtype=dtype)
     with torch.sparse.check_sparse_tensor_invariants(False):
         return torch.sparse_coo_tensor(idx, val, A.shape, device=device).coalesce()
+
+
+def to_torch_csr(A, *, dtype=torch.float64, device=None) -> torch.Tensor:
+    """A scipy sparse matrix as a torch sparse CSR tensor of ``dtype`` (``A @ v`` on CPU or GPU).
+
+    >>> import scipy.sparse as sp
+    >>> to_torch_csr(sp.eye(3)).to_dense().diagonal().tolist()
+    [1.0, 1.0, 1.0]
+    """
+    import warnings
+
+    A = sp.csr_matrix(A)
+    A.sort_indices()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "sparse CSR support is in beta"
+        return torch.sparse_csr_tensor(torch.as_tensor(A.indptr, dtype=torch.int64),
+                                       torch.as_tensor(A.indices, dtype=torch.int64),
+                                       torch.as_tensor(A.data, dtype=dtype),
+                                       size=A.shape, device=device)
 
 
 def dof_graph(element_dofs: np.ndarray, n: int | None = None) -> np.ndarray:

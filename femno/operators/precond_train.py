@@ -46,13 +46,9 @@ import scipy.sparse.linalg as spla
 import torch
 
 from femno.errors import InputError
-from femno.operators.precond_nets import (
-    MGCNN,
-    DofGraphNet,
-    GridLayout,
-    LearnedIC,
-    torch_csr,
-)
+from femno.operators.fe_torch import to_torch_csr
+from femno.operators.precond_graph import DofGraphNet, LearnedIC
+from femno.operators.precond_nets import MGCNN, GridLayout
 
 __all__ = ["ritz_vectors", "family_vectors", "dcdm_loss", "anorm_loss", "train_precond",
            "KINDS", "SPD_MAX_DOFS"]
@@ -242,7 +238,7 @@ def train_precond(family_name: str = "darcy", *, n=(32, 64), kind: str = "dcdm",
     ctxs = [model.prepare(it["A"], layout=it.get("layout")) for it in train_items]
     ctxs = [{k: (v.to(dev) if isinstance(v, torch.Tensor) and kind != "spd" else v)
              for k, v in c.items()} for c in ctxs]
-    mats = [torch_csr(it["A"], device=dev) for it in train_items]
+    mats = [to_torch_csr(it["A"], device=dev) for it in train_items]
 
     def loss_fn(m, batch):
         idx, R, E = batch

@@ -21,7 +21,7 @@ untrained one, ends in a converged solve).  A non-positive curvature of the
 Jacobi direction itself means ``A`` is not SPD: ``reason="breakdown"``.
 
 The same loop runs on numpy/scipy data and on torch tensors (a torch sparse CSR
-matrix on the GPU, see :func:`~femno.operators.precond_nets.torch_csr`).
+matrix on the GPU, see :func:`~femno.operators.fe_torch.to_torch_csr`).
 
 :class:`NeuralPreconditioner` wraps a trained model of
 :mod:`femno.operators.precond_nets` as a femno
@@ -209,6 +209,11 @@ class NeuralPreconditioner(Preconditioner):
     device : str, optional, keyword-only
         Where the network runs (default CPU); ``apply`` accepts numpy arrays
         (copied to the device and back) or torch tensors already there.
+    fast : bool, keyword-only
+        CNN only: precompute the inference plan at setup (channels_last feature
+        maps on large levels, dense coarse map for linear networks; same map up to
+        float32 rounding, :meth:`~femno.operators.precond_nets.MGCNN.prepare_inference`).
+        ``False``: the plain path (the reference, for benchmarks).
 
     Attributes
     ----------
@@ -230,7 +235,7 @@ class NeuralPreconditioner(Preconditioner):
 
     name = "neural"
 
-    def __init__(self, model, *, layout=None, device=None):
+    def __init__(self, model, *, layout=None, device=None, fast: bool = True):
         super().__init__()
         import torch
 
@@ -250,6 +255,7 @@ class NeuralPreconditioner(Preconditioner):
         self.symmetric = kind == "precond-spd"
         self.applies = 0
         self._torch = torch
+        self._kw = {} if fast or kind != "precond-cnn" else {"fast": False}
 
     def _setup(self, A):
         import scipy.sparse.linalg as spla
@@ -262,6 +268,9 @@ class NeuralPreconditioner(Preconditioner):
         ctx = self.model.prepare(A, layout=self.layout)
         self.ctx = {key: (v.to(self.device) if isinstance(v, self._torch.Tensor) else v)
                     for key, v in ctx.items()}
+        if not self._kw and hasattr(self.model, "prepare_inference"):  # per-matrix work, timed as setup
+            with self._torch.inference_mode():
+                self.model.prepare_inference(self.ctx, device=self.device)
 
     def apply(self, r):
         if self.shape is None:
@@ -276,7 +285,7 @@ class NeuralPreconditioner(Preconditioner):
         nrm = torch.linalg.vector_norm(rt)
         if float(nrm) == 0.0:
             return r * 0.0
-        with torch.no_grad():
-            q = self.model((rt / nrm).to(torch.float32).unsqueeze(0), self.ctx)[0]
+        with torch.inference_mode():  # no autograd bookkeeping; cached gates, channels_last
+            q = self.model((rt / nrm).to(torch.float32).unsqueeze(0), self.ctx, **self._kw)[0]
         q = q.to(torch.float64) * nrm
         return q if is_t else q.cpu().numpy()
