@@ -19,8 +19,10 @@ module                      what it holds
                             solve, or as a Krylov initial guess
 :mod:`.equino`              EquiNO: physics-informed POD operator of a
                             periodic RVE (stress and consistent tangent)
-:mod:`.precond_nets`        networks of learned preconditioners (DCDM CNN,
-                            mesh message passing, SPD IC(0)-pattern factor)
+:mod:`.precond_nets`        the grid CNN of learned preconditioners (DCDM,
+                            neural flexible CG)
+:mod:`.precond_graph`       matrix-graph networks: message passing for any
+                            mesh, SPD IC(0)-pattern factor (NeuralIF-style)
 :mod:`.precond_train`       label-free training of learned preconditioners
 ==========================  ===================================================
 
