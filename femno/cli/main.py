@@ -17,14 +17,19 @@ EXIT_INPUT, EXIT_NOT_CONVERGED, EXIT_MISSING_DEP = 2, 3, 4
 DESCRIPTION = """\
 femno: finite elements and neural operators.
 
-Assemble parametric PDE families with scikit-fem and solve them with Krylov methods
-and AMG on scipy/pyamg or PETSc.
+Assemble parametric PDE families with scikit-fem, solve them with Krylov methods and
+AMG on scipy/pyamg or PETSc, generate training datasets fast, train neural operators
+(SPON, FNO, DeepONet, EquiNO, learned preconditioners) and run FE² with them.
 
 examples:
   femno info                                  versions, backends, devices
   femno solve darcy --n 256 --pc amg          log-normal Darcy flow, AMG-PCG
-  femno solve helmholtz --solver gmres --pc ilu --json
   femno solve darcy --backend petsc --pc hypre --petsc-option pc_hypre_boomeramg_strong_threshold=0.5
+  femno generate darcy --samples 1000 --out darcy.femno --workers 2
+  femno train spon --data darcy.femno --out spon.pt --arch spon-mg
+  femno rve solve --rve RVE1 --strain 0.01 0 0 --json
+  femno fe2 --macro cook --micro equino:rve1.pt --steps 5 --plot cook.png
+  femno solve darcy --n 256 --solver fcg --pc neural:pc.pt
 """
 
 
