@@ -38,6 +38,8 @@ def add_parser(sub) -> None:
                    "benchmarks/results/equino-compliance.md)")
     p.add_argument("--seed", type=int, default=0, help="seed (default 0)")
     p.add_argument("--device", default=None, help="torch device (default cuda if available)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue an interrupted training from MODEL.state")
     p.add_argument("--json", action="store_true", help="print one JSON summary, no progress bar")
     p.set_defaults(func=run)
 
@@ -49,7 +51,7 @@ def run(args) -> int:
                        lbfgs_iters=args.lbfgs_iters, lr=args.lr, batch_size=args.batch_size,
                        collocation=args.collocation, seed=args.seed, device=args.device,
                        progress=not args.json, expect_rve=args.rve,
-                       loss=args.loss)
+                       loss=args.loss, resume=args.resume)
     if args.json:
         print_json(res)
     else:

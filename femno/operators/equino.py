@@ -345,7 +345,7 @@ def train_equino(snapshots, *, out=None, modes: int = 16, epochs: int = 3000,
                  lbfgs_iters: int = 1000, lr: float = 1e-3, batch_size: int | None = None,
                  collocation: int = 0, seed: int = 0, device=None, progress: bool = True,
                  expect_rve: str | None = None, materials: dict | None = None,
-                 loss: str = "stress") -> dict:
+                 loss: str = "stress", resume: bool = False) -> dict:
     """Build EquiNO from a snapshot dataset, train it, optionally save it.
 
     Training strains are the snapshot strains plus ``collocation`` extra Latin-hypercube
@@ -361,6 +361,9 @@ def train_equino(snapshots, *, out=None, modes: int = 16, epochs: int = 3000,
         Model file written with :func:`~femno.operators.checkpoint.save_model`.
     materials : dict, optional
         Material laws by id (default those of SPEC §2).
+    resume : bool, keyword-only
+        With ``out``, the training state goes to ``out + ".state"`` after every epoch;
+        ``resume=True`` continues an interrupted run from it.
 
     Returns
     -------
@@ -396,7 +399,8 @@ def train_equino(snapshots, *, out=None, modes: int = 16, epochs: int = 3000,
     t0 = time.perf_counter()
     res = fit(model, lambda m, b: m.loss(b[0]), train, epochs=epochs, batch_size=batch_size,
               lr=lr, lbfgs_iters=lbfgs_iters, seed=seed, device=dev, progress=progress,
-              desc=f"EquiNO {rve.name}")
+              desc=f"EquiNO {rve.name}", resume=resume,
+              checkpoint=None if out is None else str(out) + ".state")
     seconds = time.perf_counter() - t0
     with torch.no_grad():
         loss1 = float(model.loss(e.to(dev)))
