@@ -55,5 +55,5 @@ def test_auto_on_fixed_matrix_lifted_family_reports_rank():
     res = solve_sequence(systems, method="auto")
     assert res.method == "auto->block"
     assert "3-dimensional space" in res.explanation
-    for (Ai, bi), x in zip(systems, res.solutions):
+    for (Ai, bi), x in zip(systems, res.solutions, strict=True):
         assert np.linalg.norm(bi - Ai @ x) <= 1e-8 * np.linalg.norm(bi)
