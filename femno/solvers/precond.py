@@ -168,7 +168,36 @@ class ILUPreconditioner(Preconditioner):
         return self.ilu.solve(np.asarray(r, dtype=np.float64))
 
 
-class ICPreconditioner(Preconditioner):
+class _IluppPreconditioner(Preconditioner):
+    """An ilupp factorization applied in place; subclasses set ``_what`` and ``_factor``."""
+
+    _what = ""
+
+    def __init__(self):
+        super().__init__()
+        try:
+            import ilupp
+        except ImportError as exc:
+            raise MissingDependencyError("ilupp", "ic", self._what) from exc
+        self._ilupp = ilupp
+
+    def _factor(self, A):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _setup(self, A):
+        A = sp.csr_matrix(A, copy=True)  # ilupp sorts indices in place
+        self.factor = self._factor(A)
+        if not np.all(np.isfinite(self.apply(np.ones(A.shape[0])))):
+            raise InputError(f"{self.name} preconditioner: factorisation broke down "
+                             f"({self._breakdown})")
+
+    def apply(self, r):
+        z = np.array(r, dtype=np.float64)
+        self.factor.apply(z)
+        return z
+
+
+class ICPreconditioner(_IluppPreconditioner):
     """Incomplete Cholesky :math:`A \\approx \\tilde L \\tilde L^T` from ilupp.
 
     ``fill_in=0, threshold=0`` (default) is IC(0), same pattern as ``A``;
@@ -184,32 +213,19 @@ class ICPreconditioner(Preconditioner):
     """
 
     name = "ic"
+    _what, _breakdown = "incomplete Cholesky", "is A SPD?"
 
     def __init__(self, *, fill_in: int = 0, threshold: float = 0.0):
         super().__init__()
-        try:
-            import ilupp
-        except ImportError as exc:
-            raise MissingDependencyError("ilupp", "ic", "incomplete Cholesky") from exc
-        self._ilupp = ilupp
         self.fill_in, self.threshold = int(fill_in), float(threshold)
 
-    def _setup(self, A):
-        A = sp.csr_matrix(A, copy=True)  # ilupp sorts indices in place
+    def _factor(self, A):
         if self.fill_in == 0 and self.threshold == 0.0:
-            self.ic = self._ilupp.IChol0Preconditioner(A)
-        else:
-            self.ic = self._ilupp.ICholTPreconditioner(A, self.fill_in, self.threshold)
-        if not np.all(np.isfinite(self.apply(np.ones(A.shape[0])))):
-            raise InputError("ic preconditioner: factorisation broke down (is A SPD?)")
-
-    def apply(self, r):
-        z = np.array(r, dtype=np.float64)
-        self.ic.apply(z)
-        return z
+            return self._ilupp.IChol0Preconditioner(A)
+        return self._ilupp.ICholTPreconditioner(A, self.fill_in, self.threshold)
 
 
-class ILU0Preconditioner(Preconditioner):
+class ILU0Preconditioner(_IluppPreconditioner):
     r"""ILU(0): incomplete LU with the sparsity pattern of :math:`A` (ilupp).
 
     The classical zero-fill ILU that PETSc's ``-pc_type ilu`` uses by default, and
@@ -226,25 +242,10 @@ class ILU0Preconditioner(Preconditioner):
 
     name = "ilu0"
     symmetric = False
+    _what, _breakdown = "ILU(0)", "zero pivot"
 
-    def __init__(self):
-        super().__init__()
-        try:
-            import ilupp
-        except ImportError as exc:
-            raise MissingDependencyError("ilupp", "ic", "ILU(0)") from exc
-        self._ilupp = ilupp
-
-    def _setup(self, A):
-        A = sp.csr_matrix(A, copy=True)  # ilupp sorts indices in place
-        self.ilu = self._ilupp.ILU0Preconditioner(A)
-        if not np.all(np.isfinite(self.apply(np.ones(A.shape[0])))):
-            raise InputError("ilu0 preconditioner: factorisation broke down (zero pivot)")
-
-    def apply(self, r):
-        z = np.array(r, dtype=np.float64)
-        self.ilu.apply(z)
-        return z
+    def _factor(self, A):
+        return self._ilupp.ILU0Preconditioner(A)
 
 
 def _default(fn, name):
