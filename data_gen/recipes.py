@@ -18,6 +18,8 @@ skr-thermal     steady heat -lap T = 0 on the L-shape, T random on    11223     
 skr-poisson     -lap u = f on [-1, 1]^2, u = g on the boundary, f, g  71289      fixed
                 from 5 Chebyshev coefficients each
 skr-helmholtz   -lap u - k(x)^2 u = f, k = k0 exp(GRF), indefinite    10000      varies
+skr-darcy-      the paper code's Darcy matrix: 5-point Laplacian       6400       varies
+paper           times diag(a), i.e. -lap(a u) (nonsymmetric), f = 1
 darcy3d         -div(a grad u) = 1 on the unit cube, Q1 hexahedra     250047     varies
                 (or P1 tetrahedra), a = exp(GRF) per element
 =============== ===================================================== ========== =====
@@ -41,7 +43,8 @@ from femno.fem import Family
 from femno.fem.families.scalar import Darcy, Helmholtz, _diffusion, _ScalarFamily
 from femno.fem.mesh import lshape
 
-__all__ = ["RECIPES", "SKRDarcy", "SKRThermal", "SKRPoisson", "SKRHelmholtz", "Darcy3D", "main"]
+__all__ = ["RECIPES", "SKRDarcy", "SKRDarcyPaper", "SKRThermal", "SKRPoisson", "SKRHelmholtz",
+           "Darcy3D", "main"]
 
 
 class SKRDarcy(Darcy):
@@ -51,6 +54,73 @@ class SKRDarcy(Darcy):
 
     def __init__(self, *, n=81, **kw):
         super().__init__(n=n, **kw)
+
+
+class SKRDarcyPaper(SKRDarcy):
+    r"""The SKR paper code's Darcy matrices, kept to reproduce its comparison (SPEC §1).
+
+    :math:`A = L_5\,\mathrm{diag}(a)`, the discrete :math:`-\Delta(a u)` on the
+    80 x 80 interior nodes of a uniform grid (``n = 81`` cells per side, unit square),
+    :math:`L_5` the 5-point Laplacian (stencil 4, -1), :math:`a = \exp(g)` with
+    :math:`g` the family's Gaussian random field at the nodes, :math:`b = h^2 f`,
+    :math:`f = 1`, :math:`u = 0` on the boundary.  Nonsymmetric (:math:`L_5` and
+    :math:`\mathrm{diag}(a)` do not commute): this is *not* a correct
+    discretization of Darcy flow :math:`-\nabla\cdot(a\nabla u)` (``skr-darcy``
+    is), only the matrices the published speedups were measured on.  The stored
+    solution is the nodal field ``u`` (a Q1 function on the grid).
+    Parameters: ``{"a": (n_nodes,)}``.
+    """
+
+    name = "skr-darcy-paper"
+    symmetric = False
+    spd = False
+
+    def __init__(self, *, n=81, **kw):
+        super().__init__(n=n, cell="quad", **kw)
+
+    def sample(self, rng):
+        from femno.fem.random_fields import GaussianRandomField
+
+        o = self.options
+        key = ("grf-nodes", o["length"], o["variance"])
+        if key not in self._cache:
+            self._cache[key] = GaussianRandomField(length=float(o["length"]),
+                                                   variance=float(o["variance"]))
+        g = self._cache[key].sample(self.mesh.p.T, rng, bbox=(self.lo, self.hi))
+        return {"a": np.exp(float(o["mean"]) + np.ravel(g))}
+
+    def _nodal(self, params):
+        a = np.asarray(params.get("a"), dtype=np.float64)
+        if a.shape != (self.mesh.p.shape[1],) or not np.all(np.isfinite(a)) or np.any(a <= 0):
+            raise InputError(f"'a' must be {self.mesh.p.shape[1]} positive nodal values, "
+                             f"got shape {a.shape}")
+        return a
+
+    def assemble_full(self, params, *, matrix=True):
+        a = self._nodal(params)
+        h = (self.hi[0] - self.lo[0]) / self.n
+        if "L5" not in self._cache:  # 5-point stencil on the node grid (all nodes)
+            ij = np.rint((self.mesh.p - self.lo[:, None]) / h).astype(np.int64)
+            m = self.n + 1
+            node = np.full((m, m), -1, dtype=np.int64)
+            node[ij[0], ij[1]] = np.arange(ij.shape[1])
+            rows, cols, vals = [np.arange(ij.shape[1])], [np.arange(ij.shape[1])], [np.full(ij.shape[1], 4.0)]
+            for di, dj in ((1, 0), (-1, 0), (0, 1), (0, -1)):
+                i2, j2 = ij[0] + di, ij[1] + dj
+                ok = (i2 >= 0) & (i2 < m) & (j2 >= 0) & (j2 < m)
+                rows.append(np.nonzero(ok)[0])
+                cols.append(node[i2[ok], j2[ok]])
+                vals.append(np.full(int(ok.sum()), -1.0))
+            self._cache["L5"] = sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows),
+                                               np.concatenate(cols))), shape=(ij.shape[1],) * 2)
+        f = np.full(self.basis.N, h * h * float(self.options["f"]))
+        return (self._cache["L5"] @ sp.diags(a)).tocsr() if matrix else None, f
+
+    def features(self, params):
+        return self.coarse(np.log(self._nodal(params))[self.mesh.t].mean(axis=0))
+
+    def coefficient_summary(self, params):
+        return self._summary("a", params["a"])
 
 
 class SKRHelmholtz(Helmholtz):
@@ -284,12 +354,14 @@ class Darcy3D(Darcy):
 
 
 RECIPES: dict[str, type[Family]] = {
-    cls.name: cls for cls in (SKRDarcy, SKRThermal, SKRPoisson, SKRHelmholtz, Darcy3D)
+    cls.name: cls for cls in (SKRDarcy, SKRDarcyPaper, SKRThermal, SKRPoisson, SKRHelmholtz,
+                              Darcy3D)
 }
 
 # paper-matching defaults for each recipe when run as a script
 DEFAULTS = {
     "skr-darcy": {"method": "auto", "rtol": 1e-8},
+    "skr-darcy-paper": {"method": "auto", "rtol": 1e-8},
     "skr-thermal": {"method": "auto", "rtol": 1e-8},
     "skr-poisson": {"method": "auto", "rtol": 1e-8},
     "skr-helmholtz": {"method": "auto", "rtol": 1e-7},

@@ -138,6 +138,39 @@ def test_auto_varying_matrix_probes_and_keeps_probe_solutions(darcy):
     assert info["shared_pattern"] and info["symmetric"] and not info["fixed"]
 
 
+def test_lu_envelope_separates_2d_from_3d():
+    from femno.datagen.auto import lu_envelope
+
+    def lap(m, d):
+        T = sp.diags([-1.0, 2.0, -1.0], [-1, 0, 1], shape=(m, m))
+        out = T
+        for _ in range(d - 1):
+            out = sp.kron(out, sp.eye(m)) + sp.kron(sp.eye(out.shape[0]), T)
+        return sp.csr_matrix(out)
+
+    n2, n3 = 40 ** 2, 12 ** 3
+    e2, e3 = lu_envelope(lap(40, 2)), lu_envelope(lap(12, 3))
+    # profile ~ n * bandwidth: bandwidth ~ n^(1/2) in 2-D, ~ n^(2/3) in 3-D
+    assert 0.5 * 40 * n2 <= e2 <= 2 * 40 * n2
+    assert 0.5 * 12 ** 2 * n3 <= e3 <= 2 * 12 ** 2 * n3
+
+
+def test_auto_skips_lu_when_the_factor_would_not_fit(darcy, monkeypatch):
+    import femno.datagen.auto as auto
+
+    systems, _, refs = darcy
+    monkeypatch.setattr(auto, "DIRECT_ALWAYS_N", 0)
+    monkeypatch.setattr(auto, "DIRECT_MAX_ENVELOPE", 10)
+    res = solve_sequence(systems, rtol=RTOL)
+    assert res.method == "auto->amg-cg" and "no sparse LU" in res.explanation
+    assert "direct-reuse" not in res.probe
+    assert_matches(res, refs)
+    fixed, _, frefs = make_sequence("poisson", 24, 4, seed=2)
+    res = solve_sequence(fixed, rtol=RTOL)
+    assert res.method == "auto->amg-cg" and "no sparse LU" in res.explanation
+    assert_matches(res, frefs)
+
+
 def test_direct_reuses_factorization_and_ordering(darcy, poisson):
     lu = LUStrategy()
     for s in darcy[0]:

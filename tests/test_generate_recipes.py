@@ -23,7 +23,7 @@ def recipes():
 
 
 @pytest.mark.parametrize("name, n", [("skr-darcy", 8), ("skr-thermal", 8), ("skr-poisson", 8),
-                                     ("skr-helmholtz", 8), ("darcy3d", 3)])
+                                     ("skr-helmholtz", 8), ("darcy3d", 3), ("skr-darcy-paper", 8)])
 def test_recipe_dataset_solves_its_systems(tmp_path, name, n):
     from femno.datagen.generate import generate_dataset
     from femno.datagen.store import DatasetStore
@@ -60,6 +60,31 @@ def test_recipe_sizes_match_paper():
     assert (64 - 1) ** 3 >= 250_000
     assert mod.Darcy3D(n=2).mesh.__class__ is skfem.MeshHex1
     assert mod.SKRHelmholtz(n=4).spd is False and mod.SKRThermal(n=4).fixed_matrix
+
+
+def test_paper_darcy_is_the_papers_matrix():
+    """skr-darcy-paper: A = L5 diag(a), i.e. A x = L5 (a * x), nonsymmetric; 80^2 unknowns."""
+    import scipy.sparse as sp
+
+    mod = recipes()
+    fam = mod.SKRDarcyPaper(n=6)
+    params = fam.sample(np.random.default_rng(3))
+    system = fam.assemble(params)
+    m = 5  # interior nodes per side
+    T = sp.diags([-1.0, 2.0, -1.0], [-1, 0, 1], shape=(m, m))
+    L5 = (sp.kron(T, sp.eye(m)) + sp.kron(sp.eye(m), T)).toarray()
+    a = params["a"][system.free]
+    # node order of the free dofs: sort by (y, x) to compare with the Kronecker layout
+    xy = fam.basis.doflocs[:, system.free]
+    perm = np.lexsort((xy[0], xy[1]))
+    A = system.A.toarray()[np.ix_(perm, perm)]
+    np.testing.assert_allclose(A, L5 @ np.diag(a[perm]), rtol=1e-14)
+    assert np.abs(A - A.T).max() > 1e-3  # not symmetric
+    np.testing.assert_allclose(system.b, (1.0 / 6) ** 2)
+    assert fam.spd is False and not fam.fixed_matrix
+    assert mod.SKRDarcyPaper().basis.N - len(mod.SKRDarcyPaper().dirichlet_dofs()) == 6400
+    with pytest.raises(Exception, match="positive nodal values"):
+        fam.assemble({"a": -params["a"]})
 
 
 def test_recipe_script_runs(tmp_path):

@@ -226,3 +226,45 @@ def test_deflated_cg_harvest0_reuses_space():
     assert np.array_equal(space.W, W) and info["setup_matvecs"] == 0
     with pytest.raises(InputError):
         deflated_cg(A, b, k=2, harvest=-1)
+
+
+def test_deflated_cg_adaptive_harvest_schedule():
+    """Default harvest: the first YOUNG solves harvest, then only when iterations drift up."""
+    A, _ = _darcy(24, 2)
+    M = _M("jacobi", A)
+    B = np.random.default_rng(5).standard_normal((7, A.shape[0]))
+    space = DeflationSpace()
+    Ws = []
+    for b in B:
+        x, info = deflated_cg(A, b, M=M, k=8, recycle=space)
+        assert info["reason"] == "rtol"
+        assert np.linalg.norm(b - A @ x) <= 1e-8 * np.linalg.norm(b)
+        Ws.append(space.W.copy())
+    assert space.solves == 7 and space.harvests == DeflationSpace.YOUNG
+    # the space is frozen after the young phase (same matrix: no drift)
+    assert np.array_equal(Ws[-1], Ws[DeflationSpace.YOUNG - 1])
+    # an explicit harvest size always harvests
+    deflated_cg(A, B[0], M=M, k=8, recycle=space, harvest=16)
+    assert space.harvests == DeflationSpace.YOUNG + 1
+    # schedule: a solve needing more than DRIFT x the reference iterations re-arms it
+    s = DeflationSpace()
+    s.harvests = DeflationSpace.YOUNG
+    s._schedule(False, 40)  # first solve after the last harvest: the reference
+    assert s.ref_its == 40 and not s.harvest_next
+    s._schedule(False, 44)
+    assert not s.harvest_next
+    s._schedule(False, int(40 * DeflationSpace.DRIFT) + 1)
+    assert s.harvest_next
+
+
+def test_deflated_cg_thick_restart_and_window_both_converge():
+    A, b = _darcy(24, 3)
+    xref = spla.spsolve(A.tocsc(), b)
+    for thick in (True, False):
+        space = DeflationSpace()
+        for rhs in (b, 2.0 * b + 1.0):
+            x, info = deflated_cg(A, rhs, k=6, recycle=space, thick_restart=thick, harvest=12)
+            assert info["reason"] == "rtol"
+        assert _relerr(x, spla.spsolve(A.tocsc(), 2.0 * b + 1.0)) < 1e-6
+        assert space.k == 6 and np.allclose(space.W.T @ (A @ space.W), np.eye(6), atol=1e-8)
+    assert _relerr(deflated_cg(A, b, k=6)[0], xref) < 1e-6

@@ -13,10 +13,11 @@ AMG hierarchy update, triangular solves). The decision:
    sides at once (a few ms per system at :math:`10^4` unknowns against tens of ms
    for any Krylov solve). ``auto`` factorizes once and solves all systems as a block (``auto->block``); right-hand sides that span a
    low-dimensional space are solved through a basis of it
-   (:func:`~femno.datagen.strategy.range_basis`). Above :data:`DIRECT_MAX_N` unknowns the
-   factorization may not fit, and AMG-CG with a reused hierarchy is used instead.
+   (:func:`~femno.datagen.strategy.range_basis`). Above :data:`DIRECT_MAX_N` unknowns, or when
+   :func:`lu_envelope` says the factor may not fit (3-D-like graphs), AMG-CG with a
+   reused hierarchy is used instead.
 2. **Matrices differ**: a timed probe. Each candidate -- sparse LU with ordering
-   reuse, and AMG-preconditioned CG (symmetric matrices with a positive diagonal)
+   reuse (unless :func:`direct_feasible` rules it out), and AMG-preconditioned CG (symmetric matrices with a positive diagonal)
    or GMRES (others) with the hierarchy updated in place -- solves two systems
    (one when :math:`N < 8`); the second solve measures the steady cost
    :math:`t_s` (the smaller of wall-clock and process CPU time, so that other
@@ -46,10 +47,58 @@ import numpy as np
 
 from femno.datagen.strategy import KrylovStrategy, LUStrategy, same_matrix, same_pattern
 
-__all__ = ["analyze", "run_auto", "DIRECT_MAX_N"]
+__all__ = ["analyze", "run_auto", "DIRECT_MAX_N", "DIRECT_MAX_ENVELOPE", "lu_envelope",
+           "direct_feasible"]
 
 #: above this many unknowns ``auto`` does not try a sparse LU factorization
 DIRECT_MAX_N = 400_000
+#: nor when the envelope (profile) of ``A`` in reverse Cuthill--McKee order holds more
+#: entries than this: an upper bound of the LU fill that separates 2-D-like graphs
+#: (envelope ~ n^1.5: 2e7 at 71k unknowns) from 3-D-like ones (~ n^1.67: 1e9 at 250k
+#: unknowns, where a sparse LU needs minutes and gigabytes)
+DIRECT_MAX_ENVELOPE = 300_000_000
+#: below this many unknowns a sparse LU is always tried (no envelope computed)
+DIRECT_ALWAYS_N = 20_000
+
+
+def lu_envelope(A) -> int:
+    r"""Envelope size :math:`\sum_i (i - \min\{j : a_{ij} \ne 0\})^+` of ``A`` in RCM order.
+
+    A cheap (:math:`O(\mathrm{nnz})`) upper bound of the fill of a sparse LU
+    factor (the factor of a banded/profile solver lives inside the envelope).
+
+    >>> import scipy.sparse as sp
+    >>> T = sp.diags([-1.0, 2.0, -1.0], [-1, 0, 1], shape=(10, 10), format="csr")
+    >>> lu_envelope(T)
+    9
+    """
+    import scipy.sparse as sp
+    from scipy.sparse.csgraph import reverse_cuthill_mckee
+
+    A = sp.csr_matrix(A)
+    S = (abs(A) + abs(A).T).tocsr()
+    perm = reverse_cuthill_mckee(S, symmetric_mode=True)
+    P = S[perm][:, perm].tocsr()
+    rows = np.repeat(np.arange(P.shape[0]), np.diff(P.indptr))
+    first = np.full(P.shape[0], np.iinfo(np.int64).max)
+    np.minimum.at(first, rows, P.indices)
+    first = np.minimum(first, np.arange(P.shape[0]))
+    return int(np.sum(np.arange(P.shape[0]) - first))
+
+
+def direct_feasible(A) -> tuple[bool, str]:
+    """Whether ``auto`` should try a sparse LU of ``A``, and why not."""
+    n = A.shape[0]
+    if n > DIRECT_MAX_N:
+        return False, f"n={n} > {DIRECT_MAX_N:,}: no sparse LU"
+    if n < DIRECT_ALWAYS_N:
+        return True, ""
+    env = lu_envelope(A)
+    if env > DIRECT_MAX_ENVELOPE:
+        return False, (f"no sparse LU: the RCM envelope of A holds {env:.2g} entries "
+                       f"(> {DIRECT_MAX_ENVELOPE:.0e}; a 3-D-like graph, whose LU factor "
+                       "would take minutes and gigabytes)")
+    return True, ""
 
 
 def analyze(As) -> dict:
@@ -96,7 +145,10 @@ def run_auto(run, *, pc="auto", k=20, restart=40, maxiter=None):
     N, n = info["N"], info["n"]
     text = _structure_text(info)
     rtol = run.rtol
-    if info["fixed"] and n <= DIRECT_MAX_N:
+    direct_ok, no_direct = direct_feasible(run.As[0])
+    if no_direct:
+        text += f"; {no_direct}"
+    if info["fixed"] and direct_ok:
         lu = LUStrategy(reuse=True, rtol=rtol)
         if N == 1:
             first = run.solve(lu, 0)
@@ -120,7 +172,7 @@ def run_auto(run, *, pc="auto", k=20, restart=40, maxiter=None):
                     else bool(getattr(kry_pc, "symmetric", True)))
     spd_like = info["symmetric"] and info["positive_diagonal"] and pc_symmetric
     cands = []
-    if n <= DIRECT_MAX_N:
+    if direct_ok:
         cands.append(("direct-reuse", lambda: LUStrategy(reuse=True, rtol=rtol)))
     if spd_like:
         label = "amg-cg" if pc_name in ("amg", "amg-sa", "amg-rs") else f"cg+{pc_name}"

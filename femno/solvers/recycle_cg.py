@@ -64,6 +64,29 @@ class DeflationSpace:
         self._M = None
         self.refreshes = 0
         self.last_setup_matvecs = 0
+        # adaptive harvest (``harvest=None``): harvest while the space is young or when
+        # the iteration count has drifted above its value right after the last harvest
+        self.solves = self.harvests = 0
+        self.harvest_next = True
+        self.ref_its = None
+
+    def _schedule(self, harvested: bool, iterations: int):
+        """Decide whether the next solve harvests (adaptive mode)."""
+        self.solves += 1
+        if harvested:
+            self.harvests += 1
+            self.ref_its = None
+            self.harvest_next = self.harvests < self.YOUNG
+        elif self.ref_its is None:
+            self.ref_its = iterations
+            self.harvest_next = False
+        else:
+            self.harvest_next = iterations > self.DRIFT * self.ref_its
+
+    #: adaptive harvest: the first YOUNG solves harvest; later ones when the iterations
+    #: exceed DRIFT times those of the first solve after the last harvest
+    YOUNG = 3
+    DRIFT = 1.15
 
     @property
     def k(self) -> int:
@@ -111,12 +134,16 @@ class DeflationSpace:
 
 
 def deflated_cg_core(ops, b, *, x0=None, rtol=1e-8, atol=0.0, maxiter=None, callback=None,
-                     k=10, recycle=None, harvest=None, M=None):
+                     k=10, recycle=None, harvest=None, M=None, thick_restart=True):
     """Deflated PCG on an ops object; see :func:`deflated_cg`."""
     if isinstance(k, bool) or int(k) != k or k < 0:
         raise InputError(f"deflation dimension k must be a non-negative integer, got {k!r}")
     k = int(k)
-    harvest = max(2 * k, 20) if harvest is None else int(harvest)
+    space = DeflationSpace() if recycle is None else recycle
+    adaptive = harvest is None
+    if adaptive:
+        harvest = max(2 * k, 20) if (recycle is None or space.harvest_next) else 0
+    harvest = int(harvest)
     if harvest < 0:
         raise InputError(f"harvest must be >= 0, got {harvest!r}")
     if not (np.isfinite(rtol) and rtol > 0):
@@ -126,7 +153,6 @@ def deflated_cg_core(ops, b, *, x0=None, rtol=1e-8, atol=0.0, maxiter=None, call
     b = np.asarray(b, dtype=np.float64).ravel()
     nloc = b.shape[0]
     maxiter = default_maxiter(ops.n) if maxiter is None else int(maxiter)
-    space = DeflationSpace() if recycle is None else recycle
     bnorm = ops.norm(b)
     tol = max(rtol * bnorm, atol)
     rel = (lambda v: v / bnorm) if bnorm > 0 else (lambda v: v)
@@ -165,10 +191,19 @@ def deflated_cg_core(ops, b, *, x0=None, rtol=1e-8, atol=0.0, maxiter=None, call
     rz = float(ops.dots(r[None], z)[0])
     if deflate and harvest > 0 and (space.MAWr is None or len(space.MAWr) < len(Wr)):
         space.MAWr = np.array([ops.precond(v) for v in space.AWr])
-    # harvest basis S with A S and M^{-1} A S, compressed to `keep` Ritz vectors when full
+    # harvest basis S with A S and M^{-1} A S in preallocated row blocks: W, then the
+    # first `harvest` directions (window), or compressed to `keep` Ritz vectors whenever
+    # full (thick restart)
     keep = 2 * k  # vectors kept at a thick restart of the harvest
-    S, AS, MAS = ([Wr], [AWr], [space.MAWr[: len(Wr)]]) if deflate and harvest else ([], [], [])
-    count = len(Wr)
+    cap = (keep if thick_restart else len(Wr)) + harvest
+    collect = k > 0 and harvest > 0
+    if collect:
+        S, AS, MAS = (np.empty((cap, nloc)) for _ in range(3))
+        count = len(Wr) if deflate else 0
+        if deflate:
+            S[:count], AS[:count], MAS[:count] = Wr, AWr, space.MAWr[: len(Wr)]
+    else:
+        count = 0
     it, reason, kind = 0, "maxiter", "true"
     if hist[-1] * (bnorm if bnorm > 0 else 1.0) <= tol:
         reason = "rtol"
@@ -188,14 +223,15 @@ def deflated_cg_core(ops, b, *, x0=None, rtol=1e-8, atol=0.0, maxiter=None, call
         x += alpha * p
         r -= alpha * q
         z_new = ops.precond(r)
-        if k > 0 and harvest > 0:
-            S.append(p[None])
-            AS.append(q[None])
-            MAS.append(((z - z_new) / alpha)[None])  # M^{-1} q by linearity of M
+        if collect and count < cap:
+            S[count], AS[count] = p, q
+            np.subtract(z, z_new, out=MAS[count])
+            MAS[count] /= alpha  # M^{-1} q by linearity of M
             count += 1
-            if count >= keep + harvest:
-                S, AS, MAS = ([X] for X in _ritz(ops, S, AS, MAS, k, restart=True))
-                count = len(S[0])
+            if thick_restart and count == cap:
+                Sk, ASk, MASk = _ritz(ops, S, AS, MAS, k, restart=True)
+                count = len(Sk)
+                S[:count], AS[:count], MAS[:count] = Sk, ASk, MASk
         z = z_new
         rnorm = ops.norm(r)
         hist.append(rel(rnorm))
@@ -216,8 +252,10 @@ def deflated_cg_core(ops, b, *, x0=None, rtol=1e-8, atol=0.0, maxiter=None, call
         if deflate:
             p -= Wr.T @ ops.dots(AWr, z)
         rz = rz_new
-    if k > 0 and harvest > 0 and count > 0:
-        space.store(ops, *_ritz(ops, S, AS, MAS, k), M=M)
+    if collect and count > 0:
+        space.store(ops, *_ritz(ops, S[:count], AS[:count], MAS[:count], k), M=M)
+    if k > 0 and recycle is not None:
+        space._schedule(collect and count > 0, it)
     return x, info(it, reason, kind)
 
 
@@ -231,7 +269,6 @@ def _ritz(ops, S, AS, MAS, k, *, restart=False):
     ``span(S[:-1])`` are kept (up to ``2k`` vectors), which keeps the locally
     optimal direction and lets the Ritz vectors keep improving over the solve.
     """
-    S, AS, MAS = np.vstack(S), np.vstack(AS), np.vstack(MAS)
     F = ops.gram(S, AS)
     G = ops.gram(AS, MAS)
     F, G = 0.5 * (F + F.T), 0.5 * (G + G.T)
@@ -253,7 +290,7 @@ def _ritz(ops, S, AS, MAS, k, *, restart=False):
 
 
 def deflated_cg(A, b, *, x0=None, M=None, rtol=1e-8, atol=0.0, maxiter=None, callback=None,
-                k=10, recycle=None, harvest=None):
+                k=10, recycle=None, harvest=None, thick_restart=True):
     """Deflated preconditioned CG (Def-CG) for sequences of SPD systems.
 
     With a deflation space ``W`` (:math:`W^T A W = I`), the initial guess is
@@ -277,13 +314,14 @@ def deflated_cg(A, b, *, x0=None, M=None, rtol=1e-8, atol=0.0, maxiter=None, cal
 
     .. math:: (AS)^T M^{-1} (AS)\\, y = \\lambda\\, S^T A S\\, y .
 
-    Whenever ``S`` holds ``2k + harvest`` vectors it is compressed to the ``k``
-    smallest Ritz vectors of ``S`` and of ``S`` minus its last vector (thick
-    restart keeping the locally optimal direction); at the end the ``k`` smallest
-    Ritz vectors become the next ``W`` (A-orthonormal, with ``AW`` and
-    :math:`M^{-1}AW` known, so a solve with the same matrix needs no setup).
-    A new matrix costs ``k`` products (``AW``) and ``k`` preconditioner
-    applications (:math:`M^{-1}AW`), reported in ``info["setup_matvecs"]``.
+    ``S`` holds ``W`` and the first ``harvest`` directions of the solve (or, with
+    ``thick_restart=True``, is compressed whenever full, see below); at the end the
+    ``k`` smallest Ritz vectors become the next ``W`` (A-orthonormal, with ``AW``
+    and :math:`M^{-1}AW` known, so a solve with the same matrix needs no setup).
+    Over a sequence the space keeps improving, since each harvest starts from the
+    previous ``W``. A new matrix costs ``k`` products (``AW``, reported in
+    ``info["setup_matvecs"]``) and, when the solve harvests, ``k``
+    preconditioner applications (:math:`M^{-1}AW`).
 
     Parameters
     ----------
@@ -296,11 +334,22 @@ def deflated_cg(A, b, *, x0=None, M=None, rtol=1e-8, atol=0.0, maxiter=None, cal
     recycle : DeflationSpace, optional
         Carried between solves, updated in place (``info["recycle"]``).
     harvest : int, optional
-        Directions collected between two compressions of the harvest basis
-        (default ``max(2k, 20)``); memory is ``3 (2k + harvest)`` vectors.
-        ``harvest=0`` reuses ``W`` without updating it (no harvest cost: worth it
-        once ``W`` has converged for a fixed matrix, since each harvest
-        compression costs dense products with ``2k + harvest`` vectors).
+        Directions collected (after ``W``) for the Ritz extraction, ``h``. ``None``
+        (default): ``h = max(2k, 20)`` while the carried space is young (its first
+        :attr:`DeflationSpace.YOUNG` harvests) and afterwards only when a solve
+        needed more than :attr:`DeflationSpace.DRIFT` times the iterations of
+        the first solve after the last harvest (the space has gone stale: the
+        matrices drifted); otherwise ``W`` is reused as is. A harvest costs
+        ``k`` preconditioner applications (:math:`M^{-1}AW` for a new matrix) and
+        dense products with ``k + h`` vectors, which at :math:`10^4` unknowns is
+        worth tens of CG iterations. ``harvest=0`` never updates ``W``; an integer
+        always harvests. Memory ``3 (k + h)`` vectors.
+    thick_restart : bool
+        Harvest over the whole solve (eigCG-like thick restarts: whenever the
+        basis holds ``2k + h`` vectors it is compressed to the ``k`` smallest Ritz
+        vectors of the basis and of the basis minus its last vector) instead of
+        over the first ``h`` directions only. Better Ritz vectors from one solve,
+        at the cost of a compression every ``h`` iterations.
 
     Returns
     -------
@@ -320,4 +369,5 @@ def deflated_cg(A, b, *, x0=None, M=None, rtol=1e-8, atol=0.0, maxiter=None, cal
 
     A, b, x0 = _check(A, b, x0)
     return deflated_cg_core(SerialOps(A, M), b, x0=x0, rtol=rtol, atol=atol, maxiter=maxiter,
-                            callback=callback, k=k, recycle=recycle, harvest=harvest, M=M)
+                            callback=callback, k=k, recycle=recycle, harvest=harvest, M=M,
+                            thick_restart=thick_restart)
