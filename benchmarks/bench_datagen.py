@@ -35,23 +35,38 @@ import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
+import scipy.sparse as sp  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "data_gen"))
 from recipes import RECIPES  # noqa: E402
 
 from femno.datagen import solve_sequence, sort_systems  # noqa: E402
+from femno.datagen.auto import direct_feasible  # noqa: E402
+from femno.datagen.strategy import same_pattern  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 
 #: recipe -> default size override for the benchmark (None = the recipe's default)
-SIZES = {"skr-darcy": None, "skr-thermal": None, "skr-poisson": None, "skr-helmholtz": None,
-         "darcy3d": None}
+SIZES = {"skr-darcy": None, "skr-darcy-paper": None, "skr-thermal": None, "skr-poisson": None,
+         "skr-helmholtz": None, "darcy3d": None}
 
 
-def strategies(fixed: bool, spd: bool, pcs):
-    """(label, kwargs, slow) triples for one recipe."""
+#: preconditioners CG may use (symmetric for SPD matrices)
+CG_PCS = ("none", "jacobi", "ssor", "ic")
+
+
+def strategies(fixed: bool, spd: bool, pcs, *, large: bool = False):
+    """(label, kwargs, slow) triples for one recipe.
+
+    ``slow`` rows run on the first ``--slow-systems`` systems only. For SPD recipes
+    the SKR comparison also runs with the Krylov method made for SPD matrices:
+    plain PCG per system and SKR with deflated CG (sorted, deflation space carried,
+    :func:`femno.solvers.recycle_cg.deflated_cg`), same preconditioner.
+    """
     out = []
     for pc in pcs:
+        if pc == "ic" and not spd:
+            continue  # incomplete Cholesky needs an SPD matrix
         slow = pc != "ilu"  # hundreds to thousands of iterations per system
         out += [
             (f"GMRES(40) + {pc}", dict(method="gmres", pc=pc, restart=40), slow),
@@ -60,9 +75,14 @@ def strategies(fixed: bool, spd: bool, pcs):
             (f"SKR + {pc}", dict(method="skr", pc=pc), slow),
             (f"SKR warm + {pc}", dict(method="skr", pc=pc, warm_start=True), slow),
         ]
+        if spd and pc in CG_PCS:
+            out += [(f"CG fresh + {pc}", dict(method="cg", pc=pc), large),
+                    (f"SKR deflated CG + {pc}", dict(method="dcg", pc=pc, sort="greedy"), large)]
     if spd:
         out += [("AMG-CG fresh hierarchy", dict(method="amg-cg-fresh"), False),
-                ("AMG-CG hierarchy reuse", dict(method="amg-cg"), False)]
+                ("AMG-CG hierarchy reuse", dict(method="amg-cg"), False),
+                ("AMG-CG reuse, sorted + warm", dict(method="amg-cg", sort="greedy",
+                                                     warm_start=True), False)]
     out += [("LU fresh (splu)", dict(method="direct-fresh"), False),
             ("LU with reuse", dict(method="direct"), False)]
     if fixed:
@@ -79,7 +99,12 @@ def build(recipe: str, n_systems: int, seed: int):
         params = fam.sample(np.random.default_rng([seed, i]))
         feats.append(fam.features(params))
         s = fam.assemble(params)
-        systems.append((s.A, s.b))
+        A = s.A
+        if systems and same_pattern(A, systems[0][0]):  # share indices: 200 3D matrices fit
+            A0 = systems[0][0]
+            A = sp.csr_matrix((A.data, A0.indices, A0.indptr), shape=A.shape)
+            A.has_sorted_indices = A0.has_sorted_indices
+        systems.append((A, s.b))
     return fam, systems, np.asarray(feats)
 
 
@@ -91,12 +116,17 @@ def run_recipe(recipe, args):
           f"spd {fam.spd}; assembly {time.perf_counter() - t0:.1f} s", flush=True)
     _, sort_s = sort_systems(feats, method="greedy")
     # weak preconditioners cost minutes per system beyond ~20k dofs on 2 cores
-    pcs = args.pcs if n <= 20_000 else [pc for pc in args.pcs if pc in ("ssor", "ilu")]
+    pcs = args.pcs if n <= 20_000 else [pc for pc in args.pcs if pc in ("ssor", "ic", "ilu")]
+    if n > 120_000 and not args.all:  # one-level preconditioners: thousands of iterations
+        pcs = []
+    direct_ok, no_direct = direct_feasible(systems[0][0])
     rows = []
-    for label, kw, slow in strategies(fam.fixed_matrix, fam.spd, pcs):
-        if n > 120_000 and kw["method"] in ("direct-fresh",) and not args.all:
-            rows.append(dict(recipe=recipe, strategy=label, skipped="3D LU fill: minutes per system"))
-            print(f"  {label:<28} skipped")
+    t_rec = time.time()
+    load0 = os.getloadavg()[0]
+    for label, kw, slow in strategies(fam.fixed_matrix, fam.spd, pcs, large=n > 20_000):
+        if kw["method"].startswith("direct") and not direct_ok and not args.all:
+            rows.append(dict(recipe=recipe, strategy=label, skipped=no_direct))
+            print(f"  {label:<28} skipped: {no_direct}")
             continue
         m = min(args.slow_systems, len(systems)) if slow else len(systems)
         sub = systems[:m]
@@ -121,7 +151,9 @@ def run_recipe(recipe, args):
               f"  fail {row['failures']:3d}  ({res.method}{f', {m} systems' if m < len(systems) else ''})",
               flush=True)
     return dict(recipe=recipe, dofs=n, systems=len(systems), fixed_matrix=fam.fixed_matrix,
-                spd=fam.spd, greedy_sort_s=sort_s, rows=rows)
+                spd=fam.spd, greedy_sort_s=sort_s, rows=rows, slow_systems=args.slow_systems,
+                run_at=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(t_rec)),
+                load_average=[round(load0, 2), round(os.getloadavg()[0], 2)])
 
 
 def workers_comparison(recipe, args):
@@ -156,27 +188,56 @@ def machine() -> dict:
     return info
 
 
+FINDINGS = ("<!-- findings: kept verbatim by bench_datagen.py -->",
+            "<!-- /findings -->")
+
+
+def merge(results, workers, path):
+    """Merge this run into the recorded results: recipes rerun replace their old entry."""
+    old = json.loads(path.read_text()) if path.exists() else {}
+    recipes = {r["recipe"]: r for r in old.get("recipes", [])}
+    recipes.update({r["recipe"]: r for r in results})
+    all_workers = dict(old.get("workers") or {})
+    all_workers.update(workers)
+    return list(recipes.values()), all_workers
+
+
 def write(results, workers, args):
     args.out.mkdir(parents=True, exist_ok=True)
     m = machine()
+    results, workers = merge(results, workers, args.out / "datagen.json")
     (args.out / "datagen.json").write_text(json.dumps(dict(machine=m, rtol=args.rtol, recipes=results,
                                                             workers=workers), indent=1, default=str))
+    md = args.out / "datagen.md"
+    findings = []
+    if md.exists():
+        text = md.read_text()
+        if FINDINGS[0] in text and FINDINGS[1] in text:
+            findings = [text[text.index(FINDINGS[0]):text.index(FINDINGS[1]) + len(FINDINGS[1])], ""]
     L = ["# Data-generation benchmark (femno.datagen.solve_sequence)", "",
          f"Machine: {m.get('cpu_model', '?')}, {m['cpus']} cores, OMP_NUM_THREADS={m['omp_threads']}; "
          f"numpy {m['numpy']}, scipy {m['scipy']}. rtol {args.rtol:g}, maxiter {args.maxiter}.",
-         "Command: `python benchmarks/bench_datagen.py` (all strategies on the same systems, one process).",
-         "Times are per system x number of systems; rows marked * ran on the first "
-         f"{args.slow_systems} systems only (thousands of iterations each) and are extrapolated.",
+         "Command: `python benchmarks/bench_datagen.py --recipes R ...` (all strategies of a recipe on the "
+         "same systems, one process; each recipe section says when it ran and the machine's load average).",
+         "Times are per system x number of systems; rows marked * ran on the first systems only "
+         "(see each section) and are extrapolated.",
          "'vs GMRES' = time of GMRES(40) with the same preconditioner / time of the row; "
-         "'vs best fresh' = best independent per-system solver (LU fresh or AMG-CG fresh) / time of the row.", ""]
+         "'vs best fresh' = best independent per-system solver (LU fresh or AMG-CG fresh) / time of the row.",
+         "", *findings]
     for rec in results:
         rows = [r for r in rec["rows"] if "total_s" in r]
         fresh = [r["total_s"] for r in rows if r["strategy"] in ("LU fresh (splu)", "AMG-CG fresh hierarchy")]
         best_fresh = min(fresh) if fresh else float("nan")
         gm = {r["strategy"].split(" + ")[1]: r["total_s"] for r in rows if r["strategy"].startswith("GMRES(40)")}
         L += [f"## {rec['recipe']}: {rec['systems']} systems, {rec['dofs']:,} dofs, "
-              f"{'fixed' if rec['fixed_matrix'] else 'changing'} matrix; greedy sort {rec['greedy_sort_s'] * 1e3:.1f} ms", "",
-              "| strategy | total s | samples/s | mean it | failures | vs GMRES | vs best fresh | ran as |",
+              f"{'fixed' if rec['fixed_matrix'] else 'changing'} matrix; greedy sort {rec['greedy_sort_s'] * 1e3:.1f} ms", ""]
+        if rec.get("run_at"):
+            L += [f"_Ran {rec['run_at']}; load average {rec['load_average'][0]} at the start, "
+                  f"{rec['load_average'][1]} at the end (2 cores); rows marked * ran on "
+                  f"{rec.get('slow_systems')} systems._", ""]
+        if rec.get("note"):
+            L += [f"_{rec['note']}_", ""]
+        L += ["| strategy | total s | samples/s | mean it | failures | vs GMRES | vs best fresh | ran as |",
               "|---|---|---|---|---|---|---|---|"]
         for r in rec["rows"]:
             if "total_s" not in r:
@@ -195,8 +256,8 @@ def write(results, workers, args):
             for k, v in w.items():
                 L.append(f"| {recipe} | {k} | {v['samples_per_s']:.2f} | {v['method']} |")
         L.append("")
-    (args.out / "datagen.md").write_text("\n".join(L))
-    print(f"wrote {args.out / 'datagen.md'}")
+    md.write_text("\n".join(L))
+    print(f"wrote {md}")
 
 
 def main(argv=None):
@@ -206,16 +267,21 @@ def main(argv=None):
     p.add_argument("--systems", type=int, default=200)
     p.add_argument("--slow-systems", type=int, default=20,
                    help="systems for Krylov rows with weak preconditioners (extrapolated)")
-    p.add_argument("--pcs", nargs="+", default=["none", "jacobi", "ssor", "ilu0", "ilu"],
-                   help="preconditioners of the Krylov rows (ilu0 = PETSc-like ILU(0); ilu = scipy threshold ILU)")
+    p.add_argument("--pcs", nargs="+", default=["none", "jacobi", "ssor", "ilu0", "ic", "ilu"],
+                   help="preconditioners of the Krylov rows (ilu0 = PETSc-like ILU(0); ic = IC(0), "
+                        "SPD recipes only; ilu = scipy threshold ILU)")
     p.add_argument("--rtol", type=float, default=1e-8)
     p.add_argument("--maxiter", type=int, default=10000)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers-recipe", default="skr-darcy", help="recipe for the 1 vs 2 workers run ('' = skip)")
+    p.add_argument("--note", default="", help="a remark stored with each recipe run (e.g. 'machine shared')")
     p.add_argument("--all", action="store_true", help="also run strategies skipped as too slow")
     p.add_argument("--out", type=Path, default=HERE / "results")
     args = p.parse_args(argv)
     results = [run_recipe(r, args) for r in args.recipes]
+    for r in results:
+        if args.note:
+            r["note"] = args.note
     workers = {args.workers_recipe: workers_comparison(args.workers_recipe, args)} if args.workers_recipe else {}
     write(results, workers, args)
 
