@@ -12,7 +12,10 @@ log-normal coefficient) on ``unit_square(n)``, (n-1)^2 unknowns, one sample each
 
 Setup (preconditioner / factor / network context) and solve are timed apart.
 ``--reference`` adds the CNN rows once more through the plain inference path
-(``NeuralPreconditioner(fast=False)``) to measure what the inference plan saves.
+(``NeuralPreconditioner(fast=False)``) to measure what the inference plan saves;
+``--compare MODEL [MODEL ...]`` adds DCDM / FCG rows with other CNNs (e.g. the
+previous version) in the same process, so their ratios are comparable on a loaded
+machine.
 Grids larger than the models' training grids measure generalisation in size;
 ``--unseen`` adds a Darcy row set with a coefficient field of another correlation
 length and variance than in training.
@@ -84,7 +87,7 @@ def _sync(device):
         torch.cuda.synchronize()
 
 
-def competitors(models, device, rtol, torch_path=False, reference=False):
+def competitors(models, device, rtol, torch_path=False, reference=False, compare=None):
     """(label, run(A, b) -> dict) pairs."""
     def classic(method, pc, backend="scipy"):
         def run(A, b):
@@ -136,7 +139,7 @@ def competitors(models, device, rtol, torch_path=False, reference=False):
         return run
 
     out = [("CG", classic("cg", "none")), ("IC(0)-PCG", classic("cg", "ic")),
-           ("pyamg SA-AMG-PCG", classic("cg", "amg-sa"))]
+           (AMG, classic("cg", "amg-sa"))]
     if HAVE_PETSC:
         out.append(("PETSc CG+GAMG", classic("cg", "gamg", "petsc")))
     if models.get("dcdm"):
@@ -147,6 +150,10 @@ def competitors(models, device, rtol, torch_path=False, reference=False):
         out.append(("DCDM (CNN, plain path)", neural("dcdm", models["dcdm"], fast=False)))
     if reference and models.get("fcg"):
         out.append(("neural FCG(3) (CNN, plain path)", neural("fcg", models["fcg"], fast=False)))
+    for path in compare or []:
+        tag = Path(path).stem
+        out.append((f"DCDM (CNN {tag})", neural("dcdm", path)))
+        out.append((f"neural FCG(3) (CNN {tag})", neural("fcg", path)))
     if models.get("spd"):
         out.append(("learned-IC PCG", neural("cg", models["spd"])))
     if device.type == "cuda" or torch_path:
@@ -185,6 +192,9 @@ def main(argv=None):
     ap.add_argument("--reference", action="store_true",
                     help="also run DCDM/FCG with the CNN's plain path (fast=False: NCHW, "
                          "no inference plan) to measure what the inference plan saves")
+    ap.add_argument("--compare", metavar="MODEL", nargs="+", default=[],
+                    help="other CNN models: adds their DCDM and FCG rows (e.g. the previous "
+                    "version, or an ablation)")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     ap.add_argument("--note", default="shared machine (2 cores, 5 users): timings are noisy")
     args = ap.parse_args(argv)
@@ -192,13 +202,15 @@ def main(argv=None):
     device = torch.device(args.device)
     models = {"dcdm": args.dcdm, "fcg": args.fcg, "spd": args.spd}
     train_sizes = {k: load_model(v).meta.get("train_sizes") for k, v in models.items() if v}
+    for path in args.compare:
+        train_sizes[Path(path).stem] = load_model(path).meta.get("train_sizes")
     problems = [(f, f, {}) for f in args.families]
     if args.unseen:
         problems.append(("darcy (unseen: length 0.05, var 2)", "darcy",
                          {"length": 0.05, "variance": 2.0}))
     records = []
     comps = competitors(models, device, args.rtol, torch_path=args.torch_path,
-                        reference=args.reference)
+                        reference=args.reference, compare=args.compare)
     for label, fam_name, opts in problems:
         for n in args.sizes:
             fam = get_family(fam_name, n=n, **opts)
@@ -222,11 +234,16 @@ def main(argv=None):
     write(records, args, machine(device), train_sizes)
 
 
+#: the reference of the wall-time ratios (issue 7: "within 2x of AMG-PCG on CPU")
+AMG = "pyamg SA-AMG-PCG"
+
+
 def write(records, args, mach, train_sizes):
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     meta = {"machine": mach, "note": args.note, "rtol": args.rtol, "sizes": args.sizes,
-            "models": {"dcdm": args.dcdm, "fcg": args.fcg, "spd": args.spd},
+            "models": {"dcdm": args.dcdm, "fcg": args.fcg, "spd": args.spd,
+                       "compare": args.compare},
             "train_sizes": train_sizes, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     out.with_suffix(".json").write_text(json.dumps({"meta": meta, "records": records}, indent=1))
     lines = ["# Learned preconditioners vs classical (bench_precond.py)", "",
@@ -246,22 +263,22 @@ def write(records, args, mach, train_sizes):
             a, z = its.get(sizes[0]), its.get(sizes[-1])
             growth = f"{z['iterations'] / max(a['iterations'], 1):.2f}" if a and z else "-"
             lines.append(f"| {m} | " + " | ".join(cells) + f" | {growth} |")
-        lines += ["", f"## {prob}: seconds, setup + solve", "",
-                  "| method | " + " | ".join(f"n={n}" for n in sizes) + " |",
-                  "|---" * (len(sizes) + 1) + "|"]
-        for m in methods:
-            its = {r["n"]: r for r in rows if r["method"] == m}
-            cells = [f"{its[n]['setup_s']:.2f} + {its[n]['solve_s']:.2f}" if n in its else "-"
-                     for n in sizes]
-            lines.append(f"| {m} | " + " | ".join(cells) + " |")
-        lines += ["", f"## {prob}: milliseconds per iteration (solve / iterations)", "",
-                  "| method | " + " | ".join(f"n={n}" for n in sizes) + " |",
-                  "|---" * (len(sizes) + 1) + "|"]
-        for m in methods:
-            its = {r["n"]: r for r in rows if r["method"] == m}
-            cells = [f"{1e3 * its[n]['solve_s'] / max(its[n]['iterations'], 1):.1f}"
-                     if n in its else "-" for n in sizes]
-            lines.append(f"| {m} | " + " | ".join(cells) + " |")
+        ref = {r["n"]: r for r in rows if r["method"] == AMG}
+        tables = [("seconds, setup + solve", lambda r: f"{r['setup_s']:.2f} + {r['solve_s']:.2f}"),
+                  ("milliseconds per iteration (solve / iterations)",
+                   lambda r: f"{1e3 * r['solve_s'] / max(r['iterations'], 1):.1f}")]
+        if ref:
+            tables.append((f"wall time (setup + solve) / {AMG}",
+                           lambda r, ref=ref: f"{r['total_s'] / ref[r['n']]['total_s']:.2f}"
+                           if r["n"] in ref else "-"))
+        for title, cell in tables:
+            lines += ["", f"## {prob}: {title}", "",
+                      "| method | " + " | ".join(f"n={n}" for n in sizes) + " |",
+                      "|---" * (len(sizes) + 1) + "|"]
+            for m in methods:
+                its = {r["n"]: r for r in rows if r["method"] == m}
+                cells = [cell(its[n]) if n in its else "-" for n in sizes]
+                lines.append(f"| {m} | " + " | ".join(cells) + " |")
         lines.append("")
     lines.append("`*` not converged to rtol within the iteration cap.")
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -19,6 +20,7 @@ from femno.operators.precond_graph import DofGraphNet, LearnedIC
 from femno.operators.precond_nets import MGCNN, GridLayout, grid_stencil, scaled_matrix
 from femno.operators.precond_train import anorm_loss, dcdm_loss, train_precond
 from femno.solvers import krylov, make_preconditioner
+from femno.solvers.krylov import fcg
 from femno.solvers.neural import NeuralPreconditioner, dcdm
 
 torch.set_num_threads(1)
@@ -249,15 +251,17 @@ def test_fcg_scipy_and_petsc_agree(darcy):
     pytest.importorskip("petsc4py")
     A, b, _ = darcy
     opts = {"ksp_fcg_mmax": 1, "ksp_fcg_truncation_type": "standard"}
-    # a random CNN: the same iterates step by step (nonlinear preconditioner)
-    pc = NeuralPreconditioner(MGCNN(channels=4, seed=1))
-    for it in (3, 12):
-        a = krylov("fcg", pc=pc, maxiter=it, on_fail="ignore")
-        p = krylov("fcg", pc=pc, maxiter=it, on_fail="ignore", backend="petsc",
-                   petsc_options=opts)
-        xa, xp = a(A, b), p(A, b)
-        assert a.stats.iterations == p.stats.iterations == it
-        assert np.linalg.norm(xa - xp) <= 1e-8 * np.linalg.norm(xa)
+    # a random CNN (also below Jacobi levels): the same iterates step by step
+    # (nonlinear preconditioner)
+    for k in (0, 2):
+        pc = NeuralPreconditioner(MGCNN(channels=4, seed=1), smooth_levels=k)
+        for it in (3, 12):
+            a = krylov("fcg", pc=pc, maxiter=it, on_fail="ignore")
+            p = krylov("fcg", pc=pc, maxiter=it, on_fail="ignore", backend="petsc",
+                       petsc_options=opts)
+            xa, xp = a(A, b), p(A, b)
+            assert a.stats.iterations == p.stats.iterations == it
+            assert np.linalg.norm(xa - xp) <= 1e-8 * np.linalg.norm(xa)
     # a converging learned preconditioner: same count (within 1) and solution
     spd = NeuralPreconditioner(LearnedIC(seed=0))
     a = krylov("fcg", pc=spd, rtol=1e-9)
@@ -305,3 +309,160 @@ def test_demo_runs(capsys, tmp_path):
     assert "FCG(3)" in lines  # untrained: FCG may miss rtol, DCDM's safeguard may not
     assert lines["DCDM"].rstrip().endswith("converged") and "NOT" not in lines["DCDM"]
     assert "NOT" not in lines["IC(0)-PCG"]
+
+
+# --- Jacobi two-grid levels (MGCNN smooth_levels) ---------------------------------------
+
+def _darcy_image_system(n=24, seed=0):
+    s = sample_system(get_family("darcy", n=n), seed)
+    return s.A, s.b
+
+
+def test_jacobi_levels_transfer_galerkin_and_vcycle_formula():
+    """R of the hierarchy is the network's restriction, P its adjoint; the stencil
+    operators are the Galerkin matrices; one Jacobi two-grid level equals the formula
+    evaluated independently with scipy matrices (float64)."""
+    from femno.operators.precond_nets import _restriction_1d, _stencil_apply, smoothing_hierarchy
+
+    A, _ = _darcy_image_system()
+    net = MGCNN(channels=4, seed=2, smooth_levels=1)
+    torch.nn.init.normal_(net.gate[-1].weight, std=0.5)
+    At, s = scaled_matrix(A)
+    lay = GridLayout.from_matrix(A)
+    H, W = lay.shape
+    R = sp.kron(_restriction_1d(H), _restriction_1d(W), format="csr")
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal(H * W), rng.standard_normal(R.shape[0])
+    img = torch.tensor(x, dtype=torch.float32).reshape(1, 1, H, W)
+    cimg = torch.tensor(y, dtype=torch.float32).reshape(1, 1, H // 2, W // 2)
+    assert np.allclose(net._restrict(img).numpy().ravel(), R @ x, atol=1e-5)
+    assert np.allclose(net._prolong(cimg, H, W).numpy().ravel(), R.T @ y, atol=1e-5)
+    levels = smoothing_hierarchy(At, lay, 3)
+    mats = [At]
+    for st, d in levels:
+        Al = mats[-1]
+        h = math.isqrt(Al.shape[0])
+        v = rng.standard_normal(h * h)
+        got = _stencil_apply(torch.tensor(v, dtype=torch.float32).reshape(1, 1, h, h), st, d)
+        assert np.allclose(got.numpy().ravel(), Al @ v, atol=1e-5 * np.abs(Al @ v).max())
+        Rl = sp.kron(_restriction_1d(h), _restriction_1d(h), format="csr")
+        mats.append(Rl @ Al @ Rl.T)
+    # one Jacobi level by hand: x1 = w r, e = P N(R r1), alpha = e.r1 / e.A e
+    ctx = net.prepare(A)
+    assert len(ctx["smooth"]) == 1
+    r = rng.standard_normal(H * W)
+    with torch.no_grad():
+        got = net(torch.tensor(r / s, dtype=torch.float32)[None], ctx)[0].numpy() / s
+        gates = net._gates(ctx["stencil"], 1)
+        w = net.config["omega"]
+        x1 = w * r
+        r1 = r - At @ x1
+        c = net._net(torch.tensor(R @ r1, dtype=torch.float32).reshape(1, 1, H // 2, W // 2),
+                     gates, 1).numpy().ravel()
+    e = R.T @ c
+    alpha = (e @ r1) / (e @ (At @ e))
+    want = x1 + alpha * e + w * (r1 - alpha * (At @ e))
+    assert np.allclose(got, want, atol=1e-4 * np.abs(want).max())
+
+
+def test_jacobi_levels_inference_plan_matches_plain_path_and_homogeneous():
+    A, _ = _darcy_image_system(n=62)  # levels 61, 30, 15, 7, 3
+    for k in (1, 2):
+        net = MGCNN(channels=4, seed=1, smooth_levels=k)
+        torch.nn.init.normal_(net.gate[-1].weight, std=0.5)
+        ctx = net.prepare(A)
+        x = torch.randn(3, A.shape[0], generator=torch.Generator().manual_seed(0))
+        ref = net(x, ctx).detach()  # autograd path: no plan, NCHW, gates recomputed
+        with torch.inference_mode():
+            fast = net(x, ctx)
+            plain = net(x, ctx, fast=False)
+            assert torch.allclose(net(2.5 * x, ctx), 2.5 * fast, rtol=1e-4,
+                                  atol=1e-5 * float(fast.abs().max()))
+        plan = ctx["_plan"]
+        assert ctx["_gates"][:k] == [None] * k and ctx["_gates"][k] is not None
+        assert plan["dense_level"] == 3 and plan["dense"].shape == (49, 49)
+        tol = 1e-5 * float(ref.abs().max())
+        assert torch.allclose(fast, ref, rtol=1e-4, atol=tol)
+        assert torch.allclose(plain, ref, rtol=1e-4, atol=tol)
+
+
+@pytest.mark.parametrize("k", [1, 2])
+def test_jacobi_levels_fcg_and_dcdm_converge_with_random_weights(k):
+    A, b = _darcy_image_system()
+    xd = spla.spsolve(A.tocsc(), b)
+    pc = NeuralPreconditioner(MGCNN(channels=4, seed=3), smooth_levels=k).setup(A)
+    assert len(pc.ctx["smooth"]) == k
+    x, info = fcg(A, b, M=pc.apply, mmax=3, rtol=1e-9, maxiter=400)
+    assert info["reason"] == "rtol" and _true_rel(A, x, b) <= 1e-9
+    assert np.allclose(x, xd, rtol=0, atol=1e-7 * np.abs(xd).max())
+    x, info = dcdm(A, b, M=pc.apply, rtol=1e-9)
+    assert info["reason"] == "rtol" and _true_rel(A, x, b) <= 1e-9
+    assert np.allclose(x, xd, rtol=0, atol=1e-7 * np.abs(xd).max())
+
+
+def test_jacobi_levels_save_load_override_and_errors(tmp_path):
+    A, b = _darcy_image_system()
+    net = MGCNN(channels=4, seed=5, smooth_levels=2)
+    path = tmp_path / "k2.pt"
+    save_model(net, path)
+    loaded = load_model(path)
+    assert loaded.config["smooth_levels"] == 2 and loaded.config["omega"] == 0.8
+    p1 = NeuralPreconditioner(net).setup(A)
+    p2 = make_preconditioner(f"neural:{path}").setup(A)
+    assert np.array_equal(p1.apply(b), p2.apply(b))
+    # a model saved before the option existed (config without the keys) still loads as k=0
+    obj = torch.load(path, weights_only=False)
+    for key in ("smooth_levels", "omega"):
+        obj["config"].pop(key)
+    torch.save(obj, tmp_path / "old.pt")
+    old = load_model(tmp_path / "old.pt")
+    assert old.config["smooth_levels"] == 0
+    assert NeuralPreconditioner(old).setup(A).ctx["smooth"] == []
+    # the inference override: same weights, the k of the caller (clamped to the levels)
+    p3 = NeuralPreconditioner(old, smooth_levels=2).setup(A)
+    assert np.allclose(p3.apply(b), p1.apply(b), rtol=0, atol=1e-12 + 1e-6 * np.abs(p1.apply(b)).max())
+    assert len(NeuralPreconditioner(old, smooth_levels=99).setup(A).ctx["smooth"]) == 3
+    with pytest.raises(InputError, match="smooth_levels"):
+        MGCNN(smooth_levels=-1)
+    with pytest.raises(InputError, match="smooth_levels"):
+        NeuralPreconditioner(LearnedIC(seed=0), smooth_levels=1)
+    with pytest.raises(InputError, match="smooth_levels"):
+        train_precond("darcy", n=8, kind="spd", smooth_levels=1, epochs=1, progress=False)
+
+
+def test_grid_stencil_lexicographic_fast_path_matches_general_path():
+    s = sample_system(get_family("darcy", n=14), 1)
+    At, _ = scaled_matrix(s.A)
+    lay = GridLayout.from_matrix(s.A)
+    assert lay.identity
+    general = GridLayout(lay.perm, lay.shape)
+    general.identity = False  # force the fancy-indexing path
+    assert np.array_equal(grid_stencil(At, lay), grid_stencil(At, general))
+
+
+def test_cli_smooth_levels_and_fine_tuning(tmp_path, capsys):
+    """``--smooth-levels`` is stored in the model; ``--init`` starts from given weights
+    and rejects weights of another width or kind."""
+    from femno.cli.main import main
+
+    start = MGCNN(channels=4, seed=7)
+    save_model(start, tmp_path / "start.pt")
+    out = tmp_path / "k1.pt"
+    rc = main(["train", "precond", "--family", "poisson", "--n", "16", "--kind", "fcg",
+               "--channels", "4", "--smooth-levels", "1", "--init", str(tmp_path / "start.pt"),
+               "--epochs", "1", "--samples", "1", "--per-system", "4", "--out", str(out),
+               "--json"])
+    assert rc == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["smooth_levels"] == 1 and summary["init"] == str(tmp_path / "start.pt")
+    trained = load_model(out)
+    assert trained.config["smooth_levels"] == 1
+    assert not torch.equal(trained.lift.weight, start.lift.weight)  # trained from there
+    with pytest.raises(InputError, match="do not fit"):
+        train_precond("poisson", n=8, kind="fcg", channels=8, init=start, epochs=1,
+                      progress=False)
+    with pytest.raises(InputError, match="init"):
+        train_precond("poisson", n=8, kind="fcg", channels=4, init=LearnedIC(seed=0),
+                      epochs=1, progress=False)
+    assert main(["train", "precond", "--n", "8", "--smooth-levels", "-1", "--out",
+                 str(tmp_path / "x.pt")]) == 2

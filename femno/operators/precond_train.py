@@ -164,14 +164,15 @@ def _spd_apply(model, ctx, R):
 
 
 def make_model(kind: str, *, net: str = "cnn", channels: int = 8, act: str = "linear",
-               seed: int = 0):
-    """Untrained model for a training ``kind`` (``dcdm``/``fcg``: ``net`` cnn or gnn)."""
+               seed: int = 0, smooth_levels: int = 0):
+    """Untrained model for a training ``kind`` (``dcdm``/``fcg``: ``net`` cnn or gnn;
+    ``smooth_levels``: Jacobi two-grid levels of the CNN, :class:`MGCNN`)."""
     if kind not in KINDS:
         raise InputError(f"unknown preconditioner kind {kind!r}; valid: {', '.join(KINDS)}")
     if kind == "spd":
         return LearnedIC(seed=seed)
     if net == "cnn":
-        return MGCNN(channels=channels, act=act, seed=seed)
+        return MGCNN(channels=channels, act=act, seed=seed, smooth_levels=smooth_levels)
     if net == "gnn":
         return DofGraphNet(channels=2 * channels, act=act, seed=seed)
     raise InputError(f"unknown network {net!r}; use 'cnn' (structured grids) or 'gnn'")
@@ -180,7 +181,8 @@ def make_model(kind: str, *, net: str = "cnn", channels: int = 8, act: str = "li
 def train_precond(family_name: str = "darcy", *, n=(32, 64), kind: str = "dcdm",
                   net: str = "cnn", epochs: int = 60, systems: int = 8, per_system: int = 32,
                   channels: int = 8, act: str = "linear", loss: str = "anorm",
-                  lr: float = 3e-3, seed: int = 0, device=None,
+                  lr: float = 3e-3, seed: int = 0, device=None, smooth_levels: int = 0,
+                  init=None,
                   family_options: dict | None = None, progress: bool = True, out=None):
     """Train a learned preconditioner on a family; returns ``(model, result, meta)``.
 
@@ -204,6 +206,12 @@ def train_precond(family_name: str = "darcy", *, n=(32, 64), kind: str = "dcdm",
         Residual network: :class:`MGCNN` (structured grids) or :class:`DofGraphNet`.
     channels, act : int, str
         Width and activation (``"linear"`` or ``"leaky"``) of the residual network.
+    smooth_levels : int
+        CNN: finest levels done as Jacobi two-grid steps (:class:`MGCNN`), trained
+        with them in the loop.
+    init : path or torch.nn.Module, optional
+        Start from these weights (same kind and width; fine-tuning) instead of
+        the seeded initialisation.
     epochs, systems, per_system : int
         Adam epochs; sampled matrices per grid size; vectors per matrix.
     device : str, optional
@@ -218,7 +226,21 @@ def train_precond(family_name: str = "darcy", *, n=(32, 64), kind: str = "dcdm",
     from femno.solvers.neural import NeuralPreconditioner, dcdm
 
     sizes = [int(n)] if np.isscalar(n) else [int(v) for v in n]
-    model = make_model(kind, net=net, channels=channels, act=act, seed=seed)
+    if smooth_levels and (kind == "spd" or net != "cnn"):
+        raise InputError("smooth_levels is an option of the CNN (--net cnn, kind dcdm/fcg)")
+    model = make_model(kind, net=net, channels=channels, act=act, seed=seed,
+                       smooth_levels=smooth_levels)
+    if init is not None:
+        from femno.operators.checkpoint import load_model
+
+        src = init if isinstance(init, torch.nn.Module) else load_model(init)
+        if type(src) is not type(model):
+            raise InputError(f"--init model is a {type(src).__name__}, training a "
+                             f"{type(model).__name__}")
+        try:
+            model.load_state_dict(src.state_dict())
+        except RuntimeError as err:
+            raise InputError(f"--init weights do not fit the model (width/depth?): {err}") from err
     if loss not in ("anorm", "dcdm"):
         raise InputError(f"unknown loss {loss!r}; use 'anorm' or 'dcdm'")
     use_dcdm_loss = loss == "dcdm" and kind != "spd"
@@ -271,8 +293,9 @@ def train_precond(family_name: str = "darcy", *, n=(32, 64), kind: str = "dcdm",
     model = model.cpu().eval()
     meta = {"family": family_name, "family_options": dict(family_options or {}),
             "train_sizes": sizes, "kind": kind, "net": "ic-factor" if kind == "spd" else net, "act": act,
-            "loss": "anorm" if kind == "spd" else loss,
+            "loss": "anorm" if kind == "spd" else loss, "smooth_levels": smooth_levels,
             "epochs": epochs, "systems": systems, "per_system": per_system, "seed": seed,
+            "init": None if init is None or isinstance(init, torch.nn.Module) else str(init),
             "final_loss": result.history[-1]["loss"] if result.history else math.nan,
             "val_iterations": result.best_val, "train_seconds": result.seconds}
     model.meta = meta
