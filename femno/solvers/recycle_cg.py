@@ -180,9 +180,9 @@ def deflated_cg_core(ops, b, *, x0=None, rtol=1e-8, atol=0.0, maxiter=None, call
     def start(x, r):  # x += W (W^T A W)^{-1} W^T r, with W^T A W = I
         if deflate:
             c = ops.dots(Wr, r)
-            x, r = x + Wr.T @ c, r - AWr.T @ c
+            x, r = x + c @ Wr, r - c @ AWr
         z = ops.precond(r)
-        p = z - Wr.T @ ops.dots(AWr, z) if deflate else z.copy()
+        p = z - ops.dots(AWr, z) @ Wr if deflate else z.copy()
         return x, r, z, p
 
     x, r, z, p = start(x, r)
@@ -250,7 +250,7 @@ def deflated_cg_core(ops, b, *, x0=None, rtol=1e-8, atol=0.0, maxiter=None, call
         rz_new = float(ops.dots(r[None], z)[0])
         p = z + (rz_new / rz) * p
         if deflate:
-            p -= Wr.T @ ops.dots(AWr, z)
+            p -= ops.dots(AWr, z) @ Wr  # row-major (k, n): c @ Wr, not Wr.T @ c
         rz = rz_new
     if collect and count > 0:
         space.store(ops, *_ritz(ops, S[:count], AS[:count], MAS[:count], k), M=M)
