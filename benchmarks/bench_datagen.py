@@ -131,7 +131,7 @@ def run_recipe(recipe, args):
         m = min(args.slow_systems, len(systems)) if slow else len(systems)
         sub = systems[:m]
         f = feats[:m]
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         try:
             res = solve_sequence(sub, features=f, rtol=args.rtol, on_fail="ignore",
                                  maxiter=args.maxiter, **kw)
@@ -140,8 +140,10 @@ def run_recipe(recipe, args):
             print(f"  {label:<28} ERROR {exc}")
             continue
         total = time.perf_counter() - t
+        cpu = time.process_time() - c  # single-threaded: robust to other load on the machine
         per = total / m
         row = dict(recipe=recipe, dofs=n, strategy=label, systems=m, extrapolated=m < len(systems),
+                   cpu_per_system_s=cpu / m,
                    total_s=per * len(systems), per_system_s=per, samples_per_s=1.0 / per,
                    mean_iterations=float(np.mean(res.iterations)),
                    failures=int(np.sum(~res.converged)), sort_s=float(res.sort_s),
@@ -154,6 +156,37 @@ def run_recipe(recipe, args):
                 spd=fam.spd, greedy_sort_s=sort_s, rows=rows, slow_systems=args.slow_systems,
                 run_at=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(t_rec)),
                 load_average=[round(load0, 2), round(os.getloadavg()[0], 2)])
+
+
+def interleaved(recipe, args, pairs=(("AMG-CG fresh hierarchy", "amg-cg-fresh"),
+                                      ("AMG-CG hierarchy reuse", "amg-cg"))):
+    """The same systems solved by two strategies *alternately*, system by system.
+
+    Each strategy keeps its own state (hierarchy, factorization) across its systems;
+    alternating them exposes both to the same machine load, so their ratio is fair on
+    a shared machine. Returns per-strategy median wall and CPU seconds per system.
+    """
+    from femno.datagen.sequence import make_strategy
+
+    _, systems, _ = build(recipe, args.interleave, args.seed + 1)
+    strategies = {label: make_strategy(m, rtol=args.rtol) for label, m in pairs}
+    wall = {label: [] for label in strategies}
+    cpu = {label: [] for label in strategies}
+    for A, b in systems:
+        for label, st in strategies.items():
+            t, c = time.perf_counter(), time.process_time()
+            x, stats = st.solve(A, b)
+            wall[label].append(time.perf_counter() - t)
+            cpu[label].append(time.process_time() - c)
+            if not stats.converged:
+                raise RuntimeError(f"{label} did not converge in the interleaved run")
+    out = {label: dict(median_wall_s=float(np.median(wall[label][1:])),
+                       median_cpu_s=float(np.median(cpu[label][1:])),
+                       systems=len(systems)) for label in strategies}
+    for label, v in out.items():
+        print(f"  interleaved {label:<26} wall {v['median_wall_s'] * 1e3:8.1f} ms  "
+              f"cpu {v['median_cpu_s'] * 1e3:8.1f} ms (median of systems 2..{len(systems)})")
+    return out
 
 
 def workers_comparison(recipe, args):
@@ -221,6 +254,8 @@ def write(results, workers, args):
          "same systems, one process; each recipe section says when it ran and the machine's load average).",
          "Times are per system x number of systems; rows marked * ran on the first systems only "
          "(see each section) and are extrapolated.",
+         "CPU ms/system = process CPU time per system (every strategy is single-threaded, so this "
+         "is robust to other load on a shared machine; older runs did not record it).",
          "'vs GMRES' = time of GMRES(40) with the same preconditioner / time of the row; "
          "'vs best fresh' = best independent per-system solver (LU fresh or AMG-CG fresh) / time of the row.",
          "", *findings]
@@ -237,16 +272,25 @@ def write(results, workers, args):
                   f"{rec.get('slow_systems')} systems._", ""]
         if rec.get("note"):
             L += [f"_{rec['note']}_", ""]
-        L += ["| strategy | total s | samples/s | mean it | failures | vs GMRES | vs best fresh | ran as |",
-              "|---|---|---|---|---|---|---|---|"]
+        if rec.get("interleaved"):
+            iv = rec["interleaved"]
+            (fa, fv), (ra, rv) = list(iv.items())[:2]
+            L += [f"Interleaved check ({fv['systems']} further systems, the two strategies alternating "
+                  f"system by system, medians): {fa} {fv['median_wall_s'] * 1e3:.0f} ms wall / "
+                  f"{fv['median_cpu_s'] * 1e3:.0f} ms CPU per system, {ra} {rv['median_wall_s'] * 1e3:.0f} / "
+                  f"{rv['median_cpu_s'] * 1e3:.0f} ms: ratio {fv['median_wall_s'] / rv['median_wall_s']:.2f}x wall, "
+                  f"{fv['median_cpu_s'] / rv['median_cpu_s']:.2f}x CPU.", ""]
+        L += ["| strategy | total s | samples/s | CPU ms/system | mean it | failures | vs GMRES | vs best fresh | ran as |",
+              "|---|---|---|---|---|---|---|---|---|"]
         for r in rec["rows"]:
             if "total_s" not in r:
-                L.append(f"| {r['strategy']} | {r.get('skipped') or r.get('error')} | | | | | | |")
+                L.append(f"| {r['strategy']} | {r.get('skipped') or r.get('error')} | | | | | | | |")
                 continue
             pc = r["strategy"].split(" + ")[1] if " + " in r["strategy"] else None
             vs_gm = f"{gm[pc] / r['total_s']:.2f}" if pc in gm else ""
+            cpu = f"{r['cpu_per_system_s'] * 1e3:.1f}" if "cpu_per_system_s" in r else ""
             L.append(f"| {r['strategy']}{' *' if r['extrapolated'] else ''} | {r['total_s']:.2f} | "
-                     f"{r['samples_per_s']:.1f} | {r['mean_iterations']:.1f} | {r['failures']} | {vs_gm} | "
+                     f"{r['samples_per_s']:.1f} | {cpu} | {r['mean_iterations']:.1f} | {r['failures']} | {vs_gm} | "
                      f"{best_fresh / r['total_s']:.2f} | {r['method']} |")
         L.append("")
     if workers:
@@ -274,11 +318,24 @@ def main(argv=None):
     p.add_argument("--maxiter", type=int, default=10000)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers-recipe", default="skr-darcy", help="recipe for the 1 vs 2 workers run ('' = skip)")
+    p.add_argument("--interleave", type=int, default=0, metavar="N",
+                   help="also solve N further systems with fresh and reused AMG-CG alternately "
+                        "(a load-fair ratio on a shared machine)")
+    p.add_argument("--skip-rows", action="store_true",
+                   help="with --interleave: only the interleaved run, keep the recorded rows")
     p.add_argument("--note", default="", help="a remark stored with each recipe run (e.g. 'machine shared')")
     p.add_argument("--all", action="store_true", help="also run strategies skipped as too slow")
     p.add_argument("--out", type=Path, default=HERE / "results")
     args = p.parse_args(argv)
-    results = [run_recipe(r, args) for r in args.recipes]
+    if args.skip_rows:
+        recorded = json.loads((args.out / "datagen.json").read_text())["recipes"]
+        results = [r for r in recorded if r["recipe"] in args.recipes]
+    else:
+        results = [run_recipe(r, args) for r in args.recipes]
+    if args.interleave:
+        for r in results:
+            if r["spd"]:
+                r["interleaved"] = interleaved(r["recipe"], args)
     for r in results:
         if args.note:
             r["note"] = args.note
