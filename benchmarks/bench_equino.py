@@ -17,8 +17,12 @@ Snapshots are cached as ``.npz`` under ``--data-dir`` (default /tmp), solved in
 Usage::
 
     python benchmarks/bench_equino.py --rves RVE1 --train 100 --test 100 --workers 16 --device cuda
-    python benchmarks/bench_equino.py --rves RVE3 --train 8 --test 4 --epochs 50 --lbfgs-iters 20 \
+    python benchmarks/bench_equino.py --rves RVE3 --train 8 --test 4 --epochs 50 --lbfgs-iters 20 \\
         --out /tmp/eq   # quick check
+    python benchmarks/bench_equino.py --rves RVE3 --init lm --collocation 1000 --epochs 0 \\
+        --lbfgs-iters 0   # LM-initialized EquiNO (see results/equino.md)
+    python benchmarks/bench_equino.py --rves RVE1 --tangent-timing 16 64 1024 --out /tmp/tt
+        # CPU time per stress_and_tangent call, methods ad / forward / numpy
 
 Results: ``benchmarks/results/equino.{json,md}`` (or ``--out``).
 """
@@ -125,7 +129,8 @@ def eval_timings(model, device, points: int, solver: RVESolver, fe_points: int) 
 
     model = model.to(device).eval()
     x = torch.as_tensor(lhs_strains(points, seed=7), device=device)
-    t_eq = time_per_point(model.stress_and_tangent_torch, x, device)
+    t_eq = time_per_point(model.stress_and_tangent_torch, x, device)  # forward-mode tangent
+    t_ad = time_per_point(lambda e: model.stress_and_tangent_torch(e, method="ad"), x, device)
     torch.manual_seed(0)
     bare = mlp(3, 3).to(device)
 
@@ -142,9 +147,40 @@ def eval_timings(model, device, points: int, solver: RVESolver, fe_points: int) 
     t = time.perf_counter()
     solver.stress_and_tangent(E)
     t_fe = (time.perf_counter() - t) / fe_points
-    return {"points": points, "equino_s_per_point": t_eq, "bare_mlp_s_per_point": t_mlp,
+    return {"points": points, "equino_s_per_point": t_eq, "equino_ad_s_per_point": t_ad,
+            "bare_mlp_s_per_point": t_mlp,
             "equino_over_mlp": t_eq / t_mlp, "fe_points": fe_points, "fe_s_per_point": t_fe,
             "fe_over_equino": t_fe / t_eq}
+
+
+def tangent_timings(rve: str, batches, *, repeats: int = 50, modes: int = 16) -> dict:
+    """Seconds per ``EquiNO.stress_and_tangent`` call on CPU (threads as set), per method.
+
+    The cost does not depend on the weights or the POD bases, so the model is built from
+    random "snapshots" of ``rve`` (untrained).  Best of ``repeats`` calls.
+    """
+    from femno.operators.equino import EquiNO
+
+    solver = RVESolver(rve)
+    rng = np.random.default_rng(0)
+    model = EquiNO.from_snapshots(solver, rng.normal(size=(modes, solver.rve.n_nodes, 2)),
+                                  rng.normal(size=(modes, solver.n_ip, 3)), modes=modes)
+    out = {}
+    for n in batches:
+        e = lhs_strains(int(n), seed=3)
+        row = {}
+        for method in ("ad", "forward", "numpy"):
+            model.stress_and_tangent(e, method=method)
+            best = np.inf
+            for _ in range(repeats):
+                t = time.perf_counter()
+                model.stress_and_tangent(e, method=method)
+                best = min(best, time.perf_counter() - t)
+            row[method] = best
+        row["ad_over_numpy"] = row["ad"] / row["numpy"]
+        out[int(n)] = row
+        print(f"batch {n}: " + ", ".join(f"{k} {v:.3g}" for k, v in row.items()), flush=True)
+    return out
 
 
 def main(argv=None) -> int:
@@ -157,6 +193,9 @@ def main(argv=None) -> int:
     p.add_argument("--lbfgs-iters", type=int, default=1000)
     p.add_argument("--collocation", type=int, default=0)
     p.add_argument("--loss", default="stress", choices=("stress", "compliance"))
+    p.add_argument("--init", default="random", choices=("random", "lm"),
+                   help="train_equino init (lm: fit to per-strain LM minimizers first)")
+    p.add_argument("--fit-lbfgs-iters", type=int, default=4000, help="--init lm fit budget")
     p.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) - 1))
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--points", type=int, default=100000, help="batch of the evaluation timing")
@@ -164,8 +203,21 @@ def main(argv=None) -> int:
     p.add_argument("--data-dir", default="/tmp", help="snapshot cache directory")
     p.add_argument("--out", default=str(Path(__file__).parent / "results"))
     p.add_argument("--note", default="", help="remark recorded with the results (e.g. shared machine)")
+    p.add_argument("--tangent-timing", nargs="*", type=int, metavar="BATCH", default=None,
+                   help="only time stress_and_tangent per call on CPU (one thread) for the "
+                   "methods ad / forward / numpy at these batches (e.g. 16 64 1024); writes "
+                   "equino-tangent-cpu.json under --out")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
+    if args.tangent_timing is not None:
+        batches = args.tangent_timing or [16, 64, 1024]
+        res = {"machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
+                           "threads": torch.get_num_threads(), "torch": torch.__version__,
+                           "numpy": np.__version__, "note": args.note},
+               "rve": args.rves[0], "seconds_per_call": tangent_timings(args.rves[0], batches)}
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+        (Path(args.out) / "equino-tangent-cpu.json").write_text(json.dumps(res, indent=1))
+        return 0
     data_dir, out = Path(args.data_dir), Path(args.out)
     data_dir.mkdir(parents=True, exist_ok=True)
     out.mkdir(parents=True, exist_ok=True)
@@ -184,7 +236,7 @@ def main(argv=None) -> int:
         tr["rve"], tr["settings"] = solver.rve, {"bound": 0.04}
         res = train_equino(tr, modes=args.modes, epochs=args.epochs, lbfgs_iters=args.lbfgs_iters,
                            collocation=args.collocation, device=args.device, progress=False,
-                           loss=args.loss)
+                           loss=args.loss, init=args.init, fit_lbfgs_iters=args.fit_lbfgs_iters)
         model = res.pop("model")
         errs = relative_errors(model, te)
         proj = pod_projection_errors(model, te)
@@ -213,7 +265,7 @@ def markdown(results) -> str:
              f"Setup: {s['train']} training / {s['test']} test FE snapshots (LHS in [-0.04, 0.04]^3), "
              f"r = {s['modes']} POD modes, Adam {s['epochs']} epochs + L-BFGS {s['lbfgs_iters']} "
              f"iterations, float64, {s['collocation']} extra collocation strains, loss "
-             f"{s.get('loss', 'stress')}. {s['note']}", "",
+             f"{s.get('loss', 'stress')}, init {s.get('init', 'random')}. {s['note']}", "",
              "## Median relative L2 error (%) on the test snapshots (femno / published EquiNO)", "",
              "| field | " + " | ".join(results["rves"]) + " |",
              "|---|" + "---|" * len(results["rves"])]
@@ -228,12 +280,13 @@ def markdown(results) -> str:
                                                 e["pod_projection_median_pct"].items())
                           for r, e in results["rves"].items())]
     lines += ["", "## Training and evaluation cost", "",
-              "| RVE | train s | FE s/point (stress+tangent) | EquiNO s/point | bare MLP s/point "
-              "| EquiNO/MLP | FE/EquiNO |", "|---|---|---|---|---|---|---|"]
+              "| RVE | train s | FE s/point (stress+tangent) | EquiNO s/point | EquiNO AD s/point "
+              "| bare MLP s/point | EquiNO/MLP | FE/EquiNO |", "|---|---|---|---|---|---|---|---|"]
     for r, e in results["rves"].items():
         t = e["timing"]
         lines.append(f"| {r} | {e['train_seconds']:.1f} | {t['fe_s_per_point']:.3g} | "
-                     f"{t['equino_s_per_point']:.3g} | {t['bare_mlp_s_per_point']:.3g} | "
+                     f"{t['equino_s_per_point']:.3g} | {t.get('equino_ad_s_per_point', np.nan):.3g} | "
+                     f"{t['bare_mlp_s_per_point']:.3g} | "
                      f"{t['equino_over_mlp']:.2f} | {t['fe_over_equino']:.3g} |")
     lines += ["", f"Evaluation batch: {s['points']} points on {s['device']}; FE: "
               f"{s['fe_points']} points with RVESolver (serial, one CPU core).", ""]

@@ -31,7 +31,9 @@ micro models (--micro):
 
 output: per load step the Newton residual norms, the force-displacement curve (reaction
 of the clamped edge vs tip displacement), seconds in the micro model and in the macro
-(assembly + linear solves).
+(assembly + linear solves).  With --micro equino, strains outside the model's training
+range give a warning on stderr and are listed in the output (JSON: out_of_range, a list
+of {component, value, range}; empty when all strains stayed inside).
 
 examples:
   femno fe2 --macro cook --micro matrix --load 30 --steps 5 --plot cook.png
@@ -103,6 +105,9 @@ def run(args) -> int:
         ("Newton iterations per step", " ".join(map(str, res.iterations))),
         ("final reaction [N/mm]", res.reaction[-1]), ("tip displacement [mm]", res.displacement[-1]),
         ("micro seconds", res.micro_s), ("macro seconds", res.macro_s),
+        *([("OUTSIDE training range", "; ".join(
+            f"{v['component']}={v['value']:.4g} not in [{v['range'][0]:.4g}, {v['range'][1]:.4g}]"
+            for v in res.out_of_range))] if res.out_of_range else []),
     ], title="femno fe2")
     print("\n  load factor   displacement [mm]   reaction [N/mm]")
     for lam, d, f in zip(res.load_factor, res.displacement, res.reaction, strict=True):

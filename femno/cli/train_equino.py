@@ -12,9 +12,19 @@ integration-point stress; the two MLPs are trained with the physics-informed
 constitutive loss only (no stress labels), Adam then L-BFGS, float64.  Training
 strains: the snapshot strains plus --collocation extra Latin-hypercube strains.
 
-example:
+--init lm (recommended; see benchmarks/results/equino.md): first solve the same
+physics loss per training strain to convergence (Levenberg-Marquardt on the r
+displacement coefficients, the stress coefficients eliminated; ~0.2 s per strain for
+RVE3 on one core, no FE solve), fit the networks to those coefficients (supervised,
+--fit-epochs Adam + --fit-lbfgs-iters L-BFGS), then optionally the physics phase
+(--epochs, --lbfgs-iters; default 0 0: it did not help on RVE3).  Use many
+--collocation strains with it (e.g. 1000; ~0.2 s each for RVE3 on one core).
+
+examples:
   femno rve snapshots --rve RVE1 --samples 100 --out /tmp/rve1-train
   femno train equino --rve RVE1 --snapshots /tmp/rve1-train --out /tmp/rve1.pt --device cuda
+  femno train equino --rve RVE3 --snapshots /tmp/rve3-train --out /tmp/rve3-lm.pt \\
+      --init lm --collocation 1000
 """
 
 
@@ -26,8 +36,10 @@ def add_parser(sub) -> None:
     p.add_argument("--snapshots", required=True, metavar="PATH", help="snapshot dataset")
     p.add_argument("--out", required=True, metavar="MODEL", help="output model file (.pt)")
     p.add_argument("--modes", type=int, default=16, help="POD modes per field (16)")
-    p.add_argument("--epochs", type=int, default=3000, help="Adam epochs (3000)")
-    p.add_argument("--lbfgs-iters", type=int, default=1000, help="L-BFGS iterations (1000)")
+    p.add_argument("--epochs", type=int, default=None,
+                   help="Adam epochs of the physics loss (3000; 0 with --init lm)")
+    p.add_argument("--lbfgs-iters", type=int, default=None,
+                   help="L-BFGS iterations of the physics loss (1000; 0 with --init lm)")
     p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (1e-3)")
     p.add_argument("--batch-size", type=int, default=None, help="strains per batch (all)")
     p.add_argument("--collocation", type=int, default=0,
@@ -36,6 +48,14 @@ def add_parser(sub) -> None:
                    help="residual norm: 'stress' (published, default) or 'compliance' "
                    "(weighted by each material's inverse elastic tangent; see "
                    "benchmarks/results/equino-compliance.md)")
+    p.add_argument("--init", default="random", choices=("random", "lm"),
+                   help="network initialization: 'random' (published) or 'lm' (fit to "
+                   "per-strain Levenberg-Marquardt minimizers of the physics loss; see below)")
+    p.add_argument("--lm-iters", type=int, default=40, help="LM iterations per strain (40)")
+    p.add_argument("--fit-epochs", type=int, default=500,
+                   help="--init lm: Adam epochs of the coefficient fit (500)")
+    p.add_argument("--fit-lbfgs-iters", type=int, default=4000,
+                   help="--init lm: L-BFGS iterations of the coefficient fit (4000)")
     p.add_argument("--seed", type=int, default=0, help="seed (default 0)")
     p.add_argument("--device", default=None, help="torch device (default cuda if available)")
     p.add_argument("--resume", action="store_true",
@@ -51,7 +71,9 @@ def run(args) -> int:
                        lbfgs_iters=args.lbfgs_iters, lr=args.lr, batch_size=args.batch_size,
                        collocation=args.collocation, seed=args.seed, device=args.device,
                        progress=not args.json, expect_rve=args.rve,
-                       loss=args.loss, resume=args.resume)
+                       loss=args.loss, resume=args.resume, init=args.init,
+                       lm_iters=args.lm_iters, fit_epochs=args.fit_epochs,
+                       fit_lbfgs_iters=args.fit_lbfgs_iters)
     if args.json:
         print_json(res)
     else:

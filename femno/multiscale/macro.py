@@ -58,6 +58,7 @@ from femno.fem.bc import boundary_dofs, neumann_load
 from femno.fem.families.base import positive_number
 from femno.fem.mesh import _check_n, lshape
 from femno.fem.spaces import element
+from femno.multiscale.micro import range_violations
 
 __all__ = ["MacroProblem", "MacroResult", "cook_membrane", "l_profile", "macro_problem",
            "solve_macro", "MACROS"]
@@ -313,6 +314,9 @@ class MacroResult:
     starting with the unloaded state.  ``residuals``: Newton residual norms per step
     (first entry: before the first correction).  ``iterations``: Newton corrections per
     step.  ``stress``: stress at all macro points at the final load, (E*Q, 3).
+    ``out_of_range``: for a micro model with a ``training_range`` (EquiNO), the strain
+    components that left it at the macro points of the converged steps
+    (:func:`~femno.multiscale.micro.range_violations`; ``[]``: none); ``None`` otherwise.
     """
 
     problem: str
@@ -334,12 +338,13 @@ class MacroResult:
     mesh: object = None
     element_stress: np.ndarray | None = None
     micro: dict | None = None
+    out_of_range: list | None = None
 
     def to_dict(self) -> dict:
         """JSON-able summary (without the field arrays)."""
         keys = ("problem", "micro", "load_factor", "force", "reaction", "displacement",
                 "residuals", "iterations", "cutbacks", "micro_s", "macro_s", "total_s",
-                "n_points", "n_dofs")
+                "n_points", "n_dofs", "out_of_range")
         out = {k: getattr(self, k) for k in keys}
         out["max_abs_strain"] = np.abs(self.strain).max(axis=0).tolist()  # vs training range
         return out
@@ -404,6 +409,7 @@ def solve_macro(problem: MacroProblem, micro, *, steps: int = 5, rtol: float = 1
     res = MacroResult(problem.name, [0.0], [0.0], [problem.reaction(f_int)],
                       [float(u[problem.ref_dof])], [], [], 0, u, stress, problem.strains(u),
                       0.0, 0.0, 0.0, problem.n_points, problem.n_dofs)
+    e_lo, e_hi = res.strain.min(axis=0), res.strain.max(axis=0)  # range of converged strains
     lam, dlam = 0.0, 1.0 / steps
     min_dlam = dlam / 2**max_cutbacks
     nominal = np.linspace(0.0, 1.0, steps + 1)
@@ -434,6 +440,8 @@ def solve_macro(problem: MacroProblem, micro, *, steps: int = 5, rtol: float = 1
         res.displacement.append(float(u[problem.ref_dof]))
         res.residuals.append(hist)
         res.iterations.append(len(hist) - 1)
+        e_now = problem.strains(u)
+        e_lo, e_hi = np.minimum(e_lo, e_now.min(axis=0)), np.maximum(e_hi, e_now.max(axis=0))
         log.info("load factor %.4g: %d Newton iterations, residuals %s", lam, len(hist) - 1,
                  " ".join(f"{r:.2e}" for r in hist))
         if progress is not None:
@@ -445,6 +453,10 @@ def solve_macro(problem: MacroProblem, micro, *, steps: int = 5, rtol: float = 1
     res.mesh, res.element_stress = problem.basis.mesh, problem.element_mean(stress)
     describe = getattr(micro, "describe", None)
     res.micro = describe() if callable(describe) else {"name": type(micro).__name__}
+    bounds = getattr(micro, "training_range", None)  # EquiNOMicro: (lo, hi); EquiNO: method
+    bounds = bounds() if callable(bounds) else bounds
+    if bounds is not None:
+        res.out_of_range = range_violations(np.stack([e_lo, e_hi]), bounds)
     res.total_s = time.perf_counter() - t_start
     res.micro_s, res.macro_s = micro_s, res.total_s - micro_s
     return res

@@ -42,6 +42,7 @@ import inspect
 import os
 import time
 import uuid
+import warnings
 
 import numpy as np
 
@@ -54,11 +55,55 @@ __all__ = [
     "FERVEMicro",
     "EquiNOMicro",
     "micro_from_spec",
+    "range_violations",
     "MICRO_SPECS",
+    "STRAIN_COMPONENTS",
 ]
+
+#: Names of the strain components, in order.
+STRAIN_COMPONENTS = ("eps_xx", "eps_yy", "gamma_xy")
 
 #: Valid ``--micro`` specifications (see :func:`micro_from_spec`).
 MICRO_SPECS = ("fe", "equino:PATH", "linear", "matrix", "fibre")
+
+
+def range_violations(strains, bounds) -> list:
+    """Strain components outside a training range, with their most extreme value.
+
+    Parameters
+    ----------
+    strains : array_like, shape (n, 3)
+    bounds : (lo, hi) of arrays (3,) or None
+
+    Returns
+    -------
+    list of dict
+        ``{"component", "value", "range"}`` per component of :data:`STRAIN_COMPONENTS`
+        with a value outside ``[lo, hi]`` (``value``: the one farthest outside); empty
+        when all are inside or ``bounds`` is ``None``.
+
+    >>> range_violations([[0.01, 0.0, 0.055]], ([-0.04] * 3, [0.04] * 3))
+    [{'component': 'gamma_xy', 'value': 0.055, 'range': [-0.04, 0.04]}]
+    """
+    if bounds is None:
+        return []
+    e = np.asarray(strains, dtype=np.float64).reshape(-1, 3)
+    if len(e) == 0:
+        return []
+    lo, hi = (np.asarray(b, dtype=np.float64).reshape(3) for b in bounds)
+    mn, mx = e.min(axis=0), e.max(axis=0)
+    out = []
+    for j, name in enumerate(STRAIN_COMPONENTS):
+        below, above = lo[j] - mn[j], mx[j] - hi[j]
+        if below > 0 or above > 0:
+            out.append({"component": name, "value": float(mn[j] if below > above else mx[j]),
+                        "range": [float(lo[j]), float(hi[j])]})
+    return out
+
+
+def _excess(v: dict) -> float:
+    """How far a :func:`range_violations` entry's value lies outside its range."""
+    return max(v["range"][0] - v["value"], v["value"] - v["range"][1])
 
 
 def _check_output(stress, tangent, n: int, who: str):
@@ -305,7 +350,12 @@ class FERVEMicro(MicroModel):
 
 
 class EquiNOMicro(MicroModel):
-    """A trained EquiNO surrogate as micro model (stress and AD tangent, batched).
+    """A trained EquiNO surrogate as micro model (stress and tangent, batched).
+
+    When the model knows the strain range it was trained on
+    (:meth:`~femno.operators.equino.EquiNO.training_range`), strains outside it are
+    recorded in :attr:`out_of_range` and the first such evaluation issues one
+    ``UserWarning`` (the surrogate extrapolates there).
 
     Parameters
     ----------
@@ -314,6 +364,13 @@ class EquiNOMicro(MicroModel):
         ``femno.operators.checkpoint.load_model(path, kind="equino")``.
     device : str, optional, keyword-only
         Torch device (``"cpu"``, ``"cuda"``); default: the model's current device.
+
+    Attributes
+    ----------
+    training_range : (lo, hi) of ndarray (3,) or None
+    out_of_range : dict
+        component -> ``{"component", "value", "range"}``, the most extreme value seen
+        outside the training range over all evaluations (empty if none).
     """
 
     name = "equino"
@@ -339,14 +396,33 @@ class EquiNOMicro(MicroModel):
         if device is not None and hasattr(model, "to"):
             model = model.to(device)
         self.model, self.device = model, device
+        rng = getattr(model, "training_range", None)
+        self.training_range = rng() if callable(rng) else None
+        self.out_of_range: dict = {}
 
     def _evaluate(self, eps):
+        viol = range_violations(eps, self.training_range)
+        if viol:
+            first = not self.out_of_range
+            for v in viol:
+                old = self.out_of_range.get(v["component"])
+                if old is None or _excess(v) > _excess(old):
+                    self.out_of_range[v["component"]] = v
+            if first:
+                warnings.warn("EquiNO micro model evaluated outside its training range "
+                              "(it extrapolates there): " + "; ".join(
+                                  f"{v['component']} = {v['value']:.4g} not in "
+                                  f"[{v['range'][0]:.4g}, {v['range'][1]:.4g}]" for v in viol),
+                              UserWarning, stacklevel=4)
         stress, tangent = self.model.stress_and_tangent(eps)
         to_np = lambda a: a.detach().cpu().numpy() if hasattr(a, "detach") else np.asarray(a)  # noqa: E731
         return to_np(stress).astype(np.float64), to_np(tangent).astype(np.float64)
 
     def describe(self):
-        return {"name": self.name, "path": self.path, "device": self.device}
+        rng = self.training_range
+        return {"name": self.name, "path": self.path, "device": self.device,
+                "training_range": None if rng is None else [np.asarray(b).tolist() for b in rng],
+                "out_of_range": list(self.out_of_range.values())}
 
 
 def micro_from_spec(spec: str, *, rve: str = "RVE1", workers: int | None = None,

@@ -17,8 +17,11 @@ labels: the mean over integration points of
 :math:`\|\sigma^{const}(\varepsilon_{ip}) - \sigma^{POD}_{ip}\|^2` (divided by the
 mean square snapshot stress).  The homogenized stress is the area-weighted mean of
 the POD stress, :math:`\langle\sigma\rangle = A_\sigma c_\sigma(\bar e)`, and the macro
-tangent is its derivative by automatic differentiation (``torch.func.jacfwd`` and
-``vmap``, batched).  Everything is float64.
+tangent is its exact derivative, pushed forward through the MLP by hand (batched; numpy
+on CPU for small batches, torch otherwise) or by ``torch.func`` ``vmap(jacfwd)``
+(``method="ad"``).  The training strain box is stored (:meth:`EquiNO.training_range`).
+Everything is float64.  Training: :func:`train_equino` (random or LM initialization,
+:mod:`femno.operators.equino_fit`).
 
 >>> import numpy as np, torch
 >>> from femno.multiscale.rve_solver import RVESolver
@@ -40,6 +43,10 @@ from torch import nn
 
 from femno.errors import InputError
 from femno.operators.checkpoint import register_model
+
+#: Largest batch that ``stress_and_tangent(method="auto")`` evaluates in numpy on CPU
+#: (cheaper than torch below it; see benchmarks/results/equino.md).
+_NUMPY_MAX_BATCH = 512
 
 __all__ = ["EquiNO", "mlp", "material_spec", "laws_from_spec", "relative_errors", "train_equino"]
 
@@ -105,16 +112,21 @@ class EquiNO(nn.Module):
         Network input is ``strain / strain_scale``.
     rve : str
         Name of the RVE (metadata).
+    train_bounds : array_like (2, 3), optional
+        Per-component lower and upper bounds of the training strains (set by
+        :func:`train_equino`; ``None`` in checkpoints written before it existed).
     """
 
     def __init__(self, *, n_nodes: int, n_ip: int, materials: dict, modes: int = 16, width: int = 64,
                  depth: int = 4, strain_scale: float = 0.04, rve: str = "rve",
-                 loss: str = "stress"):
+                 loss: str = "stress", train_bounds=None):
         super().__init__()
         self.config = {"n_nodes": int(n_nodes), "n_ip": int(n_ip), "materials": dict(materials),
                        "modes": int(modes), "width": int(width), "depth": int(depth),
                        "strain_scale": float(strain_scale), "rve": str(rve),
-                       "loss": str(loss)}
+                       "loss": str(loss),
+                       "train_bounds": None if train_bounds is None else
+                       np.asarray(train_bounds, dtype=np.float64).reshape(2, 3).tolist()}
         if loss not in ("stress", "compliance"):
             raise InputError(f"loss must be 'stress' or 'compliance', got {loss!r}")
         r, f64 = int(modes), torch.float64
@@ -141,7 +153,8 @@ class EquiNO(nn.Module):
     @classmethod
     def from_snapshots(cls, solver, fluctuation: np.ndarray, stress_ip: np.ndarray, *,
                        modes: int = 16, width: int = 64, depth: int = 4,
-                       strain_scale: float = 0.04, seed: int = 0, loss: str = "stress") -> EquiNO:
+                       strain_scale: float = 0.04, seed: int = 0, loss: str = "stress",
+                       train_bounds=None) -> EquiNO:
         """POD of snapshots of ``solver``'s RVE and freshly initialized MLPs.
 
         Parameters
@@ -153,6 +166,8 @@ class EquiNO(nn.Module):
             POD modes per field (at most ``S``).
         seed : int
             Seed of the network initialization.
+        train_bounds : array_like (2, 3), optional
+            Training strain range (see the class parameters).
         """
         fl, st = np.asarray(fluctuation, np.float64), np.asarray(stress_ip, np.float64)
         if fl.ndim != 3 or fl.shape[1:] != (solver.rve.n_nodes, 2):
@@ -162,7 +177,8 @@ class EquiNO(nn.Module):
         torch.manual_seed(int(seed))
         model = cls(n_nodes=solver.rve.n_nodes, n_ip=solver.n_ip,
                     materials=material_spec(solver.materials), modes=modes, width=width,
-                    depth=depth, strain_scale=strain_scale, rve=solver.rve.name, loss=loss)
+                    depth=depth, strain_scale=strain_scale, rve=solver.rve.name, loss=loss,
+                    train_bounds=train_bounds)
         Xu, Xs = fl.reshape(fl.shape[0], -1).T, st.reshape(st.shape[0], -1).T
         phi_u, phi_s = _pod(Xu, modes), _pod(Xs, modes)
         b_phi = solver.strain_operator() @ phi_u
@@ -179,6 +195,11 @@ class EquiNO(nn.Module):
         model.stress_scale.fill_(float(np.sqrt(np.mean(st**2))) + 1e-30)
         model.material_ip.copy_(torch.as_tensor(solver.material_ip, dtype=torch.int64))
         return model
+
+    def training_range(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """``(lo, hi)``, each (3,), of the training strains, or ``None`` when unknown."""
+        b = self.config.get("train_bounds")
+        return None if b is None else (np.asarray(b[0], float), np.asarray(b[1], float))
 
     # -- evaluation ----------------------------------------------------------------------
     def _input(self, strains) -> torch.Tensor:
@@ -260,25 +281,101 @@ class EquiNO(nn.Module):
             return torch.einsum("nic,icd,nid->ni", r, self._compliance(), r).mean()
         return (r ** 2).sum(-1).mean()
 
-    def stress_and_tangent(self, strains) -> tuple[np.ndarray, np.ndarray]:
-        """Micro-model interface: homogenized stress (n, 3) and tangent (n, 3, 3), float64 numpy.
+    def stress_and_tangent(self, strains, *, method: str = "auto") -> tuple[np.ndarray, np.ndarray]:
+        r"""Micro-model interface: homogenized stress (n, 3) and tangent (n, 3, 3), float64 numpy.
 
-        ``strains`` (n, 3) ndarray or tensor; evaluated batched on the model's device.
+        ``strains`` (n, 3) ndarray or tensor.  ``method``: ``"auto"`` (default:
+        ``"numpy"`` on CPU up to 512 points, else ``"forward"``), ``"numpy"`` (model on
+        CPU only) / ``"forward"`` (hand-written
+        forward-mode tangent, :meth:`stress_and_tangent_torch`, in numpy or torch on the
+        model's device) or ``"ad"`` (``torch.func`` ``vmap(jacfwd)``).  All agree to
+        rounding; the forward paths are 4-20x cheaper on CPU at small batches (see
+        ``benchmarks/results/equino.md``).
         """
-        s, C = self.stress_and_tangent_torch(self._input(strains))
+        on_cpu = self.phi_u.device.type == "cpu"
+        if method == "auto":
+            n = len(strains) if hasattr(strains, "__len__") else 1  # validated below
+            method = "numpy" if on_cpu and n <= _NUMPY_MAX_BATCH else "forward"
+        if method == "numpy":
+            if not on_cpu:
+                raise InputError("method='numpy' needs the model on the CPU; use 'forward'")
+            if isinstance(strains, torch.Tensor):
+                strains = strains.detach().cpu().numpy()
+            from femno.multiscale.materials import check_strains
+
+            return self._stress_and_tangent_numpy(check_strains(strains, what="strains"))
+        s, C = self.stress_and_tangent_torch(self._input(strains), method=method)
         return s.detach().cpu().numpy(), C.detach().cpu().numpy()
 
-    def stress_and_tangent_torch(self, e: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Tensor version of :meth:`stress_and_tangent` (no host transfer)."""
-        from torch.func import jacfwd, vmap
+    def stress_and_tangent_torch(self, e: torch.Tensor, *, method: str = "forward"
+                                 ) -> tuple[torch.Tensor, torch.Tensor]:
+        r"""Tensor version of :meth:`stress_and_tangent` (no host transfer).
 
-        def one(x):
-            s = self.forward(x[None])[0]
-            return s, s
+        ``method="forward"`` (default): the tangent is pushed forward through the MLP
+        with the activations, :math:`T_0 = W_1/s`, after each hidden layer
+        :math:`z = W h + b`, :math:`h \leftarrow \mathrm{SiLU}(z)`,
+        :math:`T \leftarrow \mathrm{SiLU}'(z) \odot (W T)` with
+        :math:`\mathrm{SiLU}'(z) = \varsigma(z)(1 + z(1-\varsigma(z)))`; the output
+        layer, coefficient scales and area average fold into one matrix
+        :math:`G = W_L^T \operatorname{diag}(s_\sigma) A_\sigma^T` (width, 3), so that
+        :math:`\bar\sigma = h G + \text{const}` and :math:`\mathbb{C} = T G`.
+        ``method="ad"``: ``vmap(jacfwd(forward))``.
+        """
+        if method == "ad":
+            from torch.func import jacfwd, vmap
 
+            def one(x):
+                s = self.forward(x[None])[0]
+                return s, s
+
+            with torch.no_grad():
+                C, s = vmap(jacfwd(one, has_aux=True))(e)
+            return s, C
+        if method != "forward":
+            raise InputError(f"method must be 'auto', 'numpy', 'forward' or 'ad', got {method!r}")
         with torch.no_grad():
-            C, s = vmap(jacfwd(one, has_aux=True))(e)
-        return s, C
+            lins, G, c = self._folded_output()
+            h, T = e / self.config["strain_scale"], None
+            for lin in lins[:-1]:
+                z = torch.addmm(lin.bias, h, lin.weight.T)
+                sg = torch.sigmoid(z)
+                h, d = z * sg, sg * (1 + z * (1 - sg))
+                T = d[None] * (lin.weight.T / self.config["strain_scale"])[:, None, :] \
+                    if T is None else d[None] * (T @ lin.weight.T)
+            return h @ G + c, (T @ G).permute(1, 2, 0)
+
+    def _folded_output(self):
+        """Linear layers, ``G = W_L^T diag(scale_s) avg_s^T`` (width, 3) and the constant (3,)."""
+        lins = [m for m in self.net_s if isinstance(m, nn.Linear)]
+        if len(lins) + sum(isinstance(m, nn.SiLU) for m in self.net_s) != len(self.net_s):
+            raise InputError("forward-mode tangent needs a Linear/SiLU network; use method='ad'")
+        G = lins[-1].weight.T @ (self.scale_s[:, None] * self.avg_s.T)
+        return lins, G, (lins[-1].bias * self.scale_s) @ self.avg_s.T
+
+    def _stress_and_tangent_numpy(self, e: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The ``"forward"`` recursion of :meth:`stress_and_tangent_torch` in numpy (CPU).
+
+        The numpy weights are cached, keyed by the parameters' in-place version counters
+        (an optimizer step or ``load_state_dict`` invalidates them).
+        """
+        ts = (*self.net_s.parameters(), self.scale_s, self.avg_s)
+        key = tuple((t.data_ptr(), t._version) for t in ts)
+        if getattr(self, "_np_cache", (None,))[0] != key:
+            with torch.no_grad():
+                lins, G, c = self._folded_output()
+                Ws = [(m.weight.detach().numpy().T.copy(), m.bias.detach().numpy().copy())
+                      for m in lins[:-1]]
+                self._np_cache = (key, Ws, G.numpy().copy(), c.numpy().copy())
+        _, Ws, G, c = self._np_cache
+        scale = self.config["strain_scale"]
+        h, T = e / scale, None
+        with np.errstate(over="ignore"):
+            for Wt, b in Ws:
+                z = h @ Wt + b
+                sg = 1.0 / (1.0 + np.exp(-z))
+                h, d = z * sg, sg * (1 + z * (1 - sg))
+                T = d[None] * (Wt / scale)[:, None, :] if T is None else d[None] * (T @ Wt)
+        return h @ G + c, (T @ G).transpose(1, 2, 0)
 
     @torch.no_grad()
     def fields(self, strains) -> dict:
@@ -341,80 +438,5 @@ def relative_errors(model: EquiNO, data: dict, *, batch: int = 16) -> dict:
     return {k: np.concatenate(v) for k, v in errs.items()}
 
 
-def train_equino(snapshots, *, out=None, modes: int = 16, epochs: int = 3000,
-                 lbfgs_iters: int = 1000, lr: float = 1e-3, batch_size: int | None = None,
-                 collocation: int = 0, seed: int = 0, device=None, progress: bool = True,
-                 expect_rve: str | None = None, materials: dict | None = None,
-                 loss: str = "stress", resume: bool = False) -> dict:
-    """Build EquiNO from a snapshot dataset, train it, optionally save it.
-
-    Training strains are the snapshot strains plus ``collocation`` extra Latin-hypercube
-    strains (seed ``seed + 1``); the loss is :meth:`EquiNO.loss` (no stress labels),
-    Adam for ``epochs`` then L-BFGS for ``lbfgs_iters`` via
-    :func:`femno.operators.training.fit`.
-
-    Parameters
-    ----------
-    snapshots : path or dict
-        Snapshot dataset directory or the dict of :func:`~femno.multiscale.snapshots.load_snapshots`.
-    out : path, optional
-        Model file written with :func:`~femno.operators.checkpoint.save_model`.
-    materials : dict, optional
-        Material laws by id (default those of SPEC §2).
-    resume : bool, keyword-only
-        With ``out``, the training state goes to ``out + ".state"`` after every epoch;
-        ``resume=True`` continues an interrupted run from it.
-
-    Returns
-    -------
-    dict
-        ``model`` (the trained :class:`EquiNO`, not JSON-able; removed when ``out`` is
-        given), ``train_seconds``, ``final_loss``, ``initial_loss``, ``strains``, ...
-    """
-    import time
-
-    from femno.multiscale.rve_solver import RVESolver
-    from femno.multiscale.snapshots import lhs_strains, load_snapshots
-    from femno.operators.checkpoint import save_model
-    from femno.operators.training import fit, pick_device
-
-    data = snapshots if isinstance(snapshots, dict) else load_snapshots(snapshots)
-    rve = data["rve"]
-    if expect_rve is not None and rve.name != expect_rve:
-        raise InputError(f"the snapshots are of RVE {rve.name!r}, not {expect_rve!r}")
-    torch.manual_seed(int(seed))
-    solver = RVESolver(rve, materials=materials)
-    model = EquiNO.from_snapshots(solver, data["fluctuation"], data["stress_ip"], modes=modes,
-                                  seed=seed, loss=loss)
-    strains = data["strain"]
-    if collocation:
-        bound = float(data.get("settings", {}).get("bound", 0.04))
-        strains = np.concatenate([strains, lhs_strains(collocation, seed=seed + 1, bound=bound)])
-    e = torch.as_tensor(strains, dtype=torch.float64)
-    train = torch.utils.data.TensorDataset(e)
-    dev = pick_device(device)
-    model.to(dev)
-    with torch.no_grad():
-        loss0 = float(model.loss(e.to(dev)))
-    t0 = time.perf_counter()
-    res = fit(model, lambda m, b: m.loss(b[0]), train, epochs=epochs, batch_size=batch_size,
-              lr=lr, lbfgs_iters=lbfgs_iters, seed=seed, device=dev, progress=progress,
-              desc=f"EquiNO {rve.name}", resume=resume,
-              checkpoint=None if out is None else str(out) + ".state")
-    seconds = time.perf_counter() - t0
-    with torch.no_grad():
-        loss1 = float(model.loss(e.to(dev)))
-    meta = {"rve": rve.name, "snapshots": str(snapshots) if not isinstance(snapshots, dict) else "",
-            "n_snapshots": int(data["strain"].shape[0]), "n_train_strains": int(e.shape[0]),
-            "epochs": epochs, "lbfgs_iters": lbfgs_iters, "loss": loss, "lr": lr, "seed": seed,
-            "initial_loss": loss0, "final_loss": loss1, "train_seconds": seconds,
-            "device": str(dev)}
-    model.meta = meta
-    out_dict = dict(meta)
-    if out is not None:
-        save_model(model, out)
-        out_dict["out"] = str(out)
-    else:
-        out_dict["model"] = model
-    out_dict["history_tail"] = res.history[-3:]
-    return out_dict
+# train_equino lives with the LM initialization (module size); re-exported here.
+from femno.operators.equino_fit import train_equino  # noqa: E402
