@@ -96,3 +96,12 @@ def test_bad_input():
         fit(_MLP(), _loss, torch.utils.data.TensorDataset(torch.zeros(0, 2)), progress=False)
     with pytest.raises(InputError):
         fit(_MLP(), _loss, _data(), epochs=-1, progress=False)
+
+
+def test_lbfgs_history_records_the_loss_after_the_phase():
+    model = _MLP()
+    res = fit(model, _loss, _data(), **{**OPTS, "lbfgs_iters": 30})
+    h = res.history[-1]
+    assert h["phase"] == "lbfgs" and h["loss"] < h["start_loss"]
+    full = next(iter(torch.utils.data.DataLoader(_data(), batch_size=len(_data()))))
+    assert abs(h["loss"] - float(_loss(model, full))) <= 1e-12 * max(1.0, h["loss"])

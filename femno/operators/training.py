@@ -227,8 +227,10 @@ def fit(model: torch.nn.Module, loss_fn, train, *, val_fn=None, epochs: int = 10
             loss.backward()
             return loss
 
-        loss = float(lbfgs.step(closure).detach())
-        history.append({"phase": "lbfgs", "loss": loss, "iterations": lbfgs_iters,
+        start_loss = float(lbfgs.step(closure).detach())  # torch returns the *initial* loss
+        loss = float(loss_fn(model, full).detach())  # the loss after the phase (may need autograd)
+        history.append({"phase": "lbfgs", "loss": loss, "start_loss": start_loss,
+                        "iterations": lbfgs_iters,
                         "val": validate(), "seconds": time.perf_counter() - te})
         save_state(epochs, lbfgs_flag=True)
     if best_state is not None:
