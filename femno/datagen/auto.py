@@ -142,7 +142,7 @@ def run_auto(run, *, pc="auto", k=20, restart=40, maxiter=None):
     seconds per system of each candidate.
     """
     info = analyze(run.As)
-    N, n = info["N"], info["n"]
+    N = info["N"]
     text = _structure_text(info)
     rtol = run.rtol
     direct_ok, no_direct = direct_feasible(run.As[0])
