@@ -154,6 +154,7 @@ def run_recipe(recipe, args):
               flush=True)
     return dict(recipe=recipe, dofs=n, systems=len(systems), fixed_matrix=fam.fixed_matrix,
                 spd=fam.spd, greedy_sort_s=sort_s, rows=rows, slow_systems=args.slow_systems,
+                maxiter=args.maxiter,
                 run_at=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(t_rec)),
                 load_average=[round(load0, 2), round(os.getloadavg()[0], 2)])
 
@@ -249,7 +250,8 @@ def write(results, workers, args):
             findings = [text[text.index(FINDINGS[0]):text.index(FINDINGS[1]) + len(FINDINGS[1])], ""]
     L = ["# Data-generation benchmark (femno.datagen.solve_sequence)", "",
          f"Machine: {m.get('cpu_model', '?')}, {m['cpus']} cores, OMP_NUM_THREADS={m['omp_threads']}; "
-         f"numpy {m['numpy']}, scipy {m['scipy']}. rtol {args.rtol:g}, maxiter {args.maxiter}.",
+         f"numpy {m['numpy']}, scipy {m['scipy']}. rtol {args.rtol:g}; iteration limit per system "
+         "as each section says.",
          "Command: `python benchmarks/bench_datagen.py --recipes R ...` (all strategies of a recipe on the "
          "same systems, one process; each recipe section says when it ran and the machine's load average).",
          "Times are per system x number of systems; rows marked * ran on the first systems only "
@@ -269,7 +271,7 @@ def write(results, workers, args):
         if rec.get("run_at"):
             L += [f"_Ran {rec['run_at']}; load average {rec['load_average'][0]} at the start, "
                   f"{rec['load_average'][1]} at the end (2 cores); rows marked * ran on "
-                  f"{rec.get('slow_systems')} systems._", ""]
+                  f"{rec.get('slow_systems')} systems; maxiter {rec.get('maxiter', '?')}._", ""]
         if rec.get("note"):
             L += [f"_{rec['note']}_", ""]
         if rec.get("interleaved"):
