@@ -190,6 +190,45 @@ def interleaved(recipe, args, pairs=(("AMG-CG fresh hierarchy", "amg-cg-fresh"),
     return out
 
 
+def interleaved_skr(recipe, args):
+    """GMRES(40), SKR (GCRO-DR) and SKR (deflated CG) with the same preconditioner,
+    alternating system by system along the greedy-sorted chain of N further systems.
+
+    Each strategy keeps its own state (recycle / deflation space, preconditioner); all
+    three see the same machine load, so the ratios are fair on a shared machine.
+    Returns ``{pc: {label: {median_wall_s, median_cpu_s, mean_iterations}}}``.
+    """
+    from femno.datagen.sequence import make_strategy
+
+    _, systems, feats = build(recipe, args.interleave_skr, args.seed + 2)
+    order, _ = sort_systems(feats, method="greedy")
+    out = {}
+    for pc in [p for p in args.pcs if p in CG_PCS]:
+        strategies = {"GMRES(40)": make_strategy("gmres", pc=pc, rtol=args.rtol, maxiter=args.maxiter),
+                      "SKR (GCRO-DR)": make_strategy("skr", pc=pc, rtol=args.rtol, maxiter=args.maxiter),
+                      "SKR (deflated CG)": make_strategy("dcg", pc=pc, rtol=args.rtol,
+                                                         maxiter=args.maxiter)}
+        wall = {k: [] for k in strategies}
+        cpu = {k: [] for k in strategies}
+        its = {k: [] for k in strategies}
+        for i in order:
+            A, b = systems[i]
+            for label, st in strategies.items():
+                t, c = time.perf_counter(), time.process_time()
+                _, stats = st.solve(A, b)
+                wall[label].append(time.perf_counter() - t)
+                cpu[label].append(time.process_time() - c)
+                its[label].append(stats.iterations)
+        out[pc] = {k: dict(mean_wall_s=float(np.mean(wall[k])), mean_cpu_s=float(np.mean(cpu[k])),
+                           mean_iterations=float(np.mean(its[k])), systems=len(order))
+                   for k in strategies}
+        g = out[pc]["GMRES(40)"]
+        print(f"  interleaved {pc:<7}" + "".join(
+            f"  {k} {v['mean_cpu_s'] * 1e3:8.1f} ms CPU ({g['mean_cpu_s'] / v['mean_cpu_s']:.2f}x)"
+            for k, v in out[pc].items()), flush=True)
+    return out
+
+
 def workers_comparison(recipe, args):
     """1 vs 2 workers through the dataset generator (includes assembly and I/O)."""
     import tempfile
@@ -282,6 +321,18 @@ def write(results, workers, args):
                   f"{fv['median_cpu_s'] * 1e3:.0f} ms CPU per system, {ra} {rv['median_wall_s'] * 1e3:.0f} / "
                   f"{rv['median_cpu_s'] * 1e3:.0f} ms: ratio {fv['median_wall_s'] / rv['median_wall_s']:.2f}x wall, "
                   f"{fv['median_cpu_s'] / rv['median_cpu_s']:.2f}x CPU.", ""]
+        if rec.get("interleaved_skr"):
+            L += [f"Interleaved SKR check ({next(iter(next(iter(rec['interleaved_skr'].values())).values()))['systems']} "
+                  "further systems along the sorted chain; GMRES(40), SKR with GCRO-DR and SKR with deflated CG "
+                  "alternating system by system, same preconditioner; mean CPU ms per system, mean iterations, "
+                  "time ratio GMRES(40) / row):", "",
+                  "| pc | GMRES(40) | SKR (GCRO-DR) | SKR (deflated CG) |", "|---|---|---|---|"]
+            for pc, v in rec["interleaved_skr"].items():
+                g = v["GMRES(40)"]["mean_cpu_s"]
+                L.append(f"| {pc} | " + " | ".join(
+                    f"{x['mean_cpu_s'] * 1e3:.1f} ms, {x['mean_iterations']:.0f} it ({g / x['mean_cpu_s']:.2f}x)"
+                    for x in v.values()) + " |")
+            L.append("")
         L += ["| strategy | total s | samples/s | CPU ms/system | mean it | failures | vs GMRES | vs best fresh | ran as |",
               "|---|---|---|---|---|---|---|---|---|"]
         for r in rec["rows"]:
@@ -323,6 +374,9 @@ def main(argv=None):
     p.add_argument("--interleave", type=int, default=0, metavar="N",
                    help="also solve N further systems with fresh and reused AMG-CG alternately "
                         "(a load-fair ratio on a shared machine)")
+    p.add_argument("--interleave-skr", type=int, default=0, metavar="N",
+                   help="also solve N further systems (sorted chain) with GMRES(40), SKR (GCRO-DR) "
+                        "and SKR (deflated CG) alternately, per CG preconditioner of --pcs")
     p.add_argument("--skip-rows", action="store_true",
                    help="with --interleave: only the interleaved run, keep the recorded rows")
     p.add_argument("--note", default="", help="a remark stored with each recipe run (e.g. 'machine shared')")
@@ -338,6 +392,10 @@ def main(argv=None):
         for r in results:
             if r["spd"]:
                 r["interleaved"] = interleaved(r["recipe"], args)
+    if args.interleave_skr:
+        for r in results:
+            if r["spd"]:
+                r["interleaved_skr"] = interleaved_skr(r["recipe"], args)
     for r in results:
         if args.note:
             r["note"] = args.note
