@@ -200,6 +200,8 @@ def main(argv=None) -> int:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--points", type=int, default=100000, help="batch of the evaluation timing")
     p.add_argument("--fe-points", type=int, default=2, help="points of the FE timing")
+    p.add_argument("--save-models", default=None, metavar="DIR",
+                   help="save each trained model as DIR/equino-RVE.pt (for bench_fe2 --model)")
     p.add_argument("--data-dir", default="/tmp", help="snapshot cache directory")
     p.add_argument("--out", default=str(Path(__file__).parent / "results"))
     p.add_argument("--note", default="", help="remark recorded with the results (e.g. shared machine)")
@@ -238,6 +240,14 @@ def main(argv=None) -> int:
                            collocation=args.collocation, device=args.device, progress=False,
                            loss=args.loss, init=args.init, fit_lbfgs_iters=args.fit_lbfgs_iters)
         model = res.pop("model")
+        if args.save_models:
+            from femno.operators.checkpoint import save_model
+
+            Path(args.save_models).mkdir(parents=True, exist_ok=True)
+            save_model(model, Path(args.save_models) / f"equino-{rve}.pt",
+                       meta={"train_seconds": res.get("train_seconds"), "rve": rve,
+                                 "settings": {k: v for k, v in vars(args).items()
+                                              if isinstance(v, (int, float, str, type(None)))}})
         errs = relative_errors(model, te)
         proj = pod_projection_errors(model, te)
         losses = loss_of_fe_solution(model, te)
