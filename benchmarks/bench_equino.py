@@ -195,7 +195,7 @@ def main(argv=None) -> int:
     p.add_argument("--loss", default="stress", choices=("stress", "compliance"))
     p.add_argument("--init", default="random", choices=("random", "lm"),
                    help="train_equino init (lm: fit to per-strain LM minimizers first)")
-    p.add_argument("--fit-lbfgs-iters", type=int, default=4000, help="--init lm fit budget")
+    p.add_argument("--fit-lbfgs-iters", type=int, default=10000, help="--init lm fit budget")
     p.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) - 1))
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--points", type=int, default=100000, help="batch of the evaluation timing")

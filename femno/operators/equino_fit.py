@@ -218,7 +218,7 @@ def train_equino(snapshots, *, out=None, modes: int = 16, epochs: int | None = N
                  collocation: int = 0, seed: int = 0, device=None, progress: bool = True,
                  expect_rve: str | None = None, materials: dict | None = None,
                  loss: str = "stress", resume: bool = False, init: str = "random",
-                 lm_iters: int = 40, fit_epochs: int = 500, fit_lbfgs_iters: int = 4000) -> dict:
+                 lm_iters: int = 40, fit_epochs: int = 500, fit_lbfgs_iters: int = 10000) -> dict:
     """Build EquiNO from a snapshot dataset, train it, optionally save it.
 
     Training strains are the snapshot strains plus ``collocation`` extra Latin-hypercube
