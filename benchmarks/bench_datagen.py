@@ -159,44 +159,55 @@ def run_recipe(recipe, args):
                 load_average=[round(load0, 2), round(os.getloadavg()[0], 2)])
 
 
+def _alternate(strategies: dict, systems, order=None):
+    """Solve ``systems`` (in ``order``) with every strategy in turn, system by system.
+
+    Each strategy keeps its own state (hierarchy, factorization, recycle space) across
+    its systems; alternating them exposes all to the same machine load, so their ratios
+    are fair on a shared machine. Returns ``{label: (wall_s, cpu_s, iterations,
+    converged)}``, lists in solve order.
+    """
+    out = {label: ([], [], [], []) for label in strategies}
+    for i in (range(len(systems)) if order is None else order):
+        A, b = systems[i]
+        for label, st in strategies.items():
+            t, c = time.perf_counter(), time.process_time()
+            _, stats = st.solve(A, b)
+            wall, cpu, its, conv = out[label]
+            wall.append(time.perf_counter() - t)
+            cpu.append(time.process_time() - c)
+            its.append(stats.iterations)
+            conv.append(bool(stats.converged))
+    return out
+
+
 def interleaved(recipe, args, pairs=(("AMG-CG fresh hierarchy", "amg-cg-fresh"),
                                       ("AMG-CG hierarchy reuse", "amg-cg"))):
-    """The same systems solved by two strategies *alternately*, system by system.
+    """Fresh and reused AMG-CG on N further systems, alternating (:func:`_alternate`).
 
-    Each strategy keeps its own state (hierarchy, factorization) across its systems;
-    alternating them exposes both to the same machine load, so their ratio is fair on
-    a shared machine. Returns per-strategy median wall and CPU seconds per system.
+    Returns per-strategy median wall and CPU seconds per system (the first system,
+    which pays the first setup for both, left out).
     """
     from femno.datagen.sequence import make_strategy
 
     _, systems, _ = build(recipe, args.interleave, args.seed + 1)
-    strategies = {label: make_strategy(m, rtol=args.rtol) for label, m in pairs}
-    wall = {label: [] for label in strategies}
-    cpu = {label: [] for label in strategies}
-    for A, b in systems:
-        for label, st in strategies.items():
-            t, c = time.perf_counter(), time.process_time()
-            x, stats = st.solve(A, b)
-            wall[label].append(time.perf_counter() - t)
-            cpu[label].append(time.process_time() - c)
-            if not stats.converged:
-                raise RuntimeError(f"{label} did not converge in the interleaved run")
-    out = {label: dict(median_wall_s=float(np.median(wall[label][1:])),
-                       median_cpu_s=float(np.median(cpu[label][1:])),
-                       systems=len(systems)) for label in strategies}
-    for label, v in out.items():
-        print(f"  interleaved {label:<26} wall {v['median_wall_s'] * 1e3:8.1f} ms  "
-              f"cpu {v['median_cpu_s'] * 1e3:8.1f} ms (median of systems 2..{len(systems)})")
+    runs = _alternate({label: make_strategy(m, rtol=args.rtol) for label, m in pairs}, systems)
+    out = {}
+    for label, (wall, cpu, _, conv) in runs.items():
+        if not all(conv):
+            raise RuntimeError(f"{label} did not converge in the interleaved run")
+        out[label] = dict(median_wall_s=float(np.median(wall[1:])),
+                          median_cpu_s=float(np.median(cpu[1:])), systems=len(systems))
+        print(f"  interleaved {label:<26} wall {out[label]['median_wall_s'] * 1e3:8.1f} ms  "
+              f"cpu {out[label]['median_cpu_s'] * 1e3:8.1f} ms (median of systems 2..{len(systems)})")
     return out
 
 
 def interleaved_skr(recipe, args):
     """GMRES(40), SKR (GCRO-DR) and SKR (deflated CG) with the same preconditioner,
-    alternating system by system along the greedy-sorted chain of N further systems.
+    alternating (:func:`_alternate`) along the greedy-sorted chain of N further systems.
 
-    Each strategy keeps its own state (recycle / deflation space, preconditioner); all
-    three see the same machine load, so the ratios are fair on a shared machine.
-    Returns ``{pc: {label: {median_wall_s, median_cpu_s, mean_iterations}}}``.
+    Returns ``{pc: {label: {mean_wall_s, mean_cpu_s, mean_iterations, failures}}}``.
     """
     from femno.datagen.sequence import make_strategy
 
@@ -204,24 +215,14 @@ def interleaved_skr(recipe, args):
     order, _ = sort_systems(feats, method="greedy")
     out = {}
     for pc in [p for p in args.pcs if p in CG_PCS]:
-        strategies = {"GMRES(40)": make_strategy("gmres", pc=pc, rtol=args.rtol, maxiter=args.maxiter),
-                      "SKR (GCRO-DR)": make_strategy("skr", pc=pc, rtol=args.rtol, maxiter=args.maxiter),
-                      "SKR (deflated CG)": make_strategy("dcg", pc=pc, rtol=args.rtol,
-                                                         maxiter=args.maxiter)}
-        wall = {k: [] for k in strategies}
-        cpu = {k: [] for k in strategies}
-        its = {k: [] for k in strategies}
-        for i in order:
-            A, b = systems[i]
-            for label, st in strategies.items():
-                t, c = time.perf_counter(), time.process_time()
-                _, stats = st.solve(A, b)
-                wall[label].append(time.perf_counter() - t)
-                cpu[label].append(time.process_time() - c)
-                its[label].append(stats.iterations)
-        out[pc] = {k: dict(mean_wall_s=float(np.mean(wall[k])), mean_cpu_s=float(np.mean(cpu[k])),
-                           mean_iterations=float(np.mean(its[k])), systems=len(order))
-                   for k in strategies}
+        kw = dict(pc=pc, rtol=args.rtol, maxiter=args.maxiter)
+        runs = _alternate({"GMRES(40)": make_strategy("gmres", **kw),
+                           "SKR (GCRO-DR)": make_strategy("skr", **kw),
+                           "SKR (deflated CG)": make_strategy("dcg", **kw)}, systems, order)
+        out[pc] = {k: dict(mean_wall_s=float(np.mean(w)), mean_cpu_s=float(np.mean(c)),
+                           mean_iterations=float(np.mean(i)), failures=int(len(v) - sum(v)),
+                           systems=len(order))
+                   for k, (w, c, i, v) in runs.items()}
         g = out[pc]["GMRES(40)"]
         print(f"  interleaved {pc:<7}" + "".join(
             f"  {k} {v['mean_cpu_s'] * 1e3:8.1f} ms CPU ({g['mean_cpu_s'] / v['mean_cpu_s']:.2f}x)"
