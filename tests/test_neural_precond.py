@@ -250,22 +250,26 @@ def test_training_reduces_loss(kind, loss, tmp_path):
 def test_fcg_scipy_and_petsc_agree(darcy):
     pytest.importorskip("petsc4py")
     A, b, _ = darcy
-    opts = {"ksp_fcg_mmax": 1, "ksp_fcg_truncation_type": "standard"}
     # a random CNN (also below Jacobi levels): the same iterates step by step
-    # (nonlinear preconditioner)
-    for k in (0, 2):
+    # (nonlinear preconditioner), with femno's defaults (mmax 1, standard truncation)
+    # and with mmax 3
+    for k, mmax in ((0, 1), (2, 1), (2, 3)):
         pc = NeuralPreconditioner(MGCNN(channels=4, seed=1), smooth_levels=k)
         for it in (3, 12):
-            a = krylov("fcg", pc=pc, maxiter=it, on_fail="ignore")
-            p = krylov("fcg", pc=pc, maxiter=it, on_fail="ignore", backend="petsc",
-                       petsc_options=opts)
+            a = krylov("fcg", pc=pc, maxiter=it, on_fail="ignore", mmax=mmax)
+            p = krylov("fcg", pc=pc, maxiter=it, on_fail="ignore", backend="petsc", mmax=mmax)
             xa, xp = a(A, b), p(A, b)
             assert a.stats.iterations == p.stats.iterations == it
             assert np.linalg.norm(xa - xp) <= 1e-8 * np.linalg.norm(xa)
+    # PETSc's own defaults (mmax 30, Notay truncation) give other iterates
+    xa = krylov("fcg", pc=pc, maxiter=5, on_fail="ignore")(A, b)
+    p = krylov("fcg", pc=pc, maxiter=5, on_fail="ignore", backend="petsc",
+               petsc_options={"ksp_fcg_mmax": 30, "ksp_fcg_truncation_type": "notay"})
+    assert np.linalg.norm(p(A, b) - xa) > 1e-6 * np.linalg.norm(xa)
     # a converging learned preconditioner: same count (within 1) and solution
     spd = NeuralPreconditioner(LearnedIC(seed=0))
     a = krylov("fcg", pc=spd, rtol=1e-9)
-    p = krylov("fcg", pc=spd, rtol=1e-9, backend="petsc", petsc_options=opts)
+    p = krylov("fcg", pc=spd, rtol=1e-9, backend="petsc")
     xa, xp = a(A, b), p(A, b)
     assert a.stats.converged and p.stats.converged
     assert abs(a.stats.iterations - p.stats.iterations) <= 1

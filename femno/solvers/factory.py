@@ -303,8 +303,6 @@ def krylov(method: str = "cg", *, pc="none", rtol: float = 1e-8, atol: float = 0
         if isinstance(pc, str) and pc.lower().startswith("neural:"):  # femno PC via PCPYTHON
             pc = make_preconditioner(pc, **(pc_options or {}))
             pc_options = None
-        if mmax != 1:
-            raise InputError("mmax is an option of the scipy backend's fcg only")
         try:  # lazy: petsc_backend imports petsc4py only when used
             from femno.solvers.petsc_backend import PetscKrylov
         except ModuleNotFoundError as exc:  # pragma: no cover - module ships with femno
@@ -312,7 +310,7 @@ def krylov(method: str = "cg", *, pc="none", rtol: float = 1e-8, atol: float = 0
         if method == "direct":
             method, pc = "preonly", ("lu" if isinstance(pc, str) and pc == "none" else pc)
         return PetscKrylov(method, pc=pc, rtol=rtol, atol=atol, maxiter=maxiter,
-                           restart=restart, on_fail=on_fail, reuse_pc=reuse_pc,
+                           restart=restart, mmax=int(mmax), on_fail=on_fail, reuse_pc=reuse_pc,
                            pc_options=pc_options, petsc_options=petsc_options,
                            callback=callback)
     if method == "direct":

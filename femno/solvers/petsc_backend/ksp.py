@@ -38,6 +38,7 @@ import warnings
 
 import numpy as np
 
+from femno.errors import InputError
 from femno.solvers.base import report_nonconvergence
 from femno.solvers.petsc_backend._import import comm_or_self as _comm
 from femno.solvers.petsc_backend._import import get_petsc, loaded_petsc
@@ -102,6 +103,11 @@ class PetscKrylov:
         scipy backend, ``10 n`` clipped to ``[20, 20000]``.
     restart : int, keyword-only
         GMRES/FGMRES restart length.
+    mmax : int, keyword-only
+        FCG: directions kept for the A-orthogonalization, with PETSc's ``standard``
+        truncation (``-ksp_fcg_mmax``, ``-ksp_fcg_truncation_type``), so that the
+        iterates are those of femno's :func:`femno.solvers.krylov.fcg` with the same
+        ``mmax`` (PETSc's own defaults, 30 and ``notay``, differ).
     on_fail : {"raise", "warn", "ignore"}, keyword-only
         What a solve that does not converge does: raise
         :class:`~femno.errors.ConvergenceError`, warn, or only record it in ``stats``.
@@ -169,6 +175,7 @@ class PetscKrylov:
         atol: float = 0.0,
         maxiter: int | None = None,
         restart: int = 30,
+        mmax: int = 1,
         on_fail: str = "raise",
         reuse_pc=False,
         pc_options: dict | None = None,
@@ -194,6 +201,9 @@ class PetscKrylov:
         self.atol = float(atol)
         self.maxiter = None if maxiter is None else int(maxiter)
         self.restart = int(restart)
+        if int(mmax) != mmax or mmax < 1:
+            raise InputError(f"mmax must be a positive integer, got {mmax!r}")
+        self.mmax = int(mmax)
         self.on_fail = on_fail
         self.reuse_pc = reuse_pc
         self.pc_options = dict(pc_options or {})
@@ -263,6 +273,9 @@ class PetscKrylov:
         entries, origin = option_entries(
             self._pc_type, self.pc_options, self.petsc_options, size=size, reuse_pc=self.reuse_pc
         )
+        if self.method == "fcg":  # femno's fcg truncation; the user's options still win
+            entries = {"ksp_fcg_mmax": self.mmax, "ksp_fcg_truncation_type": "standard",
+                       **entries}
         self._user_options = {}
         for key, val in entries.items():
             name = "-" + self.prefix + key
