@@ -196,6 +196,10 @@ def main(argv=None) -> int:
     p.add_argument("--init", default="random", choices=("random", "lm"),
                    help="train_equino init (lm: fit to per-strain LM minimizers first)")
     p.add_argument("--fit-lbfgs-iters", type=int, default=10000, help="--init lm fit budget")
+    p.add_argument("--collocation-small", type=int, default=0,
+                   help="small-magnitude collocation strains (train_equino collocation_small)")
+    p.add_argument("--fit-weighting", default="absolute", choices=("absolute", "relative"))
+    p.add_argument("--zero-origin", action="store_true", help="networks exactly 0 at zero strain")
     p.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) - 1))
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--points", type=int, default=100000, help="batch of the evaluation timing")
@@ -238,7 +242,9 @@ def main(argv=None) -> int:
         tr["rve"], tr["settings"] = solver.rve, {"bound": 0.04}
         res = train_equino(tr, modes=args.modes, epochs=args.epochs, lbfgs_iters=args.lbfgs_iters,
                            collocation=args.collocation, device=args.device, progress=False,
-                           loss=args.loss, init=args.init, fit_lbfgs_iters=args.fit_lbfgs_iters)
+                           loss=args.loss, init=args.init, fit_lbfgs_iters=args.fit_lbfgs_iters,
+                           collocation_small=args.collocation_small,
+                           fit_weighting=args.fit_weighting, zero_origin=args.zero_origin)
         model = res.pop("model")
         if args.save_models:
             from femno.operators.checkpoint import save_model

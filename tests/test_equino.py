@@ -385,8 +385,10 @@ def test_coefficient_fit_lowers_the_physics_loss(lam_data):
 
 def test_train_equino_lm_init_and_cli(lam_data, tmp_path, capsys):
     res = train_equino(lam_data, modes=4, epochs=0, lbfgs_iters=0, collocation=20, init="lm",
-                       fit_epochs=30, fit_lbfgs_iters=60, progress=False, device="cpu")
-    assert res["init"] == "lm" and res["n_train_strains"] == 30
+                       fit_epochs=30, fit_lbfgs_iters=60, progress=False, device="cpu",
+                       collocation_small=5, fit_weighting="relative", zero_origin=True)
+    assert res["init"] == "lm" and res["n_train_strains"] == 35
+    assert res["fit_weighting"] == "relative" and res["collocation_small"] == 5
     assert res["final_loss"] < 0.01 * res["random_init_loss"]
     errs = relative_errors(res["model"], lam_data)
     assert np.median(errs["stress"]) < 15.0  # 4 modes, tiny fit budget
@@ -405,3 +407,55 @@ def test_train_equino_lm_init_and_cli(lam_data, tmp_path, capsys):
                  "--device", "cpu", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["init"] == "lm" and out["lm_loss_median"] >= 0
+
+
+def test_relative_fit_weighting_favours_small_strains(lam_data):
+    # targets at magnitudes 1e-3 .. 1 of the box: the absolute loss is dominated by the
+    # large strains, the relative one weighs every strain's relative error alike
+    E = np.concatenate([lhs_strains(20, seed=1), lhs_strains(20, seed=2, scales=(1e-3, 3e-2))])
+    small = np.abs(E).max(axis=1) < 0.04 * 3e-2 + 1e-15
+    errs = {}
+    for weighting in ("absolute", "relative"):
+        model = pod_model(lam_data, modes=4, seed=0, zero_origin=True)
+        out = reduced_solve(model, E, progress=False)
+        fit_coefficients(model, E, out["cu"], out["cs"], epochs=30, lbfgs_iters=80,
+                         progress=False, weighting=weighting)
+        with torch.no_grad():
+            cu, _ = model.coefficients(torch.as_tensor(E))
+        rel = np.linalg.norm(cu.numpy() - out["cu"], axis=1) / np.linalg.norm(out["cu"], axis=1)
+        errs[weighting] = (np.median(rel[small]), np.median(rel[~small]))
+    assert errs["relative"][0] < 0.5 * errs["absolute"][0], errs
+    with pytest.raises(InputError, match="weighting"):
+        fit_coefficients(model, E, out["cu"], out["cs"], epochs=1, lbfgs_iters=0,
+                         progress=False, weighting="huber")
+
+
+def test_small_strain_collocation():
+    e = lhs_strains(200, seed=3, scales=(0.01, 0.5))
+    mag = np.abs(e).max(axis=1) / 0.04
+    assert mag.max() <= 0.5 and mag.min() < 0.05  # log-uniform magnitudes reach the small end
+    np.testing.assert_array_equal(e, lhs_strains(200, seed=3, scales=(0.01, 0.5)))
+    with pytest.raises(InputError, match="scales"):
+        lhs_strains(3, scales=(0.5, 0.1))
+
+
+def test_zero_origin_networks(lam_data, tmp_path):
+    model = pod_model(lam_data, modes=4, seed=3, zero_origin=True)
+    with torch.no_grad():  # a non-zero output bias: the offset must still cancel
+        for net in (model.net_u, model.net_s):
+            net[-1].bias.fill_(0.7)
+    e = np.concatenate([np.zeros((1, 3)), lhs_strains(6, seed=2)])
+    s_ref = np.abs(model.stress_and_tangent(e)[0]).max()
+    for method in ("numpy", "forward", "ad"):
+        s, C = model.stress_and_tangent(e, method=method)
+        assert np.abs(s[0]).max() < 1e-13 * s_ref, method  # zero to rounding
+        s_ad, C_ad = model.stress_and_tangent(e, method="ad")
+        np.testing.assert_allclose(s, s_ad, rtol=1e-12, atol=1e-12 * np.abs(s_ad).max())
+        np.testing.assert_allclose(C, C_ad, rtol=1e-12, atol=1e-12 * np.abs(C_ad).max())
+    f = model.fields(e)
+    assert np.abs(f["fluctuation"][0]).max() < 1e-13 * np.abs(f["fluctuation"]).max()
+    assert np.abs(f["stress"][0]).max() < 1e-13 * s_ref
+    save_model(model, tmp_path / "z.pt")
+    back = load_model(tmp_path / "z.pt")
+    assert back.zero_origin
+    np.testing.assert_array_equal(back.stress_and_tangent(e)[0], model.stress_and_tangent(e)[0])

@@ -56,6 +56,15 @@ def add_parser(sub) -> None:
                    help="--init lm: Adam epochs of the coefficient fit (500)")
     p.add_argument("--fit-lbfgs-iters", type=int, default=10000,
                    help="--init lm: L-BFGS iterations of the coefficient fit (10000; RVE1 and RVE3 improve on every field over 4000)")
+    p.add_argument("--collocation-small", type=int, default=0,
+                   help="further collocation strains with log-uniform magnitudes between 1%% "
+                   "and 50%% of the box: the small strains a macro problem mostly sees (0)")
+    p.add_argument("--fit-weighting", default="absolute", choices=("absolute", "relative"),
+                   help="--init lm: weigh each strain's coefficient-fit error absolutely or "
+                   "relative to its own size (the accuracy metric; needs --zero-origin to "
+                   "pay at small strains)")
+    p.add_argument("--zero-origin", action="store_true",
+                   help="networks output net(x) - net(0): zero stress at zero strain, exactly")
     p.add_argument("--seed", type=int, default=0, help="seed (default 0)")
     p.add_argument("--device", default=None, help="torch device (default cuda if available)")
     p.add_argument("--resume", action="store_true",
@@ -73,7 +82,9 @@ def run(args) -> int:
                        progress=not args.json, expect_rve=args.rve,
                        loss=args.loss, resume=args.resume, init=args.init,
                        lm_iters=args.lm_iters, fit_epochs=args.fit_epochs,
-                       fit_lbfgs_iters=args.fit_lbfgs_iters)
+                       fit_lbfgs_iters=args.fit_lbfgs_iters,
+                       collocation_small=args.collocation_small,
+                       fit_weighting=args.fit_weighting, zero_origin=args.zero_origin)
     if args.json:
         print_json(res)
     else:

@@ -115,16 +115,22 @@ class EquiNO(nn.Module):
     train_bounds : array_like (2, 3), optional
         Per-component lower and upper bounds of the training strains (set by
         :func:`train_equino`; ``None`` in checkpoints written before it existed).
+    zero_origin : bool
+        Networks output :math:`\mathrm{net}(x) - \mathrm{net}(0)`, so zero macro strain
+        gives exactly zero fluctuation and stress (both laws are stress-free at zero
+        strain) and small strains are linear in the strain to first order.  ``False``
+        (the published design, and checkpoints written before it existed) leaves the
+        networks' offset free.
     """
 
     def __init__(self, *, n_nodes: int, n_ip: int, materials: dict, modes: int = 16, width: int = 64,
                  depth: int = 4, strain_scale: float = 0.04, rve: str = "rve",
-                 loss: str = "stress", train_bounds=None):
+                 loss: str = "stress", train_bounds=None, zero_origin: bool = False):
         super().__init__()
         self.config = {"n_nodes": int(n_nodes), "n_ip": int(n_ip), "materials": dict(materials),
                        "modes": int(modes), "width": int(width), "depth": int(depth),
                        "strain_scale": float(strain_scale), "rve": str(rve),
-                       "loss": str(loss),
+                       "loss": str(loss), "zero_origin": bool(zero_origin),
                        "train_bounds": None if train_bounds is None else
                        np.asarray(train_bounds, dtype=np.float64).reshape(2, 3).tolist()}
         if loss not in ("stress", "compliance"):
@@ -154,7 +160,7 @@ class EquiNO(nn.Module):
     def from_snapshots(cls, solver, fluctuation: np.ndarray, stress_ip: np.ndarray, *,
                        modes: int = 16, width: int = 64, depth: int = 4,
                        strain_scale: float = 0.04, seed: int = 0, loss: str = "stress",
-                       train_bounds=None) -> EquiNO:
+                       train_bounds=None, zero_origin: bool = False) -> EquiNO:
         """POD of snapshots of ``solver``'s RVE and freshly initialized MLPs.
 
         Parameters
@@ -168,6 +174,8 @@ class EquiNO(nn.Module):
             Seed of the network initialization.
         train_bounds : array_like (2, 3), optional
             Training strain range (see the class parameters).
+        zero_origin : bool
+            See the class parameters.
         """
         fl, st = np.asarray(fluctuation, np.float64), np.asarray(stress_ip, np.float64)
         if fl.ndim != 3 or fl.shape[1:] != (solver.rve.n_nodes, 2):
@@ -178,7 +186,7 @@ class EquiNO(nn.Module):
         model = cls(n_nodes=solver.rve.n_nodes, n_ip=solver.n_ip,
                     materials=material_spec(solver.materials), modes=modes, width=width,
                     depth=depth, strain_scale=strain_scale, rve=solver.rve.name, loss=loss,
-                    train_bounds=train_bounds)
+                    train_bounds=train_bounds, zero_origin=zero_origin)
         Xu, Xs = fl.reshape(fl.shape[0], -1).T, st.reshape(st.shape[0], -1).T
         phi_u, phi_s = _pod(Xu, modes), _pod(Xs, modes)
         b_phi = solver.strain_operator() @ phi_u
@@ -218,15 +226,25 @@ class EquiNO(nn.Module):
             raise InputError("strains contain NaN or inf")
         return e
 
+    @property
+    def zero_origin(self) -> bool:
+        return bool(self.config.get("zero_origin", False))
+
+    def _net(self, net, e: torch.Tensor) -> torch.Tensor:
+        """``net(e / strain_scale)``, minus ``net(0)`` with :attr:`zero_origin`."""
+        x = e / self.config["strain_scale"]
+        if not self.zero_origin:
+            return net(x)
+        y = net(torch.cat([x, x.new_zeros(1, x.shape[1])]))
+        return y[:-1] - y[-1:]
+
     def coefficients(self, e: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """POD coefficients ``(c_u, c_sigma)``, each (n, r), of strains ``e`` (n, 3)."""
-        x = e / self.config["strain_scale"]
-        return self.net_u(x) * self.scale_u, self.net_s(x) * self.scale_s
+        return self._net(self.net_u, e) * self.scale_u, self._net(self.net_s, e) * self.scale_s
 
     def forward(self, e: torch.Tensor) -> torch.Tensor:
         """Homogenized stress (n, 3) of strains ``e`` (n, 3) (differentiable)."""
-        x = e / self.config["strain_scale"]
-        return (self.net_s(x) * self.scale_s) @ self.avg_s.T
+        return (self._net(self.net_s, e) * self.scale_s) @ self.avg_s.T
 
     def _material_groups(self):
         if self._groups is None or self._groups[0][1].device != self.material_ip.device:
@@ -335,6 +353,11 @@ class EquiNO(nn.Module):
             raise InputError(f"method must be 'auto', 'numpy', 'forward' or 'ad', got {method!r}")
         with torch.no_grad():
             lins, G, c = self._folded_output()
+            if self.zero_origin:
+                h0 = e.new_zeros(1, 3)
+                for lin in lins[:-1]:
+                    h0 = torch.nn.functional.silu(torch.addmm(lin.bias, h0, lin.weight.T))
+                c = c - (h0 @ G + c)[0]
             h, T = e / self.config["strain_scale"], None
             for lin in lins[:-1]:
                 z = torch.addmm(lin.bias, h, lin.weight.T)
@@ -359,13 +382,20 @@ class EquiNO(nn.Module):
         (an optimizer step or ``load_state_dict`` invalidates them).
         """
         ts = (*self.net_s.parameters(), self.scale_s, self.avg_s)
-        key = tuple((t.data_ptr(), t._version) for t in ts)
+        key = (self.zero_origin, *((t.data_ptr(), t._version) for t in ts))
         if getattr(self, "_np_cache", (None,))[0] != key:
             with torch.no_grad():
                 lins, G, c = self._folded_output()
                 Ws = [(m.weight.detach().numpy().T.copy(), m.bias.detach().numpy().copy())
                       for m in lins[:-1]]
-                self._np_cache = (key, Ws, G.numpy().copy(), c.numpy().copy())
+                c = c.numpy().copy()
+                if self.zero_origin:  # the stress at zero strain, subtracted
+                    h0 = np.zeros((1, 3))
+                    for Wt, b in Ws:
+                        z = h0 @ Wt + b
+                        h0 = z / (1.0 + np.exp(-z))
+                    c -= (h0 @ G.numpy() + c)[0]
+                self._np_cache = (key, Ws, G.numpy().copy(), c)
         _, Ws, G, c = self._np_cache
         scale = self.config["strain_scale"]
         h, T = e / scale, None

@@ -47,6 +47,9 @@ from femno.errors import InputError
 
 __all__ = ["reduced_solve", "fit_coefficients", "train_equino"]
 
+#: magnitude range (fractions of the sampling box) of ``collocation_small`` strains
+SMALL_STRAIN_SCALES = (0.01, 0.5)
+
 
 def _operators(model):
     """Numpy copies of the model's POD operators and its material groups."""
@@ -157,7 +160,8 @@ def reduced_solve(model, strains, *, iters: int = 40, tol: float = 1e-8, block: 
 
 
 def fit_coefficients(model, strains, cu, cs, *, epochs: int = 500, lbfgs_iters: int = 1000,
-                     lr: float = 3e-3, seed: int = 0, device=None, progress: bool = True):
+                     lr: float = 3e-3, seed: int = 0, device=None, progress: bool = True,
+                     weighting: str = "absolute", floor: float = 1e-3):
     r"""Fit the two MLPs of ``model`` to POD coefficients (supervised, in place).
 
     Minimizes the mean squared error of the per-mode normalized coefficients (the
@@ -175,12 +179,26 @@ def fit_coefficients(model, strains, cu, cs, *, epochs: int = 500, lbfgs_iters: 
 
     by :func:`femno.operators.training.fit` (Adam ``epochs`` full-batch, then L-BFGS).
 
+    With ``weighting="relative"`` every strain's three terms are instead divided by its
+    own target norm, :math:`\|s_u\odot(\mathrm{net}_u - c_u/s_u)\|^2 /
+    (\|c_u\|^2 + \delta_u)` and likewise for :math:`c_\sigma` and the homogenized
+    stress, with :math:`\delta = (\text{floor})^2` times the mean squared target norm.
+    Since the POD bases are orthonormal these are the squared relative field errors of
+    each strain, i.e. the quantity whose median the accuracy table reports, and small
+    strains (which a macro problem mostly sees, and which an absolute loss hardly
+    weights) count as much as large ones.
+
     Parameters
     ----------
     model : femno.operators.equino.EquiNO
     strains : ndarray (n, 3)
     cu, cs : ndarray (n, r)
         Target coefficients (e.g. from :func:`reduced_solve`).
+    weighting : {"absolute", "relative"}, keyword-only
+        Loss weighting across strains (see above).
+    floor : float, keyword-only
+        Relative floor of the per-strain norms with ``weighting="relative"`` (a strain
+        whose target is ``floor`` times the rms target weighs at most ``1/floor**2``).
 
     Returns
     -------
@@ -195,18 +213,36 @@ def fit_coefficients(model, strains, cu, cs, *, epochs: int = 500, lbfgs_iters: 
     if not (e.shape[0] == tu.shape[0] == ts.shape[0]) or e.shape[1:] != (3,):
         raise InputError(f"strains {tuple(e.shape)}, cu {tuple(tu.shape)}, cs {tuple(ts.shape)} "
                          "do not match")
+    if weighting not in ("absolute", "relative"):
+        raise InputError(f"weighting must be 'absolute' or 'relative', got {weighting!r}")
+    if not floor > 0:
+        raise InputError(f"floor must be > 0, got {floor}")
     avg = model.avg_s.detach().cpu()
-    nh = float(((ts @ avg.T) ** 2).sum(-1).mean())
+    h = ts @ avg.T
+    nh = float((h ** 2).sum(-1).mean())
     su, ss = model.scale_u.detach().cpu(), model.scale_s.detach().cpu()
-    data = torch.utils.data.TensorDataset(e, tu / su, ts / ss, ts @ avg.T)
-    scale = model.config["strain_scale"]
+    if weighting == "relative":  # per-strain 1 / (|target|^2 + floor^2 mean |target|^2)
+
+        def weights(t):
+            n2 = (t ** 2).sum(-1)
+            return 1.0 / (n2 + floor ** 2 * n2.mean())
+
+        w = torch.stack([weights(tu), weights(ts), weights(h)], dim=1)
+        wu, ws = su ** 2, ss ** 2  # coefficient errors in physical (orthonormal-basis) units
+    else:
+        w = torch.stack([torch.full((len(e),), 1.0 / tu.shape[1]),
+                         torch.full((len(e),), 1.0 / ts.shape[1]),
+                         torch.full((len(e),), 1.0 / nh)], dim=1)
+        wu, ws = torch.ones_like(su), torch.ones_like(ss)
+    data = torch.utils.data.TensorDataset(e, tu / su, ts / ss, h, w)
 
     def loss_fn(m, b):
-        x = b[0] / scale
-        ou, os_ = m.net_u(x), m.net_s(x)
+        ou, os_ = m._net(m.net_u, b[0]), m._net(m.net_s, b[0])
         hom = (os_ * m.scale_s) @ m.avg_s.T
-        return (((ou - b[1]) ** 2).mean() + ((os_ - b[2]) ** 2).mean()
-                + ((hom - b[3]) ** 2).sum(-1).mean() / nh)
+        terms = torch.stack([(((ou - b[1]) ** 2) * wu.to(ou)).sum(-1),
+                             (((os_ - b[2]) ** 2) * ws.to(ou)).sum(-1),
+                             ((hom - b[3]) ** 2).sum(-1)], dim=1)
+        return (terms * b[4]).sum(-1).mean()
 
     return fit(model, loss_fn, data, epochs=epochs, batch_size=None, lr=lr,
                lbfgs_iters=lbfgs_iters, seed=seed, device=device, progress=progress,
@@ -218,7 +254,9 @@ def train_equino(snapshots, *, out=None, modes: int = 16, epochs: int | None = N
                  collocation: int = 0, seed: int = 0, device=None, progress: bool = True,
                  expect_rve: str | None = None, materials: dict | None = None,
                  loss: str = "stress", resume: bool = False, init: str = "random",
-                 lm_iters: int = 40, fit_epochs: int = 500, fit_lbfgs_iters: int = 10000) -> dict:
+                 lm_iters: int = 40, fit_epochs: int = 500, fit_lbfgs_iters: int = 10000,
+                 collocation_small: int = 0, fit_weighting: str = "absolute",
+                 zero_origin: bool = False) -> dict:
     """Build EquiNO from a snapshot dataset, train it, optionally save it.
 
     Training strains are the snapshot strains plus ``collocation`` extra Latin-hypercube
@@ -251,6 +289,14 @@ def train_equino(snapshots, *, out=None, modes: int = 16, epochs: int | None = N
         Network initialization before the physics-loss phase (see above).
     lm_iters, fit_epochs, fit_lbfgs_iters : int, keyword-only
         Budgets of the ``init="lm"`` stages.
+    collocation_small : int, keyword-only
+        Further collocation strains drawn with log-uniform magnitudes between 1 % and
+        50 % of the box (``lhs_strains(..., scales=(0.01, 0.5))``, seed ``seed + 2``):
+        the small strains a macro problem mostly sees.
+    fit_weighting : {"absolute", "relative"}, keyword-only
+        Weighting of the coefficient fit across strains (:func:`fit_coefficients`).
+    zero_origin : bool, keyword-only
+        Networks with exactly zero output at zero strain (see :class:`EquiNO`).
 
     Returns
     -------
@@ -282,12 +328,16 @@ def train_equino(snapshots, *, out=None, modes: int = 16, epochs: int | None = N
     torch.manual_seed(int(seed))
     solver = RVESolver(rve, materials=materials)
     model = EquiNO.from_snapshots(solver, data["fluctuation"], data["stress_ip"], modes=modes,
-                                  seed=seed, loss=loss)
+                                  seed=seed, loss=loss, zero_origin=zero_origin)
     strains = data["strain"]
     bound = data.get("settings", {}).get("bound")
     if collocation:
         strains = np.concatenate([strains, lhs_strains(collocation, seed=seed + 1,
                                                        bound=float(bound or 0.04))])
+    if collocation_small:
+        strains = np.concatenate([strains, lhs_strains(collocation_small, seed=seed + 2,
+                                                       bound=float(bound or 0.04),
+                                                       scales=SMALL_STRAIN_SCALES)])
     # training range: the sampling box when known (it holds all strains), else their hull
     lo, hi = strains.min(axis=0), strains.max(axis=0)
     if bound is not None:
@@ -306,7 +356,8 @@ def train_equino(snapshots, *, out=None, modes: int = 16, epochs: int | None = N
         extra["lm_loss_median"] = float(np.median(lm["loss"]))
         t1 = time.perf_counter()
         fit_coefficients(model, strains, lm["cu"], lm["cs"], epochs=fit_epochs,
-                         lbfgs_iters=fit_lbfgs_iters, seed=seed, device=dev, progress=progress)
+                         lbfgs_iters=fit_lbfgs_iters, seed=seed, device=dev, progress=progress,
+                         weighting=fit_weighting)
         extra["fit_seconds"] = time.perf_counter() - t1
         extra["random_init_loss"] = loss_rand
     loss0 = loss_rand if init == "random" else _mean_loss(model, e, dev)
@@ -323,7 +374,9 @@ def train_equino(snapshots, *, out=None, modes: int = 16, epochs: int | None = N
             "n_snapshots": int(data["strain"].shape[0]), "n_train_strains": int(e.shape[0]),
             "epochs": epochs, "lbfgs_iters": lbfgs_iters, "loss": loss, "lr": lr, "seed": seed,
             "initial_loss": loss0, "final_loss": loss1, "train_seconds": seconds,
-            "device": str(dev), "init": init, "collocation": int(collocation), **extra}
+            "device": str(dev), "init": init, "collocation": int(collocation),
+            "collocation_small": int(collocation_small), "fit_weighting": fit_weighting,
+            "zero_origin": bool(zero_origin), **extra}
     model.meta = meta
     out_dict = dict(meta)
     if out is not None:
