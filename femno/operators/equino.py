@@ -94,7 +94,7 @@ def _pod(X: np.ndarray, r: int) -> np.ndarray:
 
 @register_model("equino")
 class EquiNO(nn.Module):
-    """Physics-informed POD operator of one RVE (see the module docstring).
+    r"""Physics-informed POD operator of one RVE (see the module docstring).
 
     Build with :meth:`from_snapshots`; train with :func:`femno.operators.training.fit`
     and :meth:`loss`; save/load with :func:`femno.operators.checkpoint.save_model` /
