@@ -16,6 +16,8 @@ carried in a :class:`DeflationSpace`.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from femno.errors import InputError
@@ -36,9 +38,15 @@ def _a_orthonormal_transform(F, drop_tol=1e-10):
 class DeflationSpace:
     """Deflation space ``W`` (``n x k``) with ``AW = A W`` and :math:`W^T A W = I`.
 
-    ``MAW`` (:math:`M^{-1} A W`) is kept when known (needed to harvest the next
-    space). On a new matrix ``AW`` is recomputed (``k`` products) and ``W``
-    re-A-orthonormalised; a new preconditioner only drops ``MAW``.
+    Stored row-wise: a basis ``Wr`` (``k x n``), ``AWr = Wr A`` for the current
+    matrix and ``Einv`` (``k x k``), the (pseudo-)inverse of :math:`E = W^T A W`
+    (``None`` when ``W`` is A-orthonormal, as right after a harvest). On a new
+    matrix ``AW`` is recomputed (one block product, ``k`` columns) and only the
+    small ``E`` is re-factorised, so the basis is not rewritten; a new
+    preconditioner only drops ``MAW`` (:math:`M^{-1} A W`, needed to harvest the
+    next space). After a harvest ``AW`` and ``MAW`` are kept as small
+    coefficient matrices over the solve's basis and formed only if the next solve
+    has the same matrix (a new matrix recomputes ``AW`` anyway).
 
     Examples
     --------
@@ -59,7 +67,9 @@ class DeflationSpace:
 
     def clear(self):
         """Forget the space."""
-        self.Wr = self.AWr = self.MAWr = None
+        self.Wr = self._AWr = self._MAWr = None
+        self.T = self.Einv = None  # T E T^T = I on the kept part; Einv = T^T T
+        self._lazy = None  # (Y, AS, MAS): AWr = Y AS, MAWr = Y MAS, formed on demand
         self._key = None
         self._M = None
         self.refreshes = 0
@@ -93,12 +103,38 @@ class DeflationSpace:
         return 0 if self.Wr is None else int(self.Wr.shape[0])
 
     @property
+    def AWr(self):
+        """``A W`` row-wise for the current matrix (formed from a harvest on demand)."""
+        if self._AWr is None and self._lazy is not None:
+            Y, AS, _ = self._lazy
+            self._AWr = Y @ AS
+        return self._AWr
+
+    @property
+    def MAWr(self):
+        """:math:`M^{-1} A W` row-wise, or ``None`` when unknown for the current pair."""
+        if self._MAWr is None and self._lazy is not None and self._lazy[2] is not None:
+            Y, _, MAS = self._lazy
+            self._MAWr = Y @ MAS
+        return self._MAWr
+
+    @MAWr.setter
+    def MAWr(self, value):
+        self._MAWr = value
+        if value is None and self._lazy is not None:
+            self._lazy = self._lazy[:2] + (None,)
+
+    def _orthonormal(self, X):
+        return None if X is None else (X if self.T is None else self.T @ X).T
+
+    @property
     def W(self):
-        return None if self.Wr is None else self.Wr.T
+        """A-orthonormal basis (``n x k``) of the space for the current matrix."""
+        return self._orthonormal(self.Wr)
 
     @property
     def AW(self):
-        return None if self.AWr is None else self.AWr.T
+        return self._orthonormal(self.AWr)
 
     def __repr__(self):
         return f"DeflationSpace(k={self.k}, refreshes={self.refreshes})"
@@ -108,29 +144,55 @@ class DeflationSpace:
         return self.prepare(SerialOps(A, M), M=M)
 
     def prepare(self, ops, *, M=None, force=False):
+        """Make the space current for the operator of ``ops`` (and preconditioner ``M``).
+
+        Same matrix: nothing to do (``A W`` formed from the last harvest if needed).
+        New matrix: ``A W`` by one block product (``last_setup_matvecs = k``),
+        :math:`E = W^T A W` and ``Einv``; numerically dependent directions of ``W``
+        (relative eigenvalue of ``E`` below 1e-10) are dropped.
+        """
         self.last_setup_matvecs = 0
         if self.k == 0:
             return self
-        if not force and self.AWr is not None and ops.matches(self._key):
+        if not force and self._key is not None and ops.matches(self._key):
             if not same_operator(self._M, M):
                 self.MAWr, self._M = None, M
             return self
-        AWr = np.array([ops.matvec(w) for w in self.Wr])
+        AWr = _block_matvec(ops, self.Wr)
         self.last_setup_matvecs = len(AWr)
         T = _a_orthonormal_transform(ops.gram(self.Wr, AWr))
-        self.store(ops, T @ self.Wr, T @ AWr, None, M=M)
+        Wr = self.Wr
+        if len(T) < len(Wr):  # numerically dependent directions: drop them
+            Wr, AWr, T = T @ Wr, T @ AWr, None
+        self.store(ops, Wr, AWr, None, M=M)
+        if T is not None:
+            self.T, self.Einv = T, T.T @ T
         self.refreshes += 1
         return self
 
-    def store(self, ops, Wr, AWr, MAWr, *, M=None):
+    def store(self, ops, Wr, AWr, MAWr, *, M=None, lazy=None):
+        """Keep ``Wr`` (A-orthonormal unless :attr:`Einv` is set after this call) with
+        ``AWr`` and ``MAWr`` (or ``lazy = (Y, AS, MAS)`` giving them as ``Y AS``,
+        ``Y MAS``)."""
+        self.T = self.Einv = None
+        self._lazy = lazy
         if Wr is None or len(Wr) == 0:
-            self.Wr = self.AWr = self.MAWr = None
-            self._key = None
+            self.Wr = self._AWr = self._MAWr = None
+            self._key = self._lazy = None
             return
-        self.Wr, self.AWr = np.ascontiguousarray(Wr), np.ascontiguousarray(AWr)
-        self.MAWr = None if MAWr is None else np.ascontiguousarray(MAWr)
+        self.Wr = np.ascontiguousarray(Wr)
+        self._AWr = None if AWr is None else np.ascontiguousarray(AWr)
+        self._MAWr = None if MAWr is None else np.ascontiguousarray(MAWr)
         self._key = ops.fingerprint()
         self._M = M
+
+
+def _block_matvec(ops, Xr):
+    """Rows of ``A X^T`` (``Xr`` row-wise, ``p x n``): one sparse block product when
+    the ops object holds a serial matrix, else ``p`` products."""
+    if isinstance(ops, SerialOps):
+        return np.ascontiguousarray(np.asarray(ops.A @ Xr.T, dtype=np.float64).T)
+    return np.array([ops.matvec(x) for x in Xr])
 
 
 def deflated_cg_core(ops, b, *, x0=None, rtol=1e-8, atol=0.0, maxiter=None, callback=None,
@@ -172,88 +234,118 @@ def deflated_cg_core(ops, b, *, x0=None, rtol=1e-8, atol=0.0, maxiter=None, call
     if k > 0 and space.k > 0:
         space.prepare(ops, M=M)
         setup_mv = space.last_setup_matvecs
-        Wr, AWr = space.Wr[:k], space.AWr[:k]
+        Wr, AWr, Einv = space.Wr[:k], space.AWr[:k], space.Einv
+        if Einv is not None and len(Wr) < space.k:  # a leading part of a non-orthonormal W
+            T = _a_orthonormal_transform(ops.gram(Wr, AWr))
+            Wr, AWr, Einv = T @ Wr, T @ AWr, None
     else:
         Wr = AWr = np.zeros((0, nloc))
+        Einv = None
     deflate = len(Wr) > 0
 
-    def start(x, r):  # x += W (W^T A W)^{-1} W^T r, with W^T A W = I
+    # local bindings (the loop is dominated by per-call overhead at ~10^4 unknowns)
+    matvec, precond, dots = ops.matvec, ops.precond, ops.dots
+    if isinstance(ops, SerialOps):
+        def dot(u, v):
+            return float(u @ v)
+
+        def norm(v):
+            return math.sqrt(float(v @ v))
+    else:
+        def dot(u, v):
+            return float(dots(u[None], v)[0])
+
+        norm = ops.norm
+
+    def coeffs(Xr, v):  # (W^T A W)^{-1} X^T v for X = W or A W
+        c = dots(Xr, v)
+        return c if Einv is None else Einv @ c
+
+    def start(x, r):  # x += W (W^T A W)^{-1} W^T r
         if deflate:
-            c = ops.dots(Wr, r)
+            c = coeffs(Wr, r)
             x, r = x + c @ Wr, r - c @ AWr
-        z = ops.precond(r)
-        p = z - ops.dots(AWr, z) @ Wr if deflate else z.copy()
+        z = precond(r)
+        p = z - coeffs(AWr, z) @ Wr if deflate else z.copy()
         return x, r, z, p
 
     x, r, z, p = start(x, r)
     if deflate:
-        hist.append(rel(ops.norm(r)))
-    rz = float(ops.dots(r[None], z)[0])
-    if deflate and harvest > 0 and (space.MAWr is None or len(space.MAWr) < len(Wr)):
-        space.MAWr = np.array([ops.precond(v) for v in space.AWr])
+        hist.append(rel(norm(r)))
+    rz = dot(r, z)
+    collect = k > 0 and harvest > 0
+    if deflate and collect:
+        MAWr = space.MAWr
+        if MAWr is None or len(MAWr) < space.k or Einv is not space.Einv:
+            MAWr = np.array([ops.precond(v) for v in AWr])
+            if Einv is space.Einv:
+                space.MAWr = MAWr
+        MAWr = MAWr[: len(Wr)]
     # harvest basis S with A S and M^{-1} A S in preallocated row blocks: W, then the
     # first `harvest` directions (window), or compressed to `keep` Ritz vectors whenever
     # full (thick restart)
     keep = 2 * k  # vectors kept at a thick restart of the harvest
     cap = (keep if thick_restart else len(Wr)) + harvest
-    collect = k > 0 and harvest > 0
     if collect:
         S, AS, MAS = (np.empty((cap, nloc)) for _ in range(3))
         count = len(Wr) if deflate else 0
         if deflate:
-            S[:count], AS[:count], MAS[:count] = Wr, AWr, space.MAWr[: len(Wr)]
+            S[:count], AS[:count], MAS[:count] = Wr, AWr, MAWr
     else:
         count = 0
     it, reason, kind = 0, "maxiter", "true"
     if hist[-1] * (bnorm if bnorm > 0 else 1.0) <= tol:
         reason = "rtol"
     while reason != "rtol" and it < maxiter:
-        if not rz > 0 or not np.isfinite(rz):
+        if not rz > 0 or not math.isfinite(rz):
             reason = "breakdown"
             break
-        q = ops.matvec(p)
+        q = matvec(p)
         it += 1
         kind = "recursive"
-        pq = float(ops.dots(p[None], q)[0])
-        if not pq > 0 or not np.isfinite(pq):
+        pq = dot(p, q)
+        if not pq > 0 or not math.isfinite(pq):
             hist.append(hist[-1])
             reason = "breakdown"
             break
         alpha = rz / pq
         x += alpha * p
         r -= alpha * q
-        z_new = ops.precond(r)
+        z_new = precond(r)
         if collect and count < cap:
             S[count], AS[count] = p, q
             np.subtract(z, z_new, out=MAS[count])
             MAS[count] /= alpha  # M^{-1} q by linearity of M
             count += 1
             if thick_restart and count == cap:
-                Sk, ASk, MASk = _ritz(ops, S, AS, MAS, k, restart=True)
-                count = len(Sk)
-                S[:count], AS[:count], MAS[:count] = Sk, ASk, MASk
+                Y = _ritz(ops, S, AS, MAS, k, restart=True)
+                count = len(Y)
+                S[:count], AS[:count], MAS[:count] = Y @ S, Y @ AS, Y @ MAS
         z = z_new
-        rnorm = ops.norm(r)
+        rnorm = norm(r)
         hist.append(rel(rnorm))
         if callback is not None:
             callback(x)
         if rnorm <= tol:
-            r = b - ops.matvec(x)  # true residual check
-            rnorm = ops.norm(r)
+            r = b - matvec(x)  # true residual check
+            rnorm = norm(r)
             hist[-1] = rel(rnorm)
             if rnorm <= tol:
                 reason = "rtol"
                 break
             x, r, z, p = start(x, r)  # residual replacement: restart
-            rz = float(ops.dots(r[None], z)[0])
+            rz = dot(r, z)
             continue
-        rz_new = float(ops.dots(r[None], z)[0])
+        rz_new = dot(r, z)
         p = z + (rz_new / rz) * p
         if deflate:
-            p -= ops.dots(AWr, z) @ Wr  # row-major (k, n): c @ Wr, not Wr.T @ c
+            p -= coeffs(AWr, z) @ Wr  # row-major (k, n): c @ Wr, not Wr.T @ c
         rz = rz_new
     if collect and count > 0:
-        space.store(ops, *_ritz(ops, S[:count], AS[:count], MAS[:count], k), M=M)
+        # only W is formed now; A W and M^{-1} A W only if the next solve has this matrix
+        Y = _ritz(ops, S[:count], AS[:count], MAS[:count], k)
+        space.store(ops, Y @ S[:count], None, None, M=M,
+                    lazy=(Y, AS[:count], MAS[:count]))
     if k > 0 and recycle is not None:
         space._schedule(collect and count > 0, it)
     return x, info(it, reason, kind)
@@ -263,7 +355,9 @@ def _ritz(ops, S, AS, MAS, k, *, restart=False):
     """Smallest Ritz vectors of :math:`M^{-1}A` (A-inner product) in ``span(S)``.
 
     Solves :math:`(AS)^T M^{-1} (AS)\\, y = \\lambda\\, S^T A S\\, y` and returns the
-    row blocks ``(Y S, Y AS, Y MAS)`` of the ``k`` smallest, A-orthonormal. With
+    coefficients ``Y`` (rows) of the ``k`` smallest, A-orthonormal: the Ritz vectors
+    are the rows of ``Y S`` (with ``A`` times them ``Y AS``, ``M^{-1} A`` times them
+    ``Y MAS``). With
     ``restart=True`` (thick restart inside a solve, as in eigCG of Stathopoulos &
     Orginos 2010) the ``k`` smallest Ritz vectors of ``span(S)`` *and* of
     ``span(S[:-1])`` are kept (up to ``2k`` vectors), which keeps the locally
@@ -286,21 +380,22 @@ def _ritz(ops, S, AS, MAS, k, *, restart=False):
         Y2 = smallest(F[:-1, :-1], G[:-1, :-1])
         Y = np.vstack([Y, np.hstack([Y2, np.zeros((len(Y2), 1))])])
         Y = _a_orthonormal_transform(Y @ F @ Y.T) @ Y
-    return Y @ S, Y @ AS, Y @ MAS
+    return Y
 
 
 def deflated_cg(A, b, *, x0=None, M=None, rtol=1e-8, atol=0.0, maxiter=None, callback=None,
                 k=10, recycle=None, harvest=None, thick_restart=True):
     """Deflated preconditioned CG (Def-CG) for sequences of SPD systems.
 
-    With a deflation space ``W`` (:math:`W^T A W = I`), the initial guess is
-    corrected so that :math:`W^T r_0 = 0`, and the search directions are kept
-    A-orthogonal to ``W``:
+    With a deflation space ``W`` and :math:`E = W^T A W` (``I`` after a
+    harvest), the initial guess is corrected so that :math:`W^T r_0 = 0`, and the
+    search directions are kept A-orthogonal to ``W``:
 
     .. math::
 
-        x_0 \\mathrel{+}= W W^T r_0,\\quad z_j = M^{-1} r_j,\\quad
-        p_{j} = z_j + \\beta_{j-1} p_{j-1} - W \\mu_j,\\quad \\mu_j = (AW)^T z_j,
+        x_0 \\mathrel{+}= W E^{-1} W^T r_0,\\quad z_j = M^{-1} r_j,\\quad
+        p_{j} = z_j + \\beta_{j-1} p_{j-1} - W \\mu_j,\\quad
+        \\mu_j = E^{-1} (AW)^T z_j,
 
     with the usual :math:`\\alpha_j = r_j^T z_j / p_j^T A p_j`,
     :math:`\\beta_j = r_{j+1}^T z_{j+1} / r_j^T z_j`. CG then effectively works on
@@ -319,9 +414,14 @@ def deflated_cg(A, b, *, x0=None, M=None, rtol=1e-8, atol=0.0, maxiter=None, cal
     ``k`` smallest Ritz vectors become the next ``W`` (A-orthonormal, with ``AW``
     and :math:`M^{-1}AW` known, so a solve with the same matrix needs no setup).
     Over a sequence the space keeps improving, since each harvest starts from the
-    previous ``W``. A new matrix costs ``k`` products (``AW``, reported in
-    ``info["setup_matvecs"]``) and, when the solve harvests, ``k``
-    preconditioner applications (:math:`M^{-1}AW`).
+    previous ``W``. A new matrix costs ``k`` products (``AW``, one sparse block
+    product on a serial matrix, reported in ``info["setup_matvecs"]``), the
+    ``k x k`` Gram matrix :math:`E = W^T A W` and, when the solve harvests, ``k``
+    preconditioner applications (:math:`M^{-1}AW`). ``W`` itself is not rewritten
+    for the new matrix: the projections use :math:`E^{-1}` (``k x k``), which
+    saves two ``k x k x n`` products per system over re-A-orthonormalising it.
+    A harvest forms only the new ``W``; ``AW`` and :math:`M^{-1}AW` are formed
+    from the solve's basis only if the next solve has the same matrix.
 
     Parameters
     ----------
