@@ -17,19 +17,31 @@ AMG hierarchy update, triangular solves). The decision:
    :func:`lu_envelope` says the factor may not fit (3-D-like graphs), AMG-CG with a
    reused hierarchy is used instead.
 2. **Matrices differ**: a timed probe. Each candidate -- sparse LU with ordering
-   reuse (unless :func:`direct_feasible` rules it out), and AMG-preconditioned CG (symmetric matrices with a positive diagonal)
-   or GMRES (others) with the hierarchy updated in place -- solves two systems
+   reuse (unless :func:`direct_feasible` rules it out), and AMG-preconditioned CG
+   (symmetric matrices with a positive diagonal) or GMRES (others) with the
+   hierarchy updated in place -- solves two systems
    (one when :math:`N < 8`); the second solve measures the steady cost
    :math:`t_s` (the smaller of wall-clock and process CPU time, so that other
    load on the machine does not skew it). The cheapest :math:`t_s` solves the
-   rest. Probe solutions are kept; a solve that fails to converge is re-solved
-   directly and its candidate dropped. Every 8 systems the running median cost of
+   rest. Probe solutions are kept (no system is solved twice unless a probe solve
+   fails). A probe solve of an iterative candidate is stopped once its iterations
+   have cost :data:`PROBE_BUDGET` times the cheapest per-system cost measured so
+   far (it cannot win; e.g. CG on an indefinite matrix), and a solve that fails
+   to converge, breaks down or is stopped is re-solved by the cheapest candidate;
+   the failing candidate is dropped. Every 8 systems the running median cost of
    the chosen strategy is compared with the others' estimates; a rival that looks
-   more than 10% cheaper gets one more timed system and takes over if it confirms
-   (timings on a shared machine are noisy, and costs drift along a sequence).
+   more than 10% cheaper gets one more timed (budgeted) system and takes over if
+   it confirms (timings on a shared machine are noisy, and costs drift along a
+   sequence).
+   Nonsymmetric matrices below :data:`DIRECT_ALWAYS_N` unknowns with the default
+   preconditioner skip the probe: sparse LU with ordering reuse (an AMG-GMRES
+   probe costs an AMG setup and two slower solves, about 2-3% of 200 systems at
+   6400 unknowns, and AMG-GMRES was never faster there).
 
 The probe costs at most :math:`2 (t_\text{slow} - t_\text{fast})` per rejected
-candidate over running the best one from the start.
+candidate over running the best one from the start, and at most its
+preconditioner setup plus :math:`(\text{PROBE\_BUDGET} + 1)\, t_\text{fast}` per
+failing one.
 
 >>> import numpy as np, scipy.sparse as sp
 >>> from femno.datagen import solve_sequence
@@ -46,9 +58,10 @@ import time
 import numpy as np
 
 from femno.datagen.strategy import KrylovStrategy, LUStrategy, same_matrix, same_pattern
+from femno.errors import InputError
 
 __all__ = ["analyze", "run_auto", "DIRECT_MAX_N", "DIRECT_MAX_ENVELOPE", "lu_envelope",
-           "direct_feasible"]
+           "direct_feasible", "PROBE_BUDGET"]
 
 #: above this many unknowns ``auto`` does not try a sparse LU factorization
 DIRECT_MAX_N = 400_000
@@ -59,6 +72,11 @@ DIRECT_MAX_N = 400_000
 DIRECT_MAX_ENVELOPE = 300_000_000
 #: below this many unknowns a sparse LU is always tried (no envelope computed)
 DIRECT_ALWAYS_N = 20_000
+#: a probe solve of an iterative candidate stops once its iterations (preconditioner
+#: setup excluded) have cost this many times the cheapest per-system cost measured so
+#: far, and at least PROBE_MIN_BUDGET_S seconds
+PROBE_BUDGET = 3.0
+PROBE_MIN_BUDGET_S = 0.02
 
 
 def lu_envelope(A) -> int:
@@ -183,6 +201,15 @@ def run_auto(run, *, pc="auto", k=20, restart=40, maxiter=None):
         cands.append((f"gmres+{pc_name}", lambda: KrylovStrategy(
             "gmres", pc=kry_pc, rtol=rtol, restart=restart, maxiter=maxiter,
             reuse_pc=info["shared_pattern"])))
+    if (direct_ok and not info["symmetric"] and pc in ("auto", None)
+            and info["n"] < DIRECT_ALWAYS_N):
+        strategy = cands[0][1]()
+        for t in range(N):
+            run.solve(strategy, t)
+        return ("auto->direct-reuse",
+                f"{text}: nonsymmetric, n < {DIRECT_ALWAYS_N:,}: sparse LU with ordering reuse, no "
+                "probe (AMG-preconditioned GMRES, the iterative candidate for nonsymmetric "
+                "matrices, cannot repay its probe at this size)", {})
     if info["fixed"]:  # too large for LU: one candidate, hierarchy reused
         name, make = cands[-1]
         strategy = make()
@@ -206,7 +233,7 @@ def run_auto(run, *, pc="auto", k=20, restart=40, maxiter=None):
     first_pick = best
     since_check = 0
     while race.pos < N:
-        race.attempt(best)
+        race.attempt(best, budgeted=False)
         since_check += 1
         if best not in race.alive:  # the chosen Krylov method failed: drop it
             best = race.best()
@@ -224,7 +251,13 @@ def run_auto(run, *, pc="auto", k=20, restart=40, maxiter=None):
     est = {k_: race.estimate(k_) for k_ in race.costs if race.costs[k_]}
     probe_txt = ", ".join(f"{k_} {v * 1e3:.3g} ms/system" for k_, v in est.items())
     if race.failed:
-        probe_txt += f"; {', '.join(race.failed)} did not converge (re-solved by sparse LU)"
+        probe_txt += "; " + ", ".join(
+            f"{k_} failed ({race.errors[k_]})" if k_ in race.errors else f"{k_} did not converge"
+            for k_ in race.failed) + f" (re-solved by {race.rescuer})"
+    if race.stopped:
+        probe_txt += "; " + ", ".join(
+            f"{k_} stopped after {t * 1e3:.3g} ms (over {PROBE_BUDGET:g}x the cheapest cost, "
+            f"re-solved by {race.rescuer})" for k_, t in race.stopped.items())
     why = (f"{text}; probe on {n_probe} systems, then {first_pick} for the rest"
            f" (median cost {probe_txt})")
     if race.switches:
@@ -240,9 +273,13 @@ class _Race:
         self.costs = {name: [] for name in strategies}
         self.alive = list(strategies)
         self.failed: list = []
+        self.stopped: dict = {}  # name -> seconds spent when its probe solve was stopped
+        self.errors: dict = {}  # name -> the exception that put it out
         self.switches: list = []
         self.pos = 0
         self.fallback = None
+        self.rescuer = None  # who re-solved a failed or stopped system
+        self.cheapest = np.inf  # cheapest single solve so far (first solves included)
 
     def estimate(self, name) -> float:
         c = self.costs[name]
@@ -260,35 +297,106 @@ class _Race:
             return self.alive[0] if self.alive else "direct-reuse"
         return min(names, key=self.estimate)
 
-    def attempt(self, name, *, record_cost=True):
-        """Solve the next position with ``name``; a failure is re-solved by sparse LU."""
-        ok, cost, dt = _probe_one(self.run, self.strategies[name], self.pos)
-        if ok and record_cost:
-            self.costs[name].append(cost)
-        if not ok:
+    def _budget(self, name):
+        """Seconds after which a solve by ``name`` is stopped, or None (no rival to take
+        over: the only candidate left runs unbudgeted)."""
+        others = [k for k in self.alive if k != name]
+        if not others or not self.strategies[name].iterative or not np.isfinite(self.cheapest):
+            return None
+        return max(PROBE_BUDGET * self.cheapest, PROBE_MIN_BUDGET_S)
+
+    def attempt(self, name, *, record_cost=True, budgeted=True):
+        """Solve the next position with ``name``; a failure is re-solved by the cheapest
+        other candidate (or a sparse LU)."""
+        budget = self._budget(name) if budgeted else None
+        status, cost, dt, error = _probe_one(self.run, self.strategies[name], self.pos, budget)
+        if status == "ok":
+            self.cheapest = min(self.cheapest, cost)
+            if record_cost:
+                self.costs[name].append(cost)
+        else:
             self.alive.remove(name)
-            self.failed.append(name)
+            if status == "stopped":
+                self.stopped[name] = cost
+            else:
+                self.failed.append(name)
+                if error:
+                    self.errors[name] = error
+            rescuer = self.best()
+            if rescuer in self.alive:
+                self.rescuer = rescuer
+                status2, cost2, _, _ = _probe_one(self.run, self.strategies[rescuer], self.pos)
+                if status2 == "ok":
+                    self.costs[rescuer].append(cost2)
+                    self.run.times[int(self.run.order[self.pos])] += dt
+                    self.pos += 1
+                    return
+                self.alive.remove(rescuer)
+                self.failed.append(rescuer)
+            self.rescuer = "sparse LU"
             self.fallback = self.fallback or LUStrategy(reuse=True, rtol=self.rtol)
             self.run.solve(self.fallback, self.pos)
             self.run.times[int(self.run.order[self.pos])] += dt
         self.pos += 1
 
 
-def _probe_one(run, strategy, pos):
-    """Solve position ``pos`` with ``strategy``; record it only if it converged."""
+class _OverBudget(Exception):
+    """Raised from a solver callback to stop a probe solve that cannot win."""
+
+
+def _probe_one(run, strategy, pos, budget=None):
+    """Solve position ``pos`` with ``strategy``; record it only if it converged.
+
+    Returns ``(status, cost, wall, error)`` with status ``"ok"``, ``"failed"`` (did
+    not reach rtol, or an iterative candidate raised ``error``) or ``"stopped"``
+    (its iterations, from the first callback on, cost more than ``budget``
+    seconds: the solver's callback stops it).
+    """
     i = int(run.order[pos])
     A, b = run.As[i], run.bs[i]
-    x0 = run.initial_guess(i, strategy)
     t0, c0 = time.perf_counter(), time.process_time()
-    x, stats = strategy.solve(A, b, x0)
+
+    def cost_now():
+        # other processes on the machine inflate wall time, threads inflate CPU time:
+        # the smaller of the two is the more faithful estimate of the uncontended cost
+        return min(time.perf_counter() - t0, time.process_time() - c0)
+
+    solver = getattr(strategy, "solver", None)
+    saved = getattr(solver, "callback", None)
+    if budget is not None and solver is not None:
+        # the budget counts iterations only: the first solve's preconditioner setup
+        # (an AMG hierarchy) is paid once and amortised by later systems
+        started = []
+
+        def check(_x):
+            if not started:
+                started.append(cost_now())
+            elif cost_now() - started[0] > budget:
+                raise _OverBudget
+            if saved is not None:
+                saved(_x)
+
+        solver.callback = check
+    try:
+        x0 = run.initial_guess(i, strategy)
+        x, stats = strategy.solve(A, b, x0)
+    except _OverBudget:
+        return "stopped", cost_now(), time.perf_counter() - t0, None
+    except (InputError, ValueError, ArithmeticError, np.linalg.LinAlgError) as exc:
+        if not strategy.iterative:  # e.g. a singular matrix: the caller's problem
+            raise
+        # an iterative candidate whose preconditioner setup broke down (an AMG setup on a
+        # nonsymmetric matrix): the candidate is out, the system goes to another one
+        return "failed", cost_now(), time.perf_counter() - t0, f"{type(exc).__name__}: {exc}"
+    finally:
+        if solver is not None:
+            solver.callback = saved
     dt = time.perf_counter() - t0
-    # other processes on the machine inflate wall time, threads inflate CPU time: the
-    # smaller of the two is the more faithful estimate of the uncontended cost
-    cost = min(dt, time.process_time() - c0)
+    cost = cost_now()
     bn = float(np.linalg.norm(b))
     rn = float(np.linalg.norm(b - A @ x))
     res = rn / bn if bn > 0 else rn
     if not (res <= run.rtol):
-        return False, cost, dt
+        return "failed", cost, dt, None
     run._record(i, pos, x, stats, dt, A, b, residual=res)
-    return True, cost, dt
+    return "ok", cost, dt, None

@@ -1,0 +1,123 @@
+"""``auto``'s probe: probed systems are kept (never solved twice), a probe solve that
+cannot win is stopped by its budget, and every solution meets rtol."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import scipy.sparse.linalg as spla
+
+import femno.datagen.auto as auto
+from femno.datagen import solve_sequence
+from femno.datagen.strategy import KrylovStrategy, LUStrategy
+
+RTOL = 1e-10
+
+
+def _laplacian(m):
+    T = sp.diags([-1.0, 2.0, -1.0], [-1, 0, 1], shape=(m, m))
+    return sp.csr_matrix(sp.kron(T, sp.eye(m)) + sp.kron(sp.eye(m), T))
+
+
+def _sequence(N, *, shift=0.0, m=20, seed=0):
+    """SPD (shift 0) or symmetric indefinite (shift inside the spectrum, positive
+    diagonal) matrices with one pattern, varying values."""
+    rng = np.random.default_rng(seed)
+    L = _laplacian(m)
+    out = []
+    for _ in range(N):
+        a = 1.0 + 0.2 * rng.random(L.shape[0])
+        D = sp.diags(np.sqrt(a))
+        A = sp.csr_matrix(D @ L @ D - shift * sp.eye(L.shape[0]))
+        A.sort_indices()
+        out.append((A, rng.standard_normal(L.shape[0])))
+    return out
+
+
+@pytest.fixture
+def count_solves(monkeypatch):
+    """Count strategy solves per right-hand side (identified by the array object)."""
+    calls = Counter()
+    for cls in (LUStrategy, KrylovStrategy):
+        orig = cls.solve
+
+        def counted(self, A, b, x0=None, _orig=orig):
+            calls[id(b)] += 1
+            return _orig(self, A, b, x0)
+
+        monkeypatch.setattr(cls, "solve", counted)
+    return calls
+
+
+def _assert_solved(res, systems):
+    assert res.converged.all()
+    for (A, b), x in zip(systems, res.solutions, strict=True):
+        assert np.linalg.norm(b - A @ x) <= RTOL * np.linalg.norm(b)
+        xref = spla.spsolve(A.tocsc(), b)
+        assert np.linalg.norm(x - xref) <= 1e-6 * np.linalg.norm(xref)
+
+
+def test_probed_systems_are_solved_once(count_solves):
+    systems = _sequence(12)
+    res = solve_sequence(systems, rtol=RTOL)
+    assert "probe on 4 systems" in res.explanation
+    assert set(res.probe) == {"direct-reuse", "amg-cg"}
+    # every system exactly once: the probe's solutions are the results
+    assert sorted(count_solves[id(b)] for _, b in systems) == [1] * len(systems)
+    _assert_solved(res, systems)
+
+
+def test_probe_solve_over_budget_is_stopped_and_resolved(count_solves, monkeypatch):
+    """A zero budget stops the iterative candidate at its second iteration: the system
+    is re-solved by the cheapest candidate (LU) and the candidate dropped."""
+    monkeypatch.setattr(auto, "PROBE_BUDGET", 0.0)
+    monkeypatch.setattr(auto, "PROBE_MIN_BUDGET_S", 0.0)
+    systems = _sequence(12, seed=1)
+    res = solve_sequence(systems, rtol=RTOL, maxiter=5000)
+    assert res.method == "auto->direct-reuse"
+    assert "amg-cg stopped after" in res.explanation and "re-solved by direct-reuse" in res.explanation
+    counts = sorted(count_solves[id(b)] for _, b in systems)
+    assert counts == [1] * (len(systems) - 1) + [2]  # only the stopped system twice
+    assert res.iterations.max() == 0  # every kept solution is LU's
+    _assert_solved(res, systems)
+
+
+def test_indefinite_sequence_cg_candidate_does_not_cost_the_run(count_solves):
+    """Symmetric indefinite matrices with a positive diagonal look SPD to the structure
+    test; CG fails on them. auto must still return LU solutions for all systems, with
+    at most one extra solve (the failed or stopped probe)."""
+    systems = _sequence(10, shift=0.3, seed=2)
+    res = solve_sequence(systems, rtol=RTOL, maxiter=20000)
+    assert res.method == "auto->direct-reuse"
+    assert "stopped after" in res.explanation or "did not converge" in res.explanation
+    assert sum(count_solves[id(b)] for _, b in systems) <= len(systems) + 1
+    _assert_solved(res, systems)
+
+
+def _convdiff_sequence(N, m=16, seed=3):
+    """Upwind convection-diffusion with a varying wind: nonsymmetric, one pattern."""
+    rng = np.random.default_rng(seed)
+    L = _laplacian(m)
+    D = sp.diags([-1.0, 1.0], [-1, 0], shape=(m, m))
+    Dx = sp.kron(sp.eye(m), D)
+    out = []
+    for _ in range(N):
+        A = sp.csr_matrix(L + (0.5 + rng.random()) * Dx)
+        A.sort_indices()
+        out.append((A, rng.standard_normal(m * m)))
+    return out
+
+
+def test_small_nonsymmetric_sequence_goes_to_lu_without_probe(count_solves):
+    systems = _convdiff_sequence(10)
+    res = solve_sequence(systems, rtol=RTOL)
+    assert res.method == "auto->direct-reuse" and "no probe" in res.explanation
+    assert res.probe == {} and sorted(count_solves[id(b)] for _, b in systems) == [1] * 10
+    _assert_solved(res, systems)
+    # a preconditioner chosen by the caller is still probed
+    res = solve_sequence(systems, rtol=RTOL, pc="jacobi")
+    assert "probe on" in res.explanation and "gmres+jacobi" in res.probe
+    _assert_solved(res, systems)
