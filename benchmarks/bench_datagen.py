@@ -216,18 +216,117 @@ def interleaved_skr(recipe, args):
     out = {}
     for pc in [p for p in args.pcs if p in CG_PCS]:
         kw = dict(pc=pc, rtol=args.rtol, maxiter=args.maxiter)
+        t0, load0 = time.time(), os.getloadavg()[0]
         runs = _alternate({"GMRES(40)": make_strategy("gmres", **kw),
                            "SKR (GCRO-DR)": make_strategy("skr", **kw),
                            "SKR (deflated CG)": make_strategy("dcg", **kw)}, systems, order)
+        when = dict(run_at=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(t0)),
+                    load_average=[round(load0, 2), round(os.getloadavg()[0], 2)])
         out[pc] = {k: dict(mean_wall_s=float(np.mean(w)), mean_cpu_s=float(np.mean(c)),
                            mean_iterations=float(np.mean(i)), failures=int(len(v) - sum(v)),
-                           systems=len(order))
+                           systems=len(order), maxiter=args.maxiter, **when)
                    for k, (w, c, i, v) in runs.items()}
         g = out[pc]["GMRES(40)"]
         print(f"  interleaved {pc:<7}" + "".join(
             f"  {k} {v['mean_cpu_s'] * 1e3:8.1f} ms CPU ({g['mean_cpu_s'] / v['mean_cpu_s']:.2f}x)"
             for k, v in out[pc].items()), flush=True)
     return out
+
+
+def lockstep(systems, feats, methods: dict, args) -> dict:
+    """Run :func:`solve_sequence` once per entry of ``methods`` (label -> kwargs), all on
+    the same systems, in lock-step: each run solves one system, then hands over to the
+    next (threads taking turns through ``solve_sequence``'s per-system callback).
+
+    Whole-sequence methods (``auto`` with its probe) are compared with single methods
+    under the same machine load, system by system. Returns per label the thread CPU
+    seconds (``time.thread_time``: only that run's own work), the wall seconds while
+    it held the turn, and the method and explanation of the result.
+    """
+    import threading
+
+    labels = list(methods)
+    cond = threading.Condition()
+    state = {"turn": 0, "done": set()}
+    out = {label: dict(wall_s=0.0, cpu_s=0.0) for label in labels}
+    errors = []
+
+    def pass_turn(j):
+        with cond:
+            nxt = [(j + d) % len(labels) for d in range(1, len(labels) + 1)]
+            live = [m for m in nxt if m not in state["done"]]
+            state["turn"] = live[0] if live else -1
+            cond.notify_all()
+
+    def worker(j, label):
+        t_in = [0.0]
+
+        def take_turn():
+            with cond:
+                cond.wait_for(lambda: state["turn"] == j)
+            t_in[0] = time.perf_counter()
+
+        def give_turn():
+            out[label]["wall_s"] += time.perf_counter() - t_in[0]
+            pass_turn(j)
+
+        def callback(i, x, st):
+            give_turn()
+            take_turn()
+
+        take_turn()
+        c = time.thread_time()
+        try:
+            res = solve_sequence(systems, features=feats, rtol=args.rtol, on_fail="ignore",
+                                 maxiter=args.maxiter, callback=callback, **methods[label])
+            out[label].update(method=res.method, explanation=res.explanation,
+                              failures=int(np.sum(~res.converged)))
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+        out[label]["cpu_s"] = time.thread_time() - c
+        out[label]["wall_s"] += time.perf_counter() - t_in[0]
+        with cond:
+            state["done"].add(j)
+        pass_turn(j)
+
+    threads = [threading.Thread(target=worker, args=(j, label)) for j, label in enumerate(labels)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
+    return out
+
+
+def auto_vs_best(rec, args):
+    """``auto`` against the best single method of the recorded rows of ``rec`` (lowest
+    total time, ``auto`` excluded), run in lock-step (:func:`lockstep`) ``--auto-vs``
+    times, alternating which one goes first, on the recipe's ``--systems`` systems."""
+    recipe = rec["recipe"]
+    fam, systems, feats = build(recipe, args.systems, args.seed)
+    kwargs = {label: kw for label, kw, _ in strategies(fam.fixed_matrix, fam.spd, args.pcs)}
+    rows = [r for r in rec["rows"] if "total_s" in r and r["strategy"] != "auto"
+            and r["strategy"] in kwargs and not r.get("extrapolated")]
+    best = min(rows, key=lambda r: r["total_s"])["strategy"]
+    t0, load0 = time.time(), os.getloadavg()[0]
+    reps = []
+    for rep in range(args.auto_vs):
+        pair = {"auto": dict(method="auto"), best: kwargs[best]}
+        if rep % 2:
+            pair = dict(reversed(list(pair.items())))
+        reps.append(lockstep(systems, feats, pair, args))
+        a, b = reps[-1]["auto"], reps[-1][best]
+        print(f"  lock-step {recipe}: auto {a['cpu_s']:.2f} s CPU ({a['method']}) vs {best} "
+              f"{b['cpu_s']:.2f} s: ratio {a['cpu_s'] / b['cpu_s']:.3f}", flush=True)
+    cpu = {k: [r[k]["cpu_s"] for r in reps] for k in ("auto", best)}
+    wall = {k: [r[k]["wall_s"] for r in reps] for k in ("auto", best)}
+    return dict(rival=best, systems=len(systems), repeats=args.auto_vs,
+                auto_cpu_s=cpu["auto"], rival_cpu_s=cpu[best], auto_wall_s=wall["auto"],
+                rival_wall_s=wall[best], auto_method=reps[-1]["auto"]["method"],
+                auto_explanation=reps[-1]["auto"]["explanation"],
+                run_at=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(t0)),
+                load_average=[round(load0, 2), round(os.getloadavg()[0], 2)])
 
 
 def workers_comparison(recipe, args):
@@ -323,17 +422,34 @@ def write(results, workers, args):
                   f"{rv['median_cpu_s'] * 1e3:.0f} ms: ratio {fv['median_wall_s'] / rv['median_wall_s']:.2f}x wall, "
                   f"{fv['median_cpu_s'] / rv['median_cpu_s']:.2f}x CPU.", ""]
         if rec.get("interleaved_skr"):
-            L += [f"Interleaved SKR check ({next(iter(next(iter(rec['interleaved_skr'].values())).values()))['systems']} "
-                  "further systems along the sorted chain; GMRES(40), SKR with GCRO-DR and SKR with deflated CG "
-                  "alternating system by system, same preconditioner; mean CPU ms per system, mean iterations, "
-                  "time ratio GMRES(40) / row):", "",
-                  "| pc | GMRES(40) | SKR (GCRO-DR) | SKR (deflated CG) |", "|---|---|---|---|"]
+            L += ["Interleaved SKR check (further systems along the sorted chain; GMRES(40), SKR with "
+                  "GCRO-DR and SKR with deflated CG alternating system by system, same preconditioner; "
+                  "mean CPU ms per system, mean iterations, failures, time ratio GMRES(40) / row):", "",
+                  "| pc | systems | GMRES(40) | SKR (GCRO-DR) | SKR (deflated CG) | ran (load avg) |",
+                  "|---|---|---|---|---|---|"]
             for pc, v in rec["interleaved_skr"].items():
                 g = v["GMRES(40)"]["mean_cpu_s"]
-                L.append(f"| {pc} | " + " | ".join(
-                    f"{x['mean_cpu_s'] * 1e3:.1f} ms, {x['mean_iterations']:.0f} it ({g / x['mean_cpu_s']:.2f}x)"
-                    for x in v.values()) + " |")
+                first = next(iter(v.values()))
+                when = (f"{first['run_at']} ({first['load_average'][0]}-{first['load_average'][1]})"
+                        if first.get("run_at") else "?")
+                cells = []
+                for x in v.values():
+                    fail = f", {x['failures']} fail" if x.get("failures") else ""
+                    cells.append(f"{x['mean_cpu_s'] * 1e3:.1f} ms, {x['mean_iterations']:.0f} it{fail} "
+                                 f"({g / x['mean_cpu_s']:.2f}x)")
+                L.append(f"| {pc} | {first['systems']} | " + " | ".join(cells) + f" | {when} |")
             L.append("")
+        if rec.get("auto_vs"):
+            av = rec["auto_vs"]
+            ra = [a / b for a, b in zip(av["auto_cpu_s"], av["rival_cpu_s"], strict=True)]
+            L += [f"Lock-step check of `auto` ({av['systems']} systems, {av['repeats']} runs, "
+                  f"{av['run_at']}, load average {av['load_average'][0]}-{av['load_average'][1]}): "
+                  f"`auto` and the best single method ({av['rival']}) solve the same systems taking "
+                  f"turns system by system; CPU s per run auto "
+                  f"{', '.join(f'{v:.2f}' for v in av['auto_cpu_s'])} vs "
+                  f"{', '.join(f'{v:.2f}' for v in av['rival_cpu_s'])}: auto / best = "
+                  f"{np.sum(av['auto_cpu_s']) / np.sum(av['rival_cpu_s']):.3f} (per run "
+                  f"{', '.join(f'{v:.3f}' for v in ra)}); auto ran as {av['auto_method']}.", ""]
         L += ["| strategy | total s | samples/s | CPU ms/system | mean it | failures | vs GMRES | vs best fresh | ran as |",
               "|---|---|---|---|---|---|---|---|---|"]
         for r in rec["rows"]:
@@ -378,8 +494,11 @@ def main(argv=None):
     p.add_argument("--interleave-skr", type=int, default=0, metavar="N",
                    help="also solve N further systems (sorted chain) with GMRES(40), SKR (GCRO-DR) "
                         "and SKR (deflated CG) alternately, per CG preconditioner of --pcs")
+    p.add_argument("--auto-vs", type=int, default=0, metavar="R",
+                   help="also run auto and the best single method of the recorded rows in "
+                        "lock-step, system by system, R times (a load-fair check of auto)")
     p.add_argument("--skip-rows", action="store_true",
-                   help="with --interleave: only the interleaved run, keep the recorded rows")
+                   help="only the interleaved / lock-step runs, keep the recorded rows")
     p.add_argument("--note", default="", help="a remark stored with each recipe run (e.g. 'machine shared')")
     p.add_argument("--all", action="store_true", help="also run strategies skipped as too slow")
     p.add_argument("--out", type=Path, default=HERE / "results")
@@ -395,8 +514,12 @@ def main(argv=None):
                 r["interleaved"] = interleaved(r["recipe"], args)
     if args.interleave_skr:
         for r in results:
-            if r["spd"]:
-                r["interleaved_skr"] = interleaved_skr(r["recipe"], args)
+            if r["spd"]:  # per preconditioner: a rerun replaces only its own rows
+                r["interleaved_skr"] = {**r.get("interleaved_skr", {}),
+                                        **interleaved_skr(r["recipe"], args)}
+    if args.auto_vs:
+        for r in results:
+            r["auto_vs"] = auto_vs_best(r, args)
     for r in results:
         if args.note:
             r["note"] = args.note
