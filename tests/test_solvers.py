@@ -454,3 +454,19 @@ def test_direct_reuse_and_block_solve():
         direct(reuse="sometimes")
     with pytest.raises(InputError, match="singular"):
         direct()(sp.csr_matrix((3, 3)), np.ones(3))
+
+
+def test_amg_setup_is_deterministic_and_leaves_global_rng_alone():
+    from femno.solvers.precond import AMGPreconditioner
+
+    A, b = darcy(40, seed=2)
+    outs = []
+    for global_seed in (1, 2):  # pyamg's spectral-radius estimates draw from np.random
+        np.random.seed(global_seed)
+        pc = AMGPreconditioner("sa").setup(A)
+        after = np.random.rand()
+        np.random.seed(global_seed)
+        assert after == np.random.rand()  # the caller's stream is untouched by the setup
+        outs.append((pc.ml.levels[0].P.toarray(), pc.apply(b)))
+    np.testing.assert_array_equal(outs[0][0], outs[1][0])
+    np.testing.assert_array_equal(outs[0][1], outs[1][1])

@@ -25,6 +25,7 @@ file written by ``femno train precond``.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 
 import numpy as np
@@ -252,12 +253,26 @@ def _default(fn, name):
     return inspect.signature(fn).parameters[name].default
 
 
+@contextlib.contextmanager
+def _seeded_global_rng(seed: int):
+    """Run with numpy's global generator seeded; its previous state is restored after."""
+    state = np.random.get_state()
+    np.random.seed(seed)
+    try:
+        yield
+    finally:
+        np.random.set_state(state)
+
+
 class AMGPreconditioner(Preconditioner):
     """One algebraic-multigrid cycle (pyamg) as preconditioner.
 
     ``kind="sa"`` uses :func:`pyamg.smoothed_aggregation_solver`, ``kind="rs"``
     :func:`pyamg.ruge_stuben_solver`; other keywords go to that function. With the
     default symmetric smoothers the V-cycle is a fixed SPD operator for SPD ``A``.
+    pyamg draws the start vectors of its spectral-radius estimates from numpy's global
+    generator; setup and :meth:`update` run with it seeded by ``seed`` (and restored
+    afterwards), so the same matrix always gives the same hierarchy and iterates.
 
     :meth:`update` with a matrix on the same sparsity pattern *keeps the
     hierarchy* (aggregates/C-F splitting and the prolongators :math:`P_l`,
@@ -277,8 +292,9 @@ class AMGPreconditioner(Preconditioner):
 
     symmetric = True
 
-    def __init__(self, kind: str = "sa", *, cycle: str = "V", **options):
+    def __init__(self, kind: str = "sa", *, cycle: str = "V", seed: int = 0, **options):
         super().__init__()
+        self.seed = int(seed)
         import pyamg
 
         if kind == "sa":
@@ -303,7 +319,8 @@ class AMGPreconditioner(Preconditioner):
 
     def _setup(self, A):
         try:
-            self.ml = self._build(A, **self.options)
+            with _seeded_global_rng(self.seed):
+                self.ml = self._build(A, **self.options)
         except (TypeError, ValueError) as exc:
             raise InputError(f"{self.name} setup failed: {exc}") from exc
         self.reused = False
@@ -334,7 +351,8 @@ class AMGPreconditioner(Preconditioner):
             if hasattr(coarse.A, "symmetry"):
                 Ac.symmetry = coarse.A.symmetry
             coarse.A = Ac
-        change_smoothers(self.ml, self.presmoother, self.postsmoother)
+        with _seeded_global_rng(self.seed):
+            change_smoothers(self.ml, self.presmoother, self.postsmoother)
         self.ml.coarse_solver = coarse_grid_solver(self.coarse_solver)  # drops cached LU/pinv
         self.reused = True
         self.setup_s = time.perf_counter() - t
