@@ -22,3 +22,12 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "petsc" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture
+def probe_always(monkeypatch):
+    """``auto`` probes even small 2-D-like sequences (which it otherwise sends straight
+    to sparse LU), so that small test problems exercise the probe."""
+    import femno.datagen.auto as auto
+
+    monkeypatch.setattr(auto, "PROBE_SKIP_BANDWIDTH", 0)

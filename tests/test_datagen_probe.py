@@ -60,7 +60,7 @@ def _assert_solved(res, systems):
         assert np.linalg.norm(x - xref) <= 1e-6 * np.linalg.norm(xref)
 
 
-def test_probed_systems_are_solved_once(count_solves):
+def test_probed_systems_are_solved_once(count_solves, probe_always):
     systems = _sequence(12)
     res = solve_sequence(systems, rtol=RTOL)
     assert "probe on 4 systems" in res.explanation
@@ -70,7 +70,7 @@ def test_probed_systems_are_solved_once(count_solves):
     _assert_solved(res, systems)
 
 
-def test_probe_solve_over_budget_is_stopped_and_resolved(count_solves, monkeypatch):
+def test_probe_solve_over_budget_is_stopped_and_resolved(count_solves, monkeypatch, probe_always):
     """A zero budget stops the iterative candidate at its second iteration: the system
     is re-solved by the cheapest candidate (LU) and the candidate dropped."""
     monkeypatch.setattr(auto, "PROBE_BUDGET", 0.0)
@@ -85,7 +85,7 @@ def test_probe_solve_over_budget_is_stopped_and_resolved(count_solves, monkeypat
     _assert_solved(res, systems)
 
 
-def test_indefinite_sequence_cg_candidate_does_not_cost_the_run(count_solves):
+def test_indefinite_sequence_cg_candidate_does_not_cost_the_run(count_solves, probe_always):
     """Symmetric indefinite matrices with a positive diagonal look SPD to the structure
     test; CG fails on them. auto must still return LU solutions for all systems, with
     at most one extra solve (the failed or stopped probe)."""
@@ -111,13 +111,32 @@ def _convdiff_sequence(N, m=16, seed=3):
     return out
 
 
-def test_small_nonsymmetric_sequence_goes_to_lu_without_probe(count_solves):
-    systems = _convdiff_sequence(10)
-    res = solve_sequence(systems, rtol=RTOL)
-    assert res.method == "auto->direct-reuse" and "no probe" in res.explanation
-    assert res.probe == {} and sorted(count_solves[id(b)] for _, b in systems) == [1] * 10
-    _assert_solved(res, systems)
+def test_small_2d_sequences_go_to_lu_without_probe(count_solves):
+    for systems in (_convdiff_sequence(10), _sequence(10)):  # nonsymmetric and SPD
+        res = solve_sequence(systems, rtol=RTOL)
+        assert res.method == "auto->direct-reuse" and "no probe" in res.explanation
+        assert res.probe == {} and sorted(count_solves[id(b)] for _, b in systems) == [1] * 10
+        _assert_solved(res, systems)
     # a preconditioner chosen by the caller is still probed
+    systems = _convdiff_sequence(10)
     res = solve_sequence(systems, rtol=RTOL, pc="jacobi")
     assert "probe on" in res.explanation and "gmres+jacobi" in res.probe
+    _assert_solved(res, systems)
+
+
+def test_small_3d_sequence_is_still_probed(count_solves):
+    """A 3-D-like graph (envelope ~ n^(5/3)) is not sent to LU blindly, even when small."""
+    m = 20  # 8000 unknowns; RCM envelope ~ 0.55 m^2 n
+    T = sp.diags([-1.0, 2.0, -1.0], [-1, 0, 1], shape=(m, m))
+    I = sp.eye(m)
+    L = sp.csr_matrix(sp.kron(sp.kron(T, I), I) + sp.kron(sp.kron(I, T), I)
+                      + sp.kron(sp.kron(I, I), T))
+    rng = np.random.default_rng(4)
+    systems = [(sp.csr_matrix(L + sp.diags(rng.random(m ** 3))), rng.standard_normal(m ** 3))
+               for _ in range(4)]
+    for A, _ in systems:
+        A.sort_indices()
+    assert auto.lu_envelope(L) > auto.PROBE_SKIP_BANDWIDTH * m ** 3
+    res = solve_sequence(systems, rtol=RTOL)
+    assert "probe on" in res.explanation
     _assert_solved(res, systems)

@@ -125,7 +125,7 @@ def test_auto_fixed_matrix_picks_reuse(poisson):
     assert_matches(res, refs)
 
 
-def test_auto_varying_matrix_probes_and_keeps_probe_solutions(darcy):
+def test_auto_varying_matrix_probes_and_keeps_probe_solutions(darcy, probe_always):
     systems, _, refs = darcy
     calls = []
     res = solve_sequence(systems, rtol=RTOL, callback=lambda i, x, st: calls.append(i))
@@ -264,7 +264,7 @@ def test_progress_bar_and_warm_start(darcy, capsys):
     assert warm.iterations.sum() <= cold.iterations.sum()
 
 
-def test_auto_small_and_user_pc(darcy):
+def test_auto_small_and_user_pc(darcy, probe_always):
     systems, _, refs = darcy
     res = solve_sequence(systems[:2], rtol=RTOL)
     assert res.method == "auto->direct-reuse" and "too few" in res.explanation
@@ -275,7 +275,7 @@ def test_auto_small_and_user_pc(darcy):
     assert res.method == "auto->direct" and "one system" in res.explanation
 
 
-def test_auto_drops_failing_krylov_candidate(darcy):
+def test_auto_drops_failing_krylov_candidate(darcy, probe_always):
     systems, _, refs = darcy
     res = solve_sequence(systems, rtol=RTOL, maxiter=1)  # AMG-CG cannot make it in 1 step
     assert res.method == "auto->direct-reuse" and "did not converge" in res.explanation

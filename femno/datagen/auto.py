@@ -33,10 +33,11 @@ AMG hierarchy update, triangular solves). The decision:
    more than 10% cheaper gets one more timed (budgeted) system and takes over if
    it confirms (timings on a shared machine are noisy, and costs drift along a
    sequence).
-   Nonsymmetric matrices below :data:`DIRECT_ALWAYS_N` unknowns with the default
-   preconditioner skip the probe: sparse LU with ordering reuse (an AMG-GMRES
-   probe costs an AMG setup and two slower solves, about 2-3% of 200 systems at
-   6400 unknowns, and AMG-GMRES was never faster there).
+   Small 2-D-like matrices (below :data:`DIRECT_ALWAYS_N` unknowns, RCM envelope at
+   most :data:`PROBE_SKIP_BANDWIDTH` times ``n``) with the default preconditioner
+   skip the probe: sparse LU with ordering reuse (the AMG probe costs a setup and
+   two slower solves, 1-3% of 200 systems at 6400 unknowns, and AMG-CG/GMRES was
+   never faster there; a small 3-D-like graph still gets the probe).
 
 The probe costs at most :math:`2 (t_\text{slow} - t_\text{fast})` per rejected
 candidate over running the best one from the start, and at most its
@@ -77,6 +78,10 @@ DIRECT_ALWAYS_N = 20_000
 #: far, and at least PROBE_MIN_BUDGET_S seconds
 PROBE_BUDGET = 3.0
 PROBE_MIN_BUDGET_S = 0.02
+#: changing matrices below DIRECT_ALWAYS_N unknowns whose RCM envelope is at most this
+#: many times n (a 2-D-like graph: ~ sqrt(n) times n; 6400 unknowns: ~ 80 n) go to
+#: sparse LU with ordering reuse without a probe
+PROBE_SKIP_BANDWIDTH = 200
 
 
 def lu_envelope(A) -> int:
@@ -201,15 +206,15 @@ def run_auto(run, *, pc="auto", k=20, restart=40, maxiter=None):
         cands.append((f"gmres+{pc_name}", lambda: KrylovStrategy(
             "gmres", pc=kry_pc, rtol=rtol, restart=restart, maxiter=maxiter,
             reuse_pc=info["shared_pattern"])))
-    if (direct_ok and not info["symmetric"] and pc in ("auto", None)
-            and info["n"] < DIRECT_ALWAYS_N):
+    if (direct_ok and pc in ("auto", None) and info["n"] < DIRECT_ALWAYS_N
+            and lu_envelope(run.As[0]) <= PROBE_SKIP_BANDWIDTH * info["n"]):
         strategy = cands[0][1]()
         for t in range(N):
             run.solve(strategy, t)
         return ("auto->direct-reuse",
-                f"{text}: nonsymmetric, n < {DIRECT_ALWAYS_N:,}: sparse LU with ordering reuse, no "
-                "probe (AMG-preconditioned GMRES, the iterative candidate for nonsymmetric "
-                "matrices, cannot repay its probe at this size)", {})
+                f"{text}: n < {DIRECT_ALWAYS_N:,} and a 2-D-like graph (RCM envelope <= "
+                f"{PROBE_SKIP_BANDWIDTH} n): sparse LU with ordering reuse, no probe (an AMG "
+                "probe cannot repay its setup at this size)", {})
     if info["fixed"]:  # too large for LU: one candidate, hierarchy reused
         name, make = cands[-1]
         strategy = make()
