@@ -93,6 +93,7 @@ def run_one(label: str, spec: str, args) -> dict:
         micro.close()
     out = res.to_dict()
     out.update(spec=spec, setup_s=setup_s, micro_evaluations=micro.evaluations,
+               workers=int(getattr(micro, "workers", 1) or 1),
                stress=res.stress, element_von_mises=von_mises(res.element_stress))
     print(f"[{label}] total {res.total_s:.3f} s (micro {res.micro_s:.3f} s, macro "
           f"{res.macro_s:.3f} s), {micro.evaluations} micro evaluations", flush=True)
@@ -152,7 +153,8 @@ def write(report: dict, out_dir: Path) -> None:
          + f", OMP_NUM_THREADS={m['omp_threads']}. {a.get('note') or ''}", "",
          f"Macro problem `{a['macro']}`, n={a['n']} ({a['cell']}), {r['n_points']} macro "
          f"integration points, {r['n_dofs']} dofs, {a['steps']} load steps, macro rtol "
-         f"{a['rtol']}; RVE `{a['rve']}`, RVE Newton tol {a['tol']}, {a['workers']} workers"
+         f"{a['rtol']}; RVE `{a['rve']}`, RVE Newton tol {a['tol']}, reference FE micro model "
+         f"in {r.get('workers') or a['workers']} worker process(es)"
          + (f", scheduler {a['scheduler']}" if a.get("scheduler") else "") + ".", "",
          f"Command: `{report['command']}`", "",
          f"Setup + warm-up, excluded from the timings: reference {r.get('setup_s', 0):.2f} s, "
@@ -228,6 +230,7 @@ def main(argv=None):
         if any(old["arguments"].get(k) != getattr(args, k) for k in keys):
             sys.exit(f"--reference-json was run with other settings: {old['arguments']}")
         ref, ref_res = old["reference"], None
+        ref.setdefault("workers", old["arguments"].get("workers"))
         print(f"[reference] reused from {args.reference_json}", flush=True)
     else:
         run = run_one("reference", args.reference, args)
@@ -260,8 +263,12 @@ def main(argv=None):
     print(f"total time ratio {c['total_time_ratio']:.1f}x, force-displacement max difference "
           f"{c['force_displacement_max_rel_pct']:.3f} %, stress field rel. L2 "
           f"{c['stress_field_rel_l2_pct']:.3f} % -> {args.out / 'fe2.md'}")
-    if args.plot and ref_res is not None:
-        plot_fe2(sur_run["result"], args.plot, others=[(f"reference ({args.reference})", ref_res)],
+    if args.plot:  # a reused reference contributes its recorded curve
+        from types import SimpleNamespace
+
+        ref_curve = ref_res if ref_res is not None else SimpleNamespace(
+            displacement=np.asarray(ref["displacement"]), reaction=np.asarray(ref["reaction"]))
+        plot_fe2(sur_run["result"], args.plot, others=[(f"reference ({args.reference})", ref_curve)],
                  title=f"{args.macro}: {args.reference} vs {args.surrogate}")
     return report
 
