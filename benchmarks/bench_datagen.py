@@ -204,27 +204,31 @@ def interleaved(recipe, args, pairs=(("AMG-CG fresh hierarchy", "amg-cg-fresh"),
 
 
 def interleaved_skr(recipe, args):
-    """GMRES(40), SKR (GCRO-DR) and SKR (deflated CG) with the same preconditioner,
-    alternating (:func:`_alternate`) along the greedy-sorted chain of N further systems.
+    """GMRES(40), SKR (GCRO-DR) and, for SPD recipes, SKR (deflated CG) with the same
+    preconditioner, alternating (:func:`_alternate`) along the greedy-sorted chain of N
+    further systems. Other recipes also take ``ilu0`` (no deflated CG column).
 
     Returns ``{pc: {label: {mean_wall_s, mean_cpu_s, mean_iterations, failures}}}``.
     """
     from femno.datagen.sequence import make_strategy
 
-    _, systems, feats = build(recipe, args.interleave_skr, args.seed + 2)
+    fam, systems, feats = build(recipe, args.interleave_skr, args.seed + 2)
     order, _ = sort_systems(feats, method="greedy")
     out = {}
-    for pc in [p for p in args.pcs if p in CG_PCS]:
+    allowed = CG_PCS if fam.spd else ("none", "jacobi", "ssor", "ilu0")
+    for pc in [p for p in args.pcs if p in allowed]:
         kw = dict(pc=pc, rtol=args.rtol, maxiter=args.maxiter)
         t0, load0 = time.time(), os.getloadavg()[0]
-        runs = _alternate({"GMRES(40)": make_strategy("gmres", **kw),
-                           "SKR (GCRO-DR)": make_strategy("skr", **kw),
-                           "SKR (deflated CG)": make_strategy("dcg", **kw)}, systems, order)
+        rivals = {"GMRES(40)": make_strategy("gmres", **kw),
+                  "SKR (GCRO-DR)": make_strategy("skr", **kw)}
+        if fam.spd:
+            rivals["SKR (deflated CG)"] = make_strategy("dcg", **kw)
+        runs = _alternate(rivals, systems, order)
         when = dict(run_at=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(t0)),
                     load_average=[round(load0, 2), round(os.getloadavg()[0], 2)])
         out[pc] = {k: dict(mean_wall_s=float(np.mean(w)), mean_cpu_s=float(np.mean(c)),
                            mean_iterations=float(np.mean(i)), failures=int(len(v) - sum(v)),
-                           systems=len(order), maxiter=args.maxiter, **when)
+                           systems=len(order), maxiter=args.maxiter, rtol=args.rtol, **when)
                    for k, (w, c, i, v) in runs.items()}
         g = out[pc]["GMRES(40)"]
         print(f"  interleaved {pc:<7}" + "".join(
@@ -432,11 +436,14 @@ def write(results, workers, args):
                 first = next(iter(v.values()))
                 when = (f"{first['run_at']} ({first['load_average'][0]}-{first['load_average'][1]})"
                         if first.get("run_at") else "?")
+                if first.get("rtol", 1e-8) != 1e-8:
+                    when += f", rtol {first['rtol']:g}"
                 cells = []
                 for x in v.values():
                     fail = f", {x['failures']} fail" if x.get("failures") else ""
                     cells.append(f"{x['mean_cpu_s'] * 1e3:.1f} ms, {x['mean_iterations']:.0f} it{fail} "
                                  f"({g / x['mean_cpu_s']:.2f}x)")
+                cells += ["--"] * (3 - len(cells))  # no deflated CG for non-SPD recipes
                 L.append(f"| {pc} | {first['systems']} | " + " | ".join(cells) + f" | {when} |")
             L.append("")
         if rec.get("auto_vs"):
@@ -514,9 +521,9 @@ def main(argv=None):
                 r["interleaved"] = interleaved(r["recipe"], args)
     if args.interleave_skr:
         for r in results:
-            if r["spd"]:  # per preconditioner: a rerun replaces only its own rows
-                r["interleaved_skr"] = {**r.get("interleaved_skr", {}),
-                                        **interleaved_skr(r["recipe"], args)}
+            # per preconditioner: a rerun replaces only its own rows
+            r["interleaved_skr"] = {**r.get("interleaved_skr", {}),
+                                    **interleaved_skr(r["recipe"], args)}
     if args.auto_vs:
         for r in results:
             r["auto_vs"] = auto_vs_best(r, args)
