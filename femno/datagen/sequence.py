@@ -25,6 +25,12 @@ method             what runs                                                   r
 
 Results come back in the caller's order whatever order the systems were solved in.
 
+For SPD families the sorted-recycling counterpart of ``skr`` is ``dcg`` with
+``sort="greedy"`` (the same chain, a deflation space carried along it): the recycling
+method made for SPD matrices, and the one that reaches the SKR paper's speedups over
+GMRES(40) on Darcy, thermal and Poisson, where GCRO-DR does not on Darcy
+(``benchmarks/results/datagen.md``).
+
 >>> import numpy as np, scipy.sparse as sp
 >>> A = sp.diags([-1.0, 2.0, -1.0], [-1, 0, 1], shape=(40, 40), format="csr")
 >>> bs = np.random.default_rng(0).standard_normal((5, 40))
