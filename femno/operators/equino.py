@@ -353,11 +353,6 @@ class EquiNO(nn.Module):
             raise InputError(f"method must be 'auto', 'numpy', 'forward' or 'ad', got {method!r}")
         with torch.no_grad():
             lins, G, c = self._folded_output()
-            if self.zero_origin:
-                h0 = e.new_zeros(1, 3)
-                for lin in lins[:-1]:
-                    h0 = torch.nn.functional.silu(torch.addmm(lin.bias, h0, lin.weight.T))
-                c = c - (h0 @ G + c)[0]
             h, T = e / self.config["strain_scale"], None
             for lin in lins[:-1]:
                 z = torch.addmm(lin.bias, h, lin.weight.T)
@@ -368,12 +363,16 @@ class EquiNO(nn.Module):
             return h @ G + c, (T @ G).permute(1, 2, 0)
 
     def _folded_output(self):
-        """Linear layers, ``G = W_L^T diag(scale_s) avg_s^T`` (width, 3) and the constant (3,)."""
+        """Linear layers, ``G = W_L^T diag(scale_s) avg_s^T`` (width, 3) and the constant (3,)
+        (minus the stress of ``net(0)`` with :attr:`zero_origin`)."""
         lins = [m for m in self.net_s if isinstance(m, nn.Linear)]
         if len(lins) + sum(isinstance(m, nn.SiLU) for m in self.net_s) != len(self.net_s):
             raise InputError("forward-mode tangent needs a Linear/SiLU network; use method='ad'")
         G = lins[-1].weight.T @ (self.scale_s[:, None] * self.avg_s.T)
-        return lins, G, (lins[-1].bias * self.scale_s) @ self.avg_s.T
+        c = (lins[-1].bias * self.scale_s) @ self.avg_s.T
+        if self.zero_origin:  # the constant is net(0)'s stress, so that zero strain gives zero
+            c = c - (self.net_s(self.avg_s.new_zeros(1, 3)) * self.scale_s)[0] @ self.avg_s.T
+        return lins, G, c
 
     def _stress_and_tangent_numpy(self, e: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The ``"forward"`` recursion of :meth:`stress_and_tangent_torch` in numpy (CPU).
@@ -388,14 +387,7 @@ class EquiNO(nn.Module):
                 lins, G, c = self._folded_output()
                 Ws = [(m.weight.detach().numpy().T.copy(), m.bias.detach().numpy().copy())
                       for m in lins[:-1]]
-                c = c.numpy().copy()
-                if self.zero_origin:  # the stress at zero strain, subtracted
-                    h0 = np.zeros((1, 3))
-                    for Wt, b in Ws:
-                        z = h0 @ Wt + b
-                        h0 = z / (1.0 + np.exp(-z))
-                    c -= (h0 @ G.numpy() + c)[0]
-                self._np_cache = (key, Ws, G.numpy().copy(), c)
+                self._np_cache = (key, Ws, G.numpy().copy(), c.numpy().copy())
         _, Ws, G, c = self._np_cache
         scale = self.config["strain_scale"]
         h, T = e / scale, None
