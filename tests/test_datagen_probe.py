@@ -60,7 +60,10 @@ def _assert_solved(res, systems):
         assert np.linalg.norm(x - xref) <= 1e-6 * np.linalg.norm(xref)
 
 
-def test_probed_systems_are_solved_once(count_solves, probe_always):
+def test_probed_systems_are_solved_once(count_solves, monkeypatch, probe_always):
+    # no budget stop: on a slow or loaded machine amg-cg's probe could exceed 3x LU's
+    # cost and be dropped, which another test covers
+    monkeypatch.setattr(auto, "PROBE_BUDGET", float("inf"))
     systems = _sequence(12)
     res = solve_sequence(systems, rtol=RTOL)
     assert "probe on 4 systems" in res.explanation
@@ -120,7 +123,9 @@ def test_small_2d_sequences_go_to_lu_without_probe(count_solves):
     # a preconditioner chosen by the caller is still probed
     systems = _convdiff_sequence(10)
     res = solve_sequence(systems, rtol=RTOL, pc="jacobi")
-    assert "probe on" in res.explanation and "gmres+jacobi" in res.probe
+    # probed: either timed to completion or stopped over budget (machine-dependent),
+    # and named in the explanation either way
+    assert "probe on" in res.explanation and "gmres+jacobi" in res.explanation
     _assert_solved(res, systems)
 
 
