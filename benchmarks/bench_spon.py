@@ -42,11 +42,12 @@ import torch
 
 MODELS = ("spon", "spon-mg", "fno", "deeponet")
 NOTE = ("Timings on a shared machine are noisy; the error columns and the iteration counts "
-        "are not.  Why the warm start saves little here: at rtol 1e-8 the solver must gain "
-        "8 decades of residual; a guess with relative error e removes at most about "
-        "log10(1/e) of them, fewer when the error is rough (per-dof network errors have a "
-        "large residual), so a 2x cut needs e of about 1e-4, far below what these short "
-        "trainings reach.")
+        "are not.  Why the warm start saves little: at rtol 1e-8 the solver must gain 8 "
+        "decades of residual, and a guess with relative error e removes only part of them. "
+        "bench_warmstart.py measures this without a network (exact solution plus rough or "
+        "smooth noise, same families and meshes; results/warmstart.md): e = 1e-2 saves "
+        "1.1-1.3x, e = 1e-4 1.4-1.6x, and a 2x cut needs e of 1e-5 to 1e-6, for CG and "
+        "AMG-PCG alike, far below what any surrogate here reaches.")
 
 
 def parse_args(argv=None):
@@ -64,6 +65,8 @@ def parse_args(argv=None):
     p.add_argument("--models", default=",".join(MODELS), help="comma list of models")
     p.add_argument("--spon-width", type=int, default=64)
     p.add_argument("--spon-layers", type=int, default=6)
+    p.add_argument("--spon-global-rank", type=int, default=0,
+                   help="GlobalMix rank of the SPON models (default 0: off)")
     p.add_argument("--fno-resolution", type=int, default=None,
                    help="FNO grid per side (default: 2 n, at least 16)")
     p.add_argument("--fno-width", type=int, default=32)
@@ -110,7 +113,7 @@ def build(name, train, args):
         from femno.operators.spon import make_spon
 
         return make_spon(name, train, width=args.spon_width, layers=args.spon_layers,
-                         seed=args.seed)
+                         seed=args.seed, global_rank=args.spon_global_rank)
     if name == "fno":
         res = args.fno_resolution or max(16, 2 * args.n)
         return build_baseline("fno", train, resolution=res, width=args.fno_width,

@@ -35,14 +35,16 @@ def _random_lift(model, basis, S, seed=0):
     return lift
 
 
-@pytest.mark.parametrize("arch", ["spon", "spon-mg", "spon-mg2"])
+@pytest.mark.parametrize("arch", ["spon", "spon-mg", "spon-mg2", "spon-global", "spon-mg-global"])
 @pytest.mark.parametrize("elem,vector", [("P1", False), ("P2", False), ("P1", True)])
 def test_dirichlet_values_exact_for_random_weights(arch, elem, vector):
     basis = make_basis(unstructured_square(8, seed=1), elem, vector=vector)
     D = boundary_dofs(basis)
     torch.manual_seed(3)
-    cls = SPON if arch == "spon" else SPONMG
+    cls = SPON if arch.startswith("spon-global") or arch == "spon" else SPONMG
     opts = {"levels": 2} if arch == "spon-mg2" else {}
+    if arch.endswith("global"):
+        opts["global_rank"] = 4
     model = cls(channels=["a", "b"], n_components=2 if vector else 1, width=8, layers=2, **opts)
     model.bind(basis, D)
     for p in model.parameters():  # large random weights
@@ -73,9 +75,9 @@ def test_multigrid_model_overfits_tiny_dataset(darcy):
     assert s["history"][-1]["loss"] < s["history"][0]["loss"] / 10
 
 
-@pytest.mark.parametrize("arch", ["spon", "spon-mg"])
-def test_save_load_round_trip_and_other_mesh(darcy, tmp_path, arch):
-    model = make_spon(arch, darcy, width=8, layers=2, seed=1)
+@pytest.mark.parametrize("arch,rank", [("spon", 0), ("spon-mg", 0), ("spon-mg", 4)])
+def test_save_load_round_trip_and_other_mesh(darcy, tmp_path, arch, rank):
+    model = make_spon(arch, darcy, width=8, layers=2, seed=1, global_rank=rank)
     pred = model.predict(darcy)
     path = save_model(model, tmp_path / "m.pt", meta={"note": "t"})
     loaded = load_model(path, kind=arch)
@@ -89,6 +91,48 @@ def test_save_load_round_trip_and_other_mesh(darcy, tmp_path, arch):
     assert u.shape == (2, fam.basis.N)
     assert torch.equal(u[:, other.dirichlet], other.lift[:, other.dirichlet])
     assert torch.isfinite(u).all()
+
+
+@pytest.mark.parametrize("elem", ["P1", "P2"])
+def test_global_mix_weights_integrate_on_any_mesh(elem):
+    """The GlobalMix node weights are a quadrature of the mean over the domain, on
+    every level and on meshes of different resolution: sum_j w_j f(x_j) -> mean f."""
+    exact = 1.0 / 3.0 + 0.5  # mean of x^2 + y over the unit square
+    for n in (8, 16):
+        basis = make_basis(unstructured_square(n, seed=2), elem)
+        model = SPONMG(channels=["f"], width=4, layers=1, global_rank=2, levels=2)
+        model.bind(basis, boundary_dofs(basis))
+        g = model.graph
+        levels = [(g.weights, basis.doflocs.T)] + [
+            (getattr(g, f"l{k}_weights"), lvl.pos)
+            for k, lvl in enumerate(model.hierarchy, start=1)]
+        for w, pos in levels:
+            w = w.double().numpy()
+            # P2 vertex functions integrate to zero on triangles: weights >= 0
+            assert (w > -1e-9).all() and abs(w.sum() - 1) < 1e-6
+            # second-order quadrature: error ~ h^2 ~ 1 / nodes (measured 0.3-0.45 / nodes)
+            assert abs(w @ (pos[:, 0] ** 2 + pos[:, 1]) - exact) < 0.6 / len(pos), (n, elem)
+
+
+def test_global_mix_reaches_across_the_mesh():
+    """One message-passing layer sees only neighbours; with a GlobalMix, an input
+    change at one dof moves the output at the farthest dof."""
+    basis = make_basis(unstructured_square(8, seed=1), "P1")
+    D = boundary_dofs(basis)
+    x0 = torch.zeros(1, 1, basis.N, dtype=torch.float64)
+    free = np.setdiff1d(np.arange(basis.N), D)
+    s = basis.doflocs[0] + basis.doflocs[1]
+    far, near = free[s[free].argmax()], free[s[free].argmin()]  # near (1, 1) and (0, 0)
+    x1 = x0.clone()
+    x1[0, 0, near] = 1.0
+    lift = torch.zeros(1, basis.N, dtype=torch.float64)
+    for rank, moves in ((0, False), (4, True)):
+        torch.manual_seed(0)
+        model = SPON(channels=["f"], width=8, layers=1, global_rank=rank).bind(basis, D)
+        for p in model.parameters():
+            torch.nn.init.normal_(p, std=0.5)
+        delta = (model(x1, lift) - model(x0, lift)).abs()[0]
+        assert bool(delta[far] > 0) == moves
 
 
 def test_multigrid_with_given_coarse_mesh(darcy):
@@ -146,6 +190,14 @@ def test_cli_train_resume_and_errors(darcy, tmp_path, capsys):
     assert ev["boundary_error"] == 0.0 and np.isclose(model.meta["train"]["rel_l2_mean"],
                                                       model.meta["train"]["rel_l2_mean"])
     assert main(["train", "spon", "--data", str(tmp_path / "missing"), "--out", "x.pt"]) == 2
+    # the global layer through the CLI; a negative rank is a clear error
+    g = tmp_path / "global.pt"
+    assert main(["train", "spon", "--data", str(darcy.path), "--out", str(g), "--epochs", "1",
+                 "--width", "8", "--layers", "1", "--global-rank", "3", "--json"]) == 0
+    capsys.readouterr()
+    assert load_model(g, kind="spon").config["global_rank"] == 3
+    assert main(["train", "spon", "--data", str(darcy.path), "--out", str(g), "--epochs", "1",
+                 "--global-rank", "-1", "--json"]) == 2
 
 
 def test_multigrid_depth_adapts_to_the_mesh(darcy):

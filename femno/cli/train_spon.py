@@ -46,6 +46,10 @@ def add_parser(sub) -> None:
                    "fewer nodes each; default: per mesh, down to about --coarsest nodes)")
     p.add_argument("--coarsest", type=int, default=64,
                    help="spon-mg: target node count of the coarsest level (default 64)")
+    p.add_argument("--global-rank", type=int, default=0, metavar="R",
+                   help="add a global low-rank kernel-integral layer (GlobalMix, rank R) after "
+                   "each heavy message-passing layer: the whole mesh in one step, weighted "
+                   "by the lumped FE mass (default 0: off)")
     p.add_argument("--seed", type=int, default=0, help="seed (split, weights, shuffling)")
     p.add_argument("--device", default=None, help="torch device (default cuda if available)")
     p.add_argument("--val-fraction", type=float, default=0.1,
@@ -63,6 +67,8 @@ def run(args) -> int:
     data = FEData.from_dataset(args.data, inputs=args.inputs, encode=args.encode)
     opts = ({"fine_layers": args.fine_layers, "levels": args.levels, "coarsest": args.coarsest}
             if args.arch == "spon-mg" else {})
+    if args.global_rank:
+        opts["global_rank"] = args.global_rank
     _, summary = train_spon(
         data, arch=args.arch, width=args.width, layers=args.layers, epochs=args.epochs,
         batch_size=args.batch_size, lr=args.lr, seed=args.seed, device=args.device,

@@ -57,9 +57,15 @@ from torch import nn
 
 from femno.errors import InputError
 from femno.operators.checkpoint import register_model
-from femno.operators.fe_torch import coarse_hierarchy, dof_graph, edge_features, to_torch_sparse
+from femno.operators.fe_torch import (
+    coarse_hierarchy,
+    dof_graph,
+    edge_features,
+    mass_matrix,
+    to_torch_sparse,
+)
 
-__all__ = ["SPON", "SPONMG", "MessagePassing", "make_spon", "ARCHS"]
+__all__ = ["SPON", "SPONMG", "MessagePassing", "GlobalMix", "make_spon", "ARCHS"]
 
 
 def _mlp(n_in, width, n_out, depth=2):
@@ -105,6 +111,35 @@ class MessagePassing(nn.Module):
         return h + self.upd(torch.cat([hn, agg], dim=-1))
 
 
+class GlobalMix(nn.Module):
+    r"""Low-rank kernel integral over the whole mesh (global context in one layer).
+
+    :math:`h_i \leftarrow h_i + U\big(\phi(\bar h_i) \odot \textstyle\sum_j w_j
+    \psi(\bar h_j) \odot v(\bar h_j)\big)`, :math:`\bar h = \mathrm{LN}(h)` (all maps
+    linear; the product lets a position-dependent :math:`\psi` weigh an input-dependent
+    :math:`v`, as in a kernel integral), with :math:`w_j` the
+    lumped FE mass of node :math:`j` normalized to sum 1, so that
+    :math:`\sum_j w_j \psi(\bar h_j) \approx |\Omega|^{-1}\int_\Omega \psi` on any mesh:
+    the integral operator :math:`\int \kappa(x, y) v(y)\,dy` with a rank-``rank``
+    kernel :math:`\kappa = \sum_k \phi_k(x)\psi_k(y)` (features carry position).
+    Message passing needs as many layers as the mesh is wide to move information
+    across it; an elliptic solution operator is global.
+    """
+
+    def __init__(self, width: int, rank: int):
+        super().__init__()
+        self.norm = nn.LayerNorm(width)
+        self.phi, self.psi = nn.Linear(width, rank), nn.Linear(width, rank)
+        self.v = nn.Linear(width, rank)
+        self.out = nn.Linear(rank, width)
+
+    def forward(self, h, weights):
+        """h (B, N, W); weights (N,) summing to 1."""
+        hn = self.norm(h)
+        g = torch.einsum("bnr,n->br", self.psi(hn) * self.v(hn), weights)[:, None, :]
+        return h + self.out(self.phi(hn) * g)
+
+
 class _Graph(nn.Module):
     """Non-persistent tensors of one FE graph (moved by ``.to``; not in state_dict)."""
 
@@ -114,12 +149,15 @@ class _Graph(nn.Module):
             self.register_buffer(k, v, persistent=False)
 
 
-def _graph_tensors(pos, edges, dtype, scale=None):
+def _graph_tensors(pos, edges, dtype, scale=None, weights=None):
+    """Edge lists, features, 1/degree and the node weights (lumped mass, sum 1)."""
     ea, h = edge_features(pos, edges, scale=scale)
     deg = np.bincount(edges[1], minlength=pos.shape[0]).astype(np.float64)
+    w = np.full(pos.shape[0], 1.0) if weights is None else np.asarray(weights, np.float64)
     return {"src": torch.as_tensor(edges[0]), "dst": torch.as_tensor(edges[1]),
             "edge_attr": torch.as_tensor(ea, dtype=dtype),
-            "inv_deg": torch.as_tensor(1.0 / np.maximum(deg, 1.0), dtype=dtype)[:, None]}
+            "inv_deg": torch.as_tensor(1.0 / np.maximum(deg, 1.0), dtype=dtype)[:, None],
+            "weights": torch.as_tensor(w / w.sum(), dtype=dtype)}
 
 
 @register_model("spon")
@@ -143,7 +181,9 @@ class SPON(nn.Module):
         model was trained with, checked by :meth:`bind`); ``edges`` (``"mesh"``: edge
         vectors in units of the mean edge length of each graph, the default;
         ``"domain"``: in units of 1/16 of the domain extent, so messages see physical
-        distances).
+        distances); ``global_rank`` (0, the default, off: a :class:`GlobalMix` of
+        this rank after every message-passing layer of the processor, after every
+        heavy coarsest-level layer in ``spon-mg``).
 
     Notes
     -----
@@ -178,12 +218,25 @@ class SPON(nn.Module):
     def _build_processor(self):
         w, e = self.config["width"], self.config["dim"] + 1
         self.mp = nn.ModuleList(MessagePassing(w, e) for _ in range(self.config["layers"]))
+        self._build_mix()
+
+    def _build_mix(self):
+        r, n = int(self.config.get("global_rank", 0)), self.config["layers"]
+        if r < 0:
+            raise InputError(f"global_rank must be >= 0, got {r}")
+        self.mix = nn.ModuleList(GlobalMix(self.config["width"], r) for _ in range(n if r else 0))
+
+    def _heavy(self, h, src, dst, edge_attr, inv_deg, weights):
+        """The ``layers`` message-passing layers, each followed by its GlobalMix (if any)."""
+        for i, layer in enumerate(self.mp):
+            h = layer(h, src, dst, edge_attr, inv_deg)
+            if len(self.mix):
+                h = self.mix[i](h, weights)
+        return h
 
     def _process(self, h):
         g = self.graph
-        for layer in self.mp:
-            h = layer(h, g.src, g.dst, g.edge_attr, g.inv_deg)
-        return h
+        return self._heavy(h, g.src, g.dst, g.edge_attr, g.inv_deg, g.weights)
 
     def _bind_extra(self, basis, tensors, dtype, **kw):
         pass
@@ -233,7 +286,9 @@ class SPON(nn.Module):
         pos_n = (pos - lo) / max(float((hi - lo).max()), 1e-300)
         edges = dof_graph(basis.element_dofs, N)
         self._edge_scale = self._scale_of(pos)
-        t = _graph_tensors(pos, edges, dtype, self._edge_scale)
+        lumped = np.asarray(mass_matrix(basis).sum(axis=1)).ravel()
+        t = _graph_tensors(pos, edges, dtype, self._edge_scale, lumped)
+        self._lumped = lumped
         mask = np.zeros(N, bool)
         dirichlet = np.asarray(dirichlet, dtype=np.int64)
         if dirichlet.size and (dirichlet.min() < 0 or dirichlet.max() >= N):
@@ -357,6 +412,7 @@ class SPONMG(SPON):
 
         self.pre, self.post, self.mp = stack(c["fine_layers"]), stack(c["fine_layers"]), stack(
             c["layers"])
+        self._build_mix()
         self.mid_pre, self.mid_post = MessagePassing(w, e), MessagePassing(w, e)
         self.down = nn.Linear(w + c["dim"] + 1, w)
         self.up = nn.Linear(w, w)
@@ -366,10 +422,12 @@ class SPONMG(SPON):
             basis.mesh, basis.doflocs, coarse=coarse,
             levels=self.config["levels"] if levels is None else levels,
             coarsest=self.config["coarsest"])
+        w = self._lumped
         for k, lvl in enumerate(self.hierarchy, start=1):
+            w = lvl.P.T @ w  # partition of unity: the coarse nodes' share of the mass
             t.update({f"l{k}_{name}": v
                       for name, v in _graph_tensors(lvl.pos, lvl.edges, dtype,
-                                                    self._edge_scale).items()})
+                                                    self._edge_scale, w).items()})
             lo, hi = lvl.pos.min(axis=0), lvl.pos.max(axis=0)
             cpos = (lvl.pos - lo) / max(float((hi - lo).max()), 1e-300)
             t[f"l{k}_static"] = torch.as_tensor(np.hstack([cpos, lvl.boundary[:, None]]),
@@ -410,7 +468,8 @@ class SPONMG(SPON):
             h = self.down(torch.cat([hc, static], dim=-1))
             if k < L:
                 h = self._layers([self.mid_pre], h, k)
-        h = self._layers(self.mp, h, L)
+        h = self._heavy(h, *(getattr(g, f"l{L}_{n}") for n in
+                             ("src", "dst", "edge_attr", "inv_deg", "weights")))
         for k in range(L, 0, -1):
             h = stack.pop() + self._apply_sparse(getattr(g, f"l{k}_P"), self.up(h))
             if k > 1:
@@ -424,7 +483,7 @@ ARCHS = {"spon": SPON, "spon-mg": SPONMG}
 def make_spon(arch: str, data, *, width: int = 64, layers: int = 6, seed: int = 0, **kw):
     """A new model of ``arch`` for ``data`` (FEData), normalized on it and bound to its mesh.
 
-    ``kw``: extra model options (``fine_layers``, ``levels``, ``coarsest`` for
+    ``kw``: extra model options (``global_rank``; ``fine_layers``, ``levels``, ``coarsest`` for
     ``spon-mg``)."""
     if arch not in ARCHS:
         raise InputError(f"unknown SPON architecture {arch!r}; valid: {sorted(ARCHS)}")
