@@ -91,6 +91,10 @@ def test_rel_l2_is_the_mass_norm(datasets):
     # mass matrix integrates 1 to the area
     one = np.ones(data.n_dofs)
     assert abs(one @ mass_matrix(data.basis) @ one - 1.0) < 1e-12
+    # errors(): the same per-sample errors, and the Dirichlet error of the worst dof
+    ev = data.errors(torch.as_tensor(pred))
+    np.testing.assert_allclose(ev["rel_l2"], ref, rtol=1e-12)
+    assert ev["boundary_max"] == pytest.approx(np.abs(e[:, data.dirichlet]).max(), rel=1e-12)
 
 
 def test_split_and_compatibility(datasets):

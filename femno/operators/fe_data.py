@@ -334,6 +334,18 @@ class FEData:
             target = target.detach().cpu().numpy()
         return rel_l2(pred, target, self.mass)
 
+    def errors(self, pred) -> dict:
+        """Errors of predictions ``pred`` (S, N) (numpy or torch) of all samples against
+        ``Y``: ``rel_l2`` (per-sample relative L2 error, mass norm, ndarray (S,)) and
+        ``boundary_max`` (max abs error on the Dirichlet dofs, float)."""
+        if self.Y is None:
+            raise InputError("the data has no solutions (Y)")
+        pred = pred.detach().cpu().numpy() if isinstance(pred, torch.Tensor) else np.asarray(pred)
+        Y = self.Y.numpy()
+        d = self.dirichlet
+        return {"rel_l2": np.asarray(self.rel_l2(pred, Y)),
+                "boundary_max": float(np.abs(pred[:, d] - Y[:, d]).max()) if d.size else 0.0}
+
     # -- construction --------------------------------------------------------------------------
     @classmethod
     def from_dataset(cls, path, *, inputs=None, encode: str = "l2",
