@@ -44,7 +44,7 @@ def test_dirichlet_values_exact_for_random_weights(arch, elem, vector):
     cls = SPON if arch.startswith("spon-global") or arch == "spon" else SPONMG
     opts = {"levels": 2} if arch == "spon-mg2" else {}
     if arch.endswith("global"):
-        opts["global_rank"] = 4
+        opts.update(global_rank=4, fourier=2)
     model = cls(channels=["a", "b"], n_components=2 if vector else 1, width=8, layers=2, **opts)
     model.bind(basis, D)
     for p in model.parameters():  # large random weights
@@ -77,7 +77,7 @@ def test_multigrid_model_overfits_tiny_dataset(darcy):
 
 @pytest.mark.parametrize("arch,rank", [("spon", 0), ("spon-mg", 0), ("spon-mg", 4)])
 def test_save_load_round_trip_and_other_mesh(darcy, tmp_path, arch, rank):
-    model = make_spon(arch, darcy, width=8, layers=2, seed=1, global_rank=rank)
+    model = make_spon(arch, darcy, width=8, layers=2, seed=1, global_rank=rank, fourier=rank)
     pred = model.predict(darcy)
     path = save_model(model, tmp_path / "m.pt", meta={"note": "t"})
     loaded = load_model(path, kind=arch)
@@ -198,6 +198,8 @@ def test_cli_train_resume_and_errors(darcy, tmp_path, capsys):
     assert load_model(g, kind="spon").config["global_rank"] == 3
     assert main(["train", "spon", "--data", str(darcy.path), "--out", str(g), "--epochs", "1",
                  "--global-rank", "-1", "--json"]) == 2
+    assert main(["train", "spon", "--data", str(darcy.path), "--out", str(g), "--epochs", "1",
+                 "--fourier", "-2", "--json"]) == 2
 
 
 def test_multigrid_depth_adapts_to_the_mesh(darcy):

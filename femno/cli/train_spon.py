@@ -50,6 +50,9 @@ def add_parser(sub) -> None:
                    help="add a global low-rank kernel-integral layer (GlobalMix, rank R) after "
                    "each heavy message-passing layer: the whole mesh in one step, weighted "
                    "by the lumped FE mass (default 0: off)")
+    p.add_argument("--fourier", type=int, default=0, metavar="K",
+                   help="add sin/cos(j pi x) of the box-scaled dof position, j = 1..K, to the "
+                   "node features (default 0: off)")
     p.add_argument("--seed", type=int, default=0, help="seed (split, weights, shuffling)")
     p.add_argument("--device", default=None, help="torch device (default cuda if available)")
     p.add_argument("--val-fraction", type=float, default=0.1,
@@ -67,8 +70,8 @@ def run(args) -> int:
     data = FEData.from_dataset(args.data, inputs=args.inputs, encode=args.encode)
     opts = ({"fine_layers": args.fine_layers, "levels": args.levels, "coarsest": args.coarsest}
             if args.arch == "spon-mg" else {})
-    if args.global_rank:
-        opts["global_rank"] = args.global_rank
+    opts.update({k: v for k, v in (("global_rank", args.global_rank),
+                                    ("fourier", args.fourier)) if v})
     _, summary = train_spon(
         data, arch=args.arch, width=args.width, layers=args.layers, epochs=args.epochs,
         batch_size=args.batch_size, lr=args.lr, seed=args.seed, device=args.device,

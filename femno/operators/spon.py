@@ -115,7 +115,7 @@ class GlobalMix(nn.Module):
     r"""Low-rank kernel integral over the whole mesh (global context in one layer).
 
     :math:`h_i \leftarrow h_i + U\big(\phi(\bar h_i) \odot \textstyle\sum_j w_j
-    \psi(\bar h_j) \odot v(\bar h_j)\big)`, :math:`\bar h = \mathrm{LN}(h)` (all maps
+    \psi(\bar h_j) \odot v(h_j)\big)`, :math:`\bar h = \mathrm{LN}(h)` (all maps
     linear; the product lets a position-dependent :math:`\psi` weigh an input-dependent
     :math:`v`, as in a kernel integral), with :math:`w_j` the
     lumped FE mass of node :math:`j` normalized to sum 1, so that
@@ -136,7 +136,9 @@ class GlobalMix(nn.Module):
     def forward(self, h, weights):
         """h (B, N, W); weights (N,) summing to 1."""
         hn = self.norm(h)
-        g = torch.einsum("bnr,n->br", self.psi(hn) * self.v(hn), weights)[:, None, :]
+        # values from the un-normalized h: the layer norm would hide the amplitude that a
+        # linear solution operator carries from the input to the output
+        g = torch.einsum("bnr,n->br", self.psi(hn) * self.v(h), weights)[:, None, :]
         return h + self.out(self.phi(hn) * g)
 
 
@@ -162,7 +164,7 @@ def _graph_tensors(pos, edges, dtype, scale=None, weights=None):
 
 @register_model("spon")
 class SPON(nn.Module):
-    """Structure-preserving operator network on the dofs of an FE space.
+    r"""Structure-preserving operator network on the dofs of an FE space.
 
     Parameters
     ----------
@@ -183,7 +185,9 @@ class SPON(nn.Module):
         ``"domain"``: in units of 1/16 of the domain extent, so messages see physical
         distances); ``global_rank`` (0, the default, off: a :class:`GlobalMix` of
         this rank after every message-passing layer of the processor, after every
-        heavy coarsest-level layer in ``spon-mg``).
+        heavy coarsest-level layer in ``spon-mg``); ``fourier`` (0, the default: off;
+        k > 0 adds :math:`\sin, \cos(j\pi \hat x_d)`, :math:`j \le k`, of the position
+        scaled to the bounding box to the node features).
 
     Notes
     -----
@@ -197,13 +201,18 @@ class SPON(nn.Module):
     def __init__(self, *, channels, n_components=1, dim=2, width=64, layers=6, element="",
                  family="", **extra):
         super().__init__()
+        for key in ("fourier", "global_rank"):
+            v = extra.get(key, 0)
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0:
+                raise InputError(f"{key} must be an integer >= 0, got {v!r}")
         if extra.get("edges", "mesh") not in ("mesh", "domain"):
             raise InputError(f"edges must be 'mesh' or 'domain', got {extra['edges']!r}")
         self.config = {"channels": list(channels), "n_components": int(n_components),
                        "dim": int(dim), "width": int(width), "layers": int(layers),
                        "element": element, "family": family, **extra}
         c = len(channels)
-        self.n_feat = c + dim + 2 + (n_components if n_components > 1 else 0)
+        self.n_feat = (c + dim + 2 + (n_components if n_components > 1 else 0)
+                       + 2 * dim * int(extra.get("fourier", 0)))
         # data normalization (persistent, set by fit_normalization)
         self.register_buffer("x_mean", torch.zeros(c, dtype=torch.float64))
         self.register_buffer("x_std", torch.ones(c, dtype=torch.float64))
@@ -222,8 +231,6 @@ class SPON(nn.Module):
 
     def _build_mix(self):
         r, n = int(self.config.get("global_rank", 0)), self.config["layers"]
-        if r < 0:
-            raise InputError(f"global_rank must be >= 0, got {r}")
         self.mix = nn.ModuleList(GlobalMix(self.config["width"], r) for _ in range(n if r else 0))
 
     def _heavy(self, h, src, dst, edge_attr, inv_deg, weights):
@@ -296,6 +303,10 @@ class SPON(nn.Module):
         mask[dirichlet] = True
         comp = np.arange(N) % ncomp
         static = [pos_n, mask[:, None].astype(float)]
+        k = np.arange(1, int(self.config.get("fourier", 0)) + 1)
+        if k.size:  # sin/cos(k pi x) of the box-scaled position, k = 1..fourier
+            arg = np.pi * pos_n[:, :, None] * k
+            static += [np.sin(arg).reshape(N, -1), np.cos(arg).reshape(N, -1)]
         if ncomp > 1:
             static.append(np.eye(ncomp)[comp])
         t["static"] = torch.as_tensor(np.hstack(static), dtype=dtype)
