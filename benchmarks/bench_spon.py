@@ -67,6 +67,8 @@ def parse_args(argv=None):
     p.add_argument("--spon-layers", type=int, default=6)
     p.add_argument("--spon-global-rank", type=int, default=0,
                    help="GlobalMix rank of the SPON models (default 0: off)")
+    p.add_argument("--spon-input-rank", type=int, default=0,
+                   help="InputKernel rank of the SPON models (default 0: off)")
     p.add_argument("--spon-fourier", type=int, default=0,
                    help="Fourier position features of the SPON models (default 0: off)")
     p.add_argument("--fno-resolution", type=int, default=None,
@@ -116,7 +118,7 @@ def build(name, train, args):
 
         return make_spon(name, train, width=args.spon_width, layers=args.spon_layers,
                          seed=args.seed, global_rank=args.spon_global_rank,
-                         fourier=args.spon_fourier)
+                         fourier=args.spon_fourier, input_rank=args.spon_input_rank)
     if name == "fno":
         res = args.fno_resolution or max(16, 2 * args.n)
         return build_baseline("fno", train, resolution=res, width=args.fno_width,

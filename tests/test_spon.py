@@ -44,7 +44,7 @@ def test_dirichlet_values_exact_for_random_weights(arch, elem, vector):
     cls = SPON if arch.startswith("spon-global") or arch == "spon" else SPONMG
     opts = {"levels": 2} if arch == "spon-mg2" else {}
     if arch.endswith("global"):
-        opts.update(global_rank=4, fourier=2)
+        opts.update(global_rank=4, fourier=2, input_rank=3)
     model = cls(channels=["a", "b"], n_components=2 if vector else 1, width=8, layers=2, **opts)
     model.bind(basis, D)
     for p in model.parameters():  # large random weights
@@ -77,7 +77,8 @@ def test_multigrid_model_overfits_tiny_dataset(darcy):
 
 @pytest.mark.parametrize("arch,rank", [("spon", 0), ("spon-mg", 0), ("spon-mg", 4)])
 def test_save_load_round_trip_and_other_mesh(darcy, tmp_path, arch, rank):
-    model = make_spon(arch, darcy, width=8, layers=2, seed=1, global_rank=rank, fourier=rank)
+    model = make_spon(arch, darcy, width=8, layers=2, seed=1, global_rank=rank, fourier=rank,
+                      input_rank=rank)
     pred = model.predict(darcy)
     path = save_model(model, tmp_path / "m.pt", meta={"note": "t"})
     loaded = load_model(path, kind=arch)
@@ -115,8 +116,8 @@ def test_global_mix_weights_integrate_on_any_mesh(elem):
 
 
 def test_global_mix_reaches_across_the_mesh():
-    """One message-passing layer sees only neighbours; with a GlobalMix, an input
-    change at one dof moves the output at the farthest dof."""
+    """One message-passing layer sees only neighbours; with a GlobalMix or an
+    InputKernel, an input change at one dof moves the output at the farthest dof."""
     basis = make_basis(unstructured_square(8, seed=1), "P1")
     D = boundary_dofs(basis)
     x0 = torch.zeros(1, 1, basis.N, dtype=torch.float64)
@@ -126,9 +127,9 @@ def test_global_mix_reaches_across_the_mesh():
     x1 = x0.clone()
     x1[0, 0, near] = 1.0
     lift = torch.zeros(1, basis.N, dtype=torch.float64)
-    for rank, moves in ((0, False), (4, True)):
+    for opts, moves in (({}, False), ({"global_rank": 4}, True), ({"input_rank": 4}, True)):
         torch.manual_seed(0)
-        model = SPON(channels=["f"], width=8, layers=1, global_rank=rank).bind(basis, D)
+        model = SPON(channels=["f"], width=8, layers=1, **opts).bind(basis, D)
         for p in model.parameters():
             torch.nn.init.normal_(p, std=0.5)
         delta = (model(x1, lift) - model(x0, lift)).abs()[0]

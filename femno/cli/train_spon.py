@@ -50,6 +50,9 @@ def add_parser(sub) -> None:
                    help="add a global low-rank kernel-integral layer (GlobalMix, rank R) after "
                    "each heavy message-passing layer: the whole mesh in one step, weighted "
                    "by the lumped FE mass (default 0: off)")
+    p.add_argument("--input-rank", type=int, default=0, metavar="R",
+                   help="add a rank-R integral of the input (InputKernel, linear in the input, "
+                   "lumped-mass quadrature) to the encoded features (default 0: off)")
     p.add_argument("--fourier", type=int, default=0, metavar="K",
                    help="add sin/cos(j pi x) of the box-scaled dof position, j = 1..K, to the "
                    "node features (default 0: off)")
@@ -71,6 +74,7 @@ def run(args) -> int:
     opts = ({"fine_layers": args.fine_layers, "levels": args.levels, "coarsest": args.coarsest}
             if args.arch == "spon-mg" else {})
     opts.update({k: v for k, v in (("global_rank", args.global_rank),
+                                    ("input_rank", args.input_rank),
                                     ("fourier", args.fourier)) if v})
     _, summary = train_spon(
         data, arch=args.arch, width=args.width, layers=args.layers, epochs=args.epochs,

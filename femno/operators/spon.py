@@ -65,7 +65,8 @@ from femno.operators.fe_torch import (
     to_torch_sparse,
 )
 
-__all__ = ["SPON", "SPONMG", "MessagePassing", "GlobalMix", "make_spon", "ARCHS"]
+__all__ = ["SPON", "SPONMG", "MessagePassing", "GlobalMix", "InputKernel", "make_spon",
+           "ARCHS"]
 
 
 def _mlp(n_in, width, n_out, depth=2):
@@ -142,6 +143,29 @@ class GlobalMix(nn.Module):
         return h + self.out(self.phi(hn) * g)
 
 
+class InputKernel(nn.Module):
+    r"""Low-rank integral of the input, added to the encoded features (once, on the dofs).
+
+    :math:`h_i \mathrel{+}= U\big(\phi(s_i) \odot \sum_j w_j\, \psi(s_j) \odot V x_j\big)`
+    with :math:`s` the static node features (position, Fourier features, flags),
+    :math:`x` the normalized input channels and :math:`w` the lumped-mass weights: the
+    rank-``rank`` kernel integral :math:`\int \kappa(x, y) a(y)\,dy`, linear in the
+    input, that a linear solution operator (Poisson's) is, and a first global view of
+    any input for the message passing after it.
+    """
+
+    def __init__(self, n_static: int, n_in: int, width: int, rank: int):
+        super().__init__()
+        self.phi, self.psi = _mlp(n_static, width, rank), _mlp(n_static, width, rank)
+        self.v = nn.Linear(n_in, rank, bias=False)
+        self.out = nn.Linear(rank, width)
+
+    def forward(self, static, x, weights):
+        """static (N, S); x (B, N, C); weights (N,) summing to 1 -> (B, N, W)."""
+        g = torch.einsum("nr,bnr,n->br", self.psi(static), self.v(x), weights)
+        return self.out(self.phi(static)[None] * g[:, None, :])
+
+
 class _Graph(nn.Module):
     """Non-persistent tensors of one FE graph (moved by ``.to``; not in state_dict)."""
 
@@ -185,7 +209,8 @@ class SPON(nn.Module):
         ``"domain"``: in units of 1/16 of the domain extent, so messages see physical
         distances); ``global_rank`` (0, the default, off: a :class:`GlobalMix` of
         this rank after every message-passing layer of the processor, after every
-        heavy coarsest-level layer in ``spon-mg``); ``fourier`` (0, the default: off;
+        heavy coarsest-level layer in ``spon-mg``); ``input_rank`` (0, off: an
+        :class:`InputKernel` of this rank on the encoded features); ``fourier`` (0, the default: off;
         k > 0 adds :math:`\sin, \cos(j\pi \hat x_d)`, :math:`j \le k`, of the position
         scaled to the bounding box to the node features).
 
@@ -201,7 +226,7 @@ class SPON(nn.Module):
     def __init__(self, *, channels, n_components=1, dim=2, width=64, layers=6, element="",
                  family="", **extra):
         super().__init__()
-        for key in ("fourier", "global_rank"):
+        for key in ("fourier", "global_rank", "input_rank"):
             v = extra.get(key, 0)
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0:
                 raise InputError(f"{key} must be an integer >= 0, got {v!r}")
@@ -219,6 +244,8 @@ class SPON(nn.Module):
         self.register_buffer("x_log", torch.zeros(c, dtype=torch.bool))
         self.register_buffer("y_scale", torch.ones((), dtype=torch.float64))
         self.encoder = _mlp(self.n_feat, width, width)
+        r = int(extra.get("input_rank", 0))
+        self.input_kernel = (InputKernel(self.n_feat - c - 1, c, width, r) if r else None)
         self.decoder = _mlp(width, width, 1)
         self._build_processor()
         self.graph = None
@@ -371,7 +398,10 @@ class SPON(nn.Module):
         gl = torch.where(g.bmask, lift, torch.zeros_like(lift))
         feat = torch.cat([xn, g.static.expand(x.shape[0], -1, -1),
                           (gl / self.y_scale).to(dtype)[..., None]], dim=-1)
-        h = self._process(self.encoder(feat))
+        h = self.encoder(feat)
+        if self.input_kernel is not None:
+            h = h + self.input_kernel(g.static, xn, g.weights)
+        h = self._process(h)
         out = self.decoder(h)[..., 0].to(lift.dtype) * self.y_scale.to(lift.dtype)
         return torch.where(g.bmask, gl, gl + out)
 
