@@ -40,6 +40,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from femno.cli.train_spon import SPON_RECIPE
+
 MODELS = ("spon", "spon-mg", "fno", "deeponet")
 NOTE = ("Timings on a shared machine are noisy; the error columns and the iteration counts "
         "are not.  Why the warm start saves little: at rtol 1e-8 the solver must gain 8 "
@@ -65,12 +67,12 @@ def parse_args(argv=None):
     p.add_argument("--models", default=",".join(MODELS), help="comma list of models")
     p.add_argument("--spon-width", type=int, default=64)
     p.add_argument("--spon-layers", type=int, default=6)
-    p.add_argument("--spon-global-rank", type=int, default=0,
-                   help="GlobalMix rank of the SPON models (default 0: off)")
-    p.add_argument("--spon-input-rank", type=int, default=0,
-                   help="InputKernel rank of the SPON models (default 0: off)")
-    p.add_argument("--spon-fourier", type=int, default=0,
-                   help="Fourier position features of the SPON models (default 0: off)")
+    p.add_argument("--spon-global-rank", type=int, default=SPON_RECIPE["global_rank"],
+                   help="GlobalMix rank of the SPON models (default %(default)s; 0: off)")
+    p.add_argument("--spon-input-rank", type=int, default=SPON_RECIPE["input_rank"],
+                   help="InputKernel rank of the SPON models (default %(default)s; 0: off)")
+    p.add_argument("--spon-fourier", type=int, default=SPON_RECIPE["fourier"],
+                   help="Fourier position features of the SPON models (default %(default)s; 0: off)")
     p.add_argument("--fno-resolution", type=int, default=None,
                    help="FNO grid per side (default: 2 n, at least 16)")
     p.add_argument("--fno-width", type=int, default=32)

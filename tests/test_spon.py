@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from femno.cli.main import main
+from femno.cli.train_spon import SPON_RECIPE
 from femno.datagen.generate import generate_dataset
 from femno.errors import InputError
 from femno.fem import get_family
@@ -187,6 +188,7 @@ def test_cli_train_resume_and_errors(darcy, tmp_path, capsys):
     s = json.loads(capsys.readouterr().out)
     assert s["resumed_from"] == 2 and s["epochs"] == 3
     model = load_model(out, kind="spon")
+    assert {k: model.config[k] for k in SPON_RECIPE} == SPON_RECIPE  # the CLI's defaults
     ev = evaluate(model, darcy)
     assert ev["boundary_error"] == 0.0 and np.isclose(model.meta["train"]["rel_l2_mean"],
                                                       model.meta["train"]["rel_l2_mean"])
