@@ -104,7 +104,7 @@ def test_two_workers_same_dataset(reference, tmp_path):
 
 def test_dask_same_dataset(reference, tmp_path):
     distributed = pytest.importorskip("distributed")
-    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True,
                                   dashboard_address=None) as cluster:
         s = gen(tmp_path / "dask.femno", scheduler=cluster.scheduler_address)
     assert s["done"] == N
