@@ -52,6 +52,7 @@ from torch import nn
 
 from femno.errors import InputError
 from femno.operators.checkpoint import register_model
+from femno.operators.layers import mlp
 
 __all__ = ["FNO", "DeepONet", "SpectralConv2d", "grid_points", "probe_matrix",
            "bilinear_matrix", "build_baseline", "BASELINES", "fit_operator",
@@ -298,15 +299,6 @@ class FNO(_Normalized):
 
 
 # --------------------------------------------------------------------------- DeepONet
-def _mlp(n_in: int, width: int, depth: int, n_out: int) -> nn.Sequential:
-    layers, d = [], n_in
-    for _ in range(depth):
-        layers += [nn.Linear(d, width), nn.GELU()]
-        d = width
-    layers.append(nn.Linear(d, n_out))
-    return nn.Sequential(*layers)
-
-
 @register_model("deeponet")
 class DeepONet(_Normalized):
     r"""Unstacked DeepONet evaluated at the FE dof locations.
@@ -336,8 +328,8 @@ class DeepONet(_Normalized):
             raise InputError(f"bad DeepONet configuration {self.config}")
         self._init_norm(int(n_channels), int(n_in))
         self.register_buffer("coords", torch.zeros(n_dofs, dim))
-        self.branch = _mlp(n_channels * n_in, width, depth, p)
-        self.trunk = _mlp(dim, width, depth, p)
+        self.branch = mlp(n_channels * n_in, p, width=width, hidden=depth)
+        self.trunk = mlp(dim, p, width=width, hidden=depth)
         self.bias = nn.Parameter(torch.zeros(()))
 
     def set_coordinates(self, doflocs, component=None) -> None:

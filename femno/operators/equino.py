@@ -53,12 +53,9 @@ __all__ = ["EquiNO", "mlp", "material_spec", "laws_from_spec", "relative_errors"
 
 def mlp(n_in: int, n_out: int, *, width: int = 64, depth: int = 4) -> nn.Sequential:
     """``n_in -> depth x width (SiLU) -> n_out`` multilayer perceptron (float64)."""
-    layers, d = [], n_in
-    for _ in range(depth):
-        layers += [nn.Linear(d, width), nn.SiLU()]
-        d = width
-    layers.append(nn.Linear(d, n_out))
-    return nn.Sequential(*layers).double()
+    from femno.operators.layers import mlp as _mlp
+
+    return _mlp(n_in, n_out, width=width, hidden=depth, activation=nn.SiLU).double()
 
 
 def material_spec(materials: dict) -> dict:

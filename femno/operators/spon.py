@@ -64,106 +64,9 @@ from femno.operators.fe_torch import (
     mass_matrix,
     to_torch_sparse,
 )
+from femno.operators.layers import GlobalMix, InputKernel, MessagePassing, mlp
 
-__all__ = ["SPON", "SPONMG", "MessagePassing", "GlobalMix", "InputKernel", "make_spon",
-           "ARCHS"]
-
-
-def _mlp(n_in, width, n_out, depth=2):
-    layers, d = [], n_in
-    for _ in range(depth - 1):
-        layers += [nn.Linear(d, width), nn.GELU()]
-        d = width
-    layers.append(nn.Linear(d, n_out))
-    return nn.Sequential(*layers)
-
-
-class MessagePassing(nn.Module):
-    r"""One residual message-passing layer on a graph given at call time.
-
-    :math:`m_{ij} = \psi(A h_i + B h_j + C e_{ij})` (first layer split so that the
-    gather happens after the linear maps), mean aggregation over the incoming edges,
-    :math:`h_i \leftarrow h_i + \phi([\mathrm{LN}(h_i), \bar m_i])`.  The last
-    (affine) layer of :math:`\psi` is applied after the mean, which it commutes
-    with: the same function at a cost per node instead of per edge.
-    """
-
-    def __init__(self, width: int, edge_dim: int):
-        super().__init__()
-        self.a = nn.Linear(width, width)
-        self.b = nn.Linear(width, width, bias=False)
-        self.c = nn.Linear(edge_dim, width, bias=False)
-        self.msg = nn.Sequential(nn.GELU(), nn.Linear(width, width))
-        self.norm = nn.LayerNorm(width)
-        self.upd = _mlp(2 * width, width, width)
-
-    def forward(self, h, src, dst, edge_attr, inv_deg):
-        """h (B, N, W); src, dst (E,); edge_attr (E, F); inv_deg (N, 1)."""
-        hn = self.norm(h)
-        # index_select (backward: index_add) is much cheaper than advanced indexing
-        m = (self.a(hn).index_select(1, dst) + self.b(hn).index_select(1, src)
-             + self.c(edge_attr))
-        act, lin = self.msg
-        agg = torch.zeros_like(h).index_add_(1, dst, act(m)) * inv_deg
-        # mean_j (W g_j + c) = W mean_j g_j + c where a node has incoming edges, else 0
-        has_in = torch.zeros_like(inv_deg).index_add_(0, dst, torch.ones_like(dst[:, None],
-                                                                             dtype=h.dtype))
-        agg = nn.functional.linear(agg, lin.weight) + lin.bias * (has_in > 0)
-        return h + self.upd(torch.cat([hn, agg], dim=-1))
-
-
-class GlobalMix(nn.Module):
-    r"""Low-rank kernel integral over the whole mesh (global context in one layer).
-
-    :math:`h_i \leftarrow h_i + U\big(\phi(\bar h_i) \odot \textstyle\sum_j w_j
-    \psi(\bar h_j) \odot v(h_j)\big)`, :math:`\bar h = \mathrm{LN}(h)` (all maps
-    linear; the product lets a position-dependent :math:`\psi` weigh an input-dependent
-    :math:`v`, as in a kernel integral), with :math:`w_j` the
-    lumped FE mass of node :math:`j` normalized to sum 1, so that
-    :math:`\sum_j w_j \psi(\bar h_j) \approx |\Omega|^{-1}\int_\Omega \psi` on any mesh:
-    the integral operator :math:`\int \kappa(x, y) v(y)\,dy` with a rank-``rank``
-    kernel :math:`\kappa = \sum_k \phi_k(x)\psi_k(y)` (features carry position).
-    Message passing needs as many layers as the mesh is wide to move information
-    across it; an elliptic solution operator is global.
-    """
-
-    def __init__(self, width: int, rank: int):
-        super().__init__()
-        self.norm = nn.LayerNorm(width)
-        self.phi, self.psi = nn.Linear(width, rank), nn.Linear(width, rank)
-        self.v = nn.Linear(width, rank)
-        self.out = nn.Linear(rank, width)
-
-    def forward(self, h, weights):
-        """h (B, N, W); weights (N,) summing to 1."""
-        hn = self.norm(h)
-        # values from the un-normalized h: the layer norm would hide the amplitude that a
-        # linear solution operator carries from the input to the output
-        g = torch.einsum("bnr,n->br", self.psi(hn) * self.v(h), weights)[:, None, :]
-        return h + self.out(self.phi(hn) * g)
-
-
-class InputKernel(nn.Module):
-    r"""Low-rank integral of the input, added to the encoded features (once, on the dofs).
-
-    :math:`h_i \mathrel{+}= U\big(\phi(s_i) \odot \sum_j w_j\, \psi(s_j) \odot V x_j\big)`
-    with :math:`s` the static node features (position, Fourier features, flags),
-    :math:`x` the normalized input channels and :math:`w` the lumped-mass weights: the
-    rank-``rank`` kernel integral :math:`\int \kappa(x, y) a(y)\,dy`, linear in the
-    input, that a linear solution operator (Poisson's) is, and a first global view of
-    any input for the message passing after it.
-    """
-
-    def __init__(self, n_static: int, n_in: int, width: int, rank: int):
-        super().__init__()
-        self.phi, self.psi = _mlp(n_static, width, rank), _mlp(n_static, width, rank)
-        self.v = nn.Linear(n_in, rank, bias=False)
-        self.out = nn.Linear(rank, width)
-
-    def forward(self, static, x, weights):
-        """static (N, S); x (B, N, C); weights (N,) summing to 1 -> (B, N, W)."""
-        g = torch.einsum("nr,bnr,n->br", self.psi(static), self.v(x), weights)
-        return self.out(self.phi(static)[None] * g[:, None, :])
+__all__ = ["SPON", "SPONMG", "make_spon", "ARCHS"]
 
 
 class _Graph(nn.Module):
@@ -207,12 +110,14 @@ class SPON(nn.Module):
         model was trained with, checked by :meth:`bind`); ``edges`` (``"mesh"``: edge
         vectors in units of the mean edge length of each graph, the default;
         ``"domain"``: in units of 1/16 of the domain extent, so messages see physical
-        distances); ``global_rank`` (0, the default, off: a :class:`GlobalMix` of
-        this rank after every message-passing layer of the processor, after every
-        heavy coarsest-level layer in ``spon-mg``); ``input_rank`` (0, off: an
-        :class:`InputKernel` of this rank on the encoded features); ``fourier`` (0, the default: off;
-        k > 0 adds :math:`\sin, \cos(j\pi \hat x_d)`, :math:`j \le k`, of the position
-        scaled to the bounding box to the node features).
+        distances); ``global_rank`` (0, the default: off; r > 0: a
+        :class:`~femno.operators.layers.GlobalMix` of rank r after every
+        message-passing layer of the processor, after every heavy coarsest-level
+        layer in ``spon-mg``); ``input_rank`` (0: off; r > 0: an
+        :class:`~femno.operators.layers.InputKernel` of rank r on the encoded
+        features); ``fourier`` (0: off; k > 0 adds :math:`\sin, \cos(j\pi \hat x_d)`,
+        :math:`j \le k`, of the position scaled to the bounding box to the node
+        features).
 
     Notes
     -----
@@ -243,10 +148,10 @@ class SPON(nn.Module):
         self.register_buffer("x_std", torch.ones(c, dtype=torch.float64))
         self.register_buffer("x_log", torch.zeros(c, dtype=torch.bool))
         self.register_buffer("y_scale", torch.ones((), dtype=torch.float64))
-        self.encoder = _mlp(self.n_feat, width, width)
+        self.encoder = mlp(self.n_feat, width, width=width)
         r = int(extra.get("input_rank", 0))
         self.input_kernel = (InputKernel(self.n_feat - c - 1, c, width, r) if r else None)
-        self.decoder = _mlp(width, width, 1)
+        self.decoder = mlp(width, 1, width=width)
         self._build_processor()
         self.graph = None
 
