@@ -53,7 +53,8 @@ class MessagePassing(nn.Module):
         self.upd = mlp(2 * width, width, width=width)
 
     def forward(self, h, src, dst, edge_attr, inv_deg):
-        """h (B, N, W); src, dst (E,); edge_attr (E, F); inv_deg (N, 1)."""
+        """h (B, N, W); src, dst (E,); edge_attr (E, F); inv_deg (N, 1): 1 / in-degree,
+        0 for a node without incoming edges (it receives no message)."""
         hn = self.norm(h)
         # index_select (backward: index_add) is much cheaper than advanced indexing
         m = (self.a(hn).index_select(1, dst) + self.b(hn).index_select(1, src)
@@ -61,9 +62,7 @@ class MessagePassing(nn.Module):
         act, lin = self.msg
         agg = torch.zeros_like(h).index_add_(1, dst, act(m)) * inv_deg
         # mean_j (W g_j + c) = W mean_j g_j + c where a node has incoming edges, else 0
-        has_in = torch.zeros_like(inv_deg).index_add_(0, dst, torch.ones_like(dst[:, None],
-                                                                             dtype=h.dtype))
-        agg = nn.functional.linear(agg, lin.weight) + lin.bias * (has_in > 0)
+        agg = nn.functional.linear(agg, lin.weight) + lin.bias * (inv_deg > 0)
         return h + self.upd(torch.cat([hn, agg], dim=-1))
 
 

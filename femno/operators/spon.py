@@ -78,14 +78,16 @@ class _Graph(nn.Module):
             self.register_buffer(k, v, persistent=False)
 
 
-def _graph_tensors(pos, edges, dtype, scale=None, weights=None):
-    """Edge lists, features, 1/degree and the node weights (lumped mass, sum 1)."""
+def _graph_tensors(pos, edges, dtype, scale, weights):
+    """Edge lists, features, 1/in-degree (0 for a node without incoming edges) and the
+    node weights (``weights``, the lumped mass, normalized to sum 1)."""
     ea, h = edge_features(pos, edges, scale=scale)
     deg = np.bincount(edges[1], minlength=pos.shape[0]).astype(np.float64)
-    w = np.full(pos.shape[0], 1.0) if weights is None else np.asarray(weights, np.float64)
+    inv_deg = np.divide(1.0, deg, out=np.zeros_like(deg), where=deg > 0)
+    w = np.asarray(weights, np.float64)
     return {"src": torch.as_tensor(edges[0]), "dst": torch.as_tensor(edges[1]),
             "edge_attr": torch.as_tensor(ea, dtype=dtype),
-            "inv_deg": torch.as_tensor(1.0 / np.maximum(deg, 1.0), dtype=dtype)[:, None],
+            "inv_deg": torch.as_tensor(inv_deg, dtype=dtype)[:, None],
             "weights": torch.as_tensor(w / w.sum(), dtype=dtype)}
 
 
