@@ -69,6 +69,10 @@ from femno.operators.layers import GlobalMix, InputKernel, MessagePassing, mlp
 __all__ = ["SPON", "SPONMG", "make_spon", "ARCHS"]
 
 
+#: the graph tensors a MessagePassing layer takes, in order
+_MP_TENSORS = ("src", "dst", "edge_attr", "inv_deg")
+
+
 class _Graph(nn.Module):
     """Non-persistent tensors of one FE graph (moved by ``.to``; not in state_dict)."""
 
@@ -167,17 +171,22 @@ class SPON(nn.Module):
         r, n = int(self.config.get("global_rank", 0)), self.config["layers"]
         self.mix = nn.ModuleList(GlobalMix(self.config["width"], r) for _ in range(n if r else 0))
 
-    def _heavy(self, h, src, dst, edge_attr, inv_deg, weights):
-        """The ``layers`` message-passing layers, each followed by its GlobalMix (if any)."""
+    def _level(self, k, *names):
+        """Graph tensors ``names`` of level ``k`` (0: the dofs; k >= 1: coarse level k)."""
+        return tuple(getattr(self.graph, n if k == 0 else f"l{k}_{n}") for n in names)
+
+    def _heavy(self, h, k):
+        """The ``layers`` message-passing layers on level ``k``, each followed by its
+        GlobalMix (if any)."""
+        *args, weights = self._level(k, *_MP_TENSORS, "weights")
         for i, layer in enumerate(self.mp):
-            h = layer(h, src, dst, edge_attr, inv_deg)
+            h = layer(h, *args)
             if len(self.mix):
                 h = self.mix[i](h, weights)
         return h
 
     def _process(self, h):
-        g = self.graph
-        return self._heavy(h, g.src, g.dst, g.edge_attr, g.inv_deg, g.weights)
+        return self._heavy(h, 0)
 
     def _bind_extra(self, basis, tensors, dtype, **kw):
         pass
@@ -396,11 +405,7 @@ class SPONMG(SPON):
         return out.reshape(A.shape[0], B, W).transpose(0, 1)
 
     def _layers(self, layers, h, k):
-        g = self.graph
-        if k == 0:
-            args = (g.src, g.dst, g.edge_attr, g.inv_deg)
-        else:
-            args = tuple(getattr(g, f"l{k}_{n}") for n in ("src", "dst", "edge_attr", "inv_deg"))
+        args = self._level(k, *_MP_TENSORS)
         for layer in layers:
             h = layer(h, *args)
         return h
@@ -416,8 +421,7 @@ class SPONMG(SPON):
             h = self.down(torch.cat([hc, static], dim=-1))
             if k < L:
                 h = self._layers([self.mid_pre], h, k)
-        h = self._heavy(h, *(getattr(g, f"l{L}_{n}") for n in
-                             ("src", "dst", "edge_attr", "inv_deg", "weights")))
+        h = self._heavy(h, L)
         for k in range(L, 0, -1):
             h = stack.pop() + self._apply_sparse(getattr(g, f"l{k}_P"), self.up(h))
             if k > 1:
@@ -431,8 +435,8 @@ ARCHS = {"spon": SPON, "spon-mg": SPONMG}
 def make_spon(arch: str, data, *, width: int = 64, layers: int = 6, seed: int = 0, **kw):
     """A new model of ``arch`` for ``data`` (FEData), normalized on it and bound to its mesh.
 
-    ``kw``: extra model options (``global_rank``; ``fine_layers``, ``levels``, ``coarsest`` for
-    ``spon-mg``)."""
+    ``kw``: extra model options (``global_rank``, ``input_rank``, ``fourier``; and
+    ``fine_layers``, ``levels``, ``coarsest`` for ``spon-mg``)."""
     if arch not in ARCHS:
         raise InputError(f"unknown SPON architecture {arch!r}; valid: {sorted(ARCHS)}")
     for name, v in (("width", width), ("layers", layers)):
