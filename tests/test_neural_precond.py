@@ -17,7 +17,8 @@ from femno.fem.mesh import lshape
 from femno.operators.checkpoint import load_model, register_model, save_model
 from femno.operators.fe_torch import to_torch_csr
 from femno.operators.precond_graph import DofGraphNet, LearnedIC
-from femno.operators.precond_nets import MGCNN, GridLayout, grid_stencil, scaled_matrix
+from femno.operators.precond_grid import GridLayout, grid_stencil, scaled_matrix
+from femno.operators.precond_nets import MGCNN
 from femno.operators.precond_train import anorm_loss, dcdm_loss, train_precond
 from femno.solvers import krylov, make_preconditioner
 from femno.solvers.krylov import fcg
@@ -326,7 +327,7 @@ def test_jacobi_levels_transfer_galerkin_and_vcycle_formula():
     """R of the hierarchy is the network's restriction, P its adjoint; the stencil
     operators are the Galerkin matrices; one Jacobi two-grid level equals the formula
     evaluated independently with scipy matrices (float64)."""
-    from femno.operators.precond_nets import _restriction_1d, _stencil_apply, smoothing_hierarchy
+    from femno.operators.precond_grid import _restriction_1d, _stencil_apply, smoothing_hierarchy
 
     A, _ = _darcy_image_system()
     net = MGCNN(channels=4, seed=2, smooth_levels=1)
@@ -388,6 +389,42 @@ def test_jacobi_levels_inference_plan_matches_plain_path_and_homogeneous():
         tol = 1e-5 * float(ref.abs().max())
         assert torch.allclose(fast, ref, rtol=1e-4, atol=tol)
         assert torch.allclose(plain, ref, rtol=1e-4, atol=tol)
+
+
+@pytest.mark.parametrize("k", [0, 1, 2])
+def test_numpy_inference_path_matches_torch_path_any_layout(k):
+    """apply_numpy (Jacobi levels in float64 scipy, network below) is the forward map
+    of the torch image path up to float32 rounding, also for a permuted dof order;
+    NeuralPreconditioner routes numpy residuals through it, FCG iterations unchanged."""
+    A, b = _darcy_image_system(n=34)  # levels 33, 16, 8, 4
+    net = MGCNN(channels=4, seed=3, smooth_levels=k)
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        torch.nn.init.normal_(net.gate[-1].weight, std=0.5)
+    rng = np.random.default_rng(3)
+    perm = rng.permutation(A.shape[0])  # dof i of the permuted system = grid dof perm[i]
+    Ap = A[perm][:, perm]
+    side = math.isqrt(A.shape[0])
+    inv = np.argsort(perm)
+    lay = GridLayout(inv, (side, side))  # image pixel j holds permuted dof inv[j]
+    for mat, layout in ((A, None), (Ap, lay)):
+        ctx = net.prepare(mat, layout=layout)
+        r = rng.standard_normal(mat.shape[0])
+        with torch.inference_mode():
+            want = net(torch.tensor(r, dtype=torch.float32)[None], ctx)[0].double().numpy()
+        got = net.apply_numpy(r, ctx)
+        assert got.dtype == np.float64
+        assert np.allclose(got, want, rtol=0, atol=2e-5 * np.abs(want).max())
+    assert np.allclose(net.apply_numpy(2.5 * r, ctx), 2.5 * net.apply_numpy(r, ctx), rtol=1e-12)
+    if k == 0:  # a random network alone is too weak a preconditioner for FCG
+        return
+    its = []
+    for fast in (True, False):
+        pc = NeuralPreconditioner(net, fast=fast).setup(A)
+        x, info = fcg(A, b, M=pc.apply, mmax=3, rtol=1e-9, maxiter=1000)
+        assert info["reason"] == "rtol" and _true_rel(A, x, b) <= 1e-9
+        its.append(info["iterations"])
+    assert abs(its[0] - its[1]) <= 1 + its[1] // 50
 
 
 @pytest.mark.parametrize("k", [1, 2])

@@ -1,7 +1,7 @@
 r"""Learned preconditioners on the matrix graph: message passing (any FE mesh) and a
 learned SPD incomplete-Cholesky factor (NeuralIF-style).
 
-Both work on the Jacobi-scaled matrix of :func:`~femno.operators.precond_nets.scaled_matrix`
+Both work on the Jacobi-scaled matrix of :func:`~femno.operators.precond_grid.scaled_matrix`
 and are used through :class:`femno.solvers.neural.NeuralPreconditioner`; the grid CNN
 lives in :mod:`femno.operators.precond_nets`.
 """
@@ -15,7 +15,8 @@ from torch import nn
 
 from femno.operators.checkpoint import register_model
 from femno.operators.fe_torch import to_torch_csr
-from femno.operators.precond_nets import _act, scaled_matrix
+from femno.operators.precond_grid import scaled_matrix
+from femno.operators.precond_nets import _act
 
 __all__ = ["DofGraphNet", "LearnedIC"]
 

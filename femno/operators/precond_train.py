@@ -48,7 +48,8 @@ import torch
 from femno.errors import InputError
 from femno.operators.fe_torch import to_torch_csr
 from femno.operators.precond_graph import DofGraphNet, LearnedIC
-from femno.operators.precond_nets import MGCNN, GridLayout
+from femno.operators.precond_grid import GridLayout
+from femno.operators.precond_nets import MGCNN
 
 __all__ = ["ritz_vectors", "family_vectors", "dcdm_loss", "anorm_loss", "train_precond",
            "KINDS", "SPD_MAX_DOFS"]

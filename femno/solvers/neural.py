@@ -212,7 +212,10 @@ class NeuralPreconditioner(Preconditioner):
     fast : bool, keyword-only
         CNN only: precompute the inference plan at setup (channels_last feature
         maps on large levels, dense coarse map for linear networks; same map up to
-        float32 rounding, :meth:`~femno.operators.precond_nets.MGCNN.prepare_inference`).
+        float32 rounding, :meth:`~femno.operators.precond_nets.MGCNN.prepare_inference`);
+        numpy residuals go through
+        :meth:`~femno.operators.precond_nets.MGCNN.apply_numpy` (Jacobi levels
+        in float64 scipy).
         ``False``: the plain path (the reference, for benchmarks).
     smooth_levels : int, optional, keyword-only
         CNN only: finest levels done as Jacobi two-grid steps with the network as
@@ -262,6 +265,7 @@ class NeuralPreconditioner(Preconditioner):
         self.applies = 0
         self._torch = torch
         self._kw = {} if fast or kind != "precond-cnn" else {"fast": False}
+        self._numpy = fast and kind == "precond-cnn"
         if smooth_levels is not None and kind != "precond-cnn":
             raise InputError(f"smooth_levels is a CNN option; model kind {kind!r} has none")
         self._prep = {} if smooth_levels is None else {"smooth_levels": int(smooth_levels)}
@@ -290,6 +294,8 @@ class NeuralPreconditioner(Preconditioner):
             return self.lu.solve(self.lu.solve(r), trans="T")
         torch = self._torch
         is_t = isinstance(r, torch.Tensor)
+        if not is_t and self._numpy:  # Jacobi levels in float64 scipy, network below
+            return self.model.apply_numpy(r, self.ctx)
         rt = r if is_t else torch.as_tensor(np.asarray(r, dtype=np.float64), device=self.device)
         nrm = torch.linalg.vector_norm(rt)
         if float(nrm) == 0.0:
