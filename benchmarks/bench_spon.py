@@ -71,6 +71,9 @@ def parse_args(argv=None):
                    help="GlobalMix rank of the SPON models (default %(default)s; 0: off)")
     p.add_argument("--spon-input-rank", type=int, default=SPON_RECIPE["input_rank"],
                    help="InputKernel rank of the SPON models (default %(default)s; 0: off)")
+    p.add_argument("--spon-input-skip", action=argparse.BooleanOptionalAction,
+                   default=SPON_RECIPE["input_skip"],
+                   help="linear skip of the input integral to the output (default on)")
     p.add_argument("--spon-fourier", type=int, default=SPON_RECIPE["fourier"],
                    help="Fourier position features of the SPON models (default %(default)s; 0: off)")
     p.add_argument("--fno-resolution", type=int, default=None,
@@ -120,7 +123,8 @@ def build(name, train, args):
 
         return make_spon(name, train, width=args.spon_width, layers=args.spon_layers,
                          seed=args.seed, global_rank=args.spon_global_rank,
-                         fourier=args.spon_fourier, input_rank=args.spon_input_rank)
+                         fourier=args.spon_fourier, input_rank=args.spon_input_rank,
+                         input_skip=bool(args.spon_input_skip and args.spon_input_rank))
     if name == "fno":
         res = args.fno_resolution or max(16, 2 * args.n)
         return build_baseline("fno", train, resolution=res, width=args.fno_width,

@@ -45,7 +45,7 @@ def test_dirichlet_values_exact_for_random_weights(arch, elem, vector):
     cls = SPON if arch.startswith("spon-global") or arch == "spon" else SPONMG
     opts = {"levels": 2} if arch == "spon-mg2" else {}
     if arch.endswith("global"):
-        opts.update(global_rank=4, fourier=2, input_rank=3)
+        opts.update(global_rank=4, fourier=2, input_rank=3, input_skip=True)
     model = cls(channels=["a", "b"], n_components=2 if vector else 1, width=8, layers=2, **opts)
     model.bind(basis, D)
     for p in model.parameters():  # large random weights
@@ -79,7 +79,7 @@ def test_multigrid_model_overfits_tiny_dataset(darcy):
 @pytest.mark.parametrize("arch,rank", [("spon", 0), ("spon-mg", 0), ("spon-mg", 4)])
 def test_save_load_round_trip_and_other_mesh(darcy, tmp_path, arch, rank):
     model = make_spon(arch, darcy, width=8, layers=2, seed=1, global_rank=rank, fourier=rank,
-                      input_rank=rank)
+                      input_rank=rank, input_skip=rank > 0)
     pred = model.predict(darcy)
     path = save_model(model, tmp_path / "m.pt", meta={"note": "t"})
     loaded = load_model(path, kind=arch)
@@ -135,6 +135,32 @@ def test_global_mix_reaches_across_the_mesh():
             torch.nn.init.normal_(p, std=0.5)
         delta = (model(x1, lift) - model(x0, lift)).abs()[0]
         assert bool(delta[far] > 0) == moves
+
+
+def test_input_skip_is_an_affine_path_zero_at_start(darcy):
+    """``input_skip`` adds the input kernel's integral to the output through a linear
+    map: zero at initialisation (the model equals the one without it), and the
+    difference it makes is affine in the input (the normalization shifts it)."""
+    base = make_spon("spon-mg", darcy, width=8, layers=1, seed=4, input_rank=3)
+    skip = make_spon("spon-mg", darcy, width=8, layers=1, seed=4, input_rank=3, input_skip=True)
+    skip.load_state_dict(base.state_dict(), strict=False)
+    x1, x2, lift = darcy.X[:3].double(), darcy.X[3:6].double(), darcy.lift[:3].double()
+    torch.testing.assert_close(skip(x1, lift), base(x1, lift), rtol=0, atol=0)
+    torch.nn.init.normal_(skip.input_skip.weight, std=1.0)
+    for m in (base, skip):  # affine in the raw input (Darcy's coefficient is log-encoded)
+        m.x_log.zero_()
+
+    def d(x):
+        return skip(x, lift) - base(x, lift)
+
+    scale = float(d(x1).abs().max())
+    assert scale > 0
+    torch.testing.assert_close(d(0.3 * x1 + 0.7 * x2), 0.3 * d(x1) + 0.7 * d(x2),
+                               rtol=0, atol=1e-5 * scale)
+    with pytest.raises(InputError, match="input_skip needs input_rank"):
+        SPON(channels=["a"], width=4, layers=1, input_skip=True)
+    with pytest.raises(InputError, match="input_skip must be"):
+        SPON(channels=["a"], width=4, layers=1, input_rank=2, input_skip=1)
 
 
 def test_multigrid_with_given_coarse_mesh(darcy):
@@ -203,6 +229,13 @@ def test_cli_train_resume_and_errors(darcy, tmp_path, capsys):
                  "--global-rank", "-1", "--json"]) == 2
     assert main(["train", "spon", "--data", str(darcy.path), "--out", str(g), "--epochs", "1",
                  "--fourier", "-2", "--json"]) == 2
+    # no input kernel: the skip is off by default, asked for explicitly it is an error
+    assert main(["train", "spon", "--data", str(darcy.path), "--out", str(g), "--epochs", "1",
+                 "--width", "8", "--layers", "1", "--input-rank", "0", "--json"]) == 0
+    capsys.readouterr()
+    assert not load_model(g, kind="spon").config.get("input_skip", False)
+    assert main(["train", "spon", "--data", str(darcy.path), "--out", str(g), "--epochs", "1",
+                 "--input-rank", "0", "--input-skip", "--json"]) == 2
 
 
 def test_multigrid_depth_adapts_to_the_mesh(darcy):

@@ -5,10 +5,12 @@ from __future__ import annotations
 import argparse
 
 #: Global layers and position features of a new model (``--global-rank``,
-#: ``--input-rank``, ``--fourier``; also ``benchmarks/bench_spon.py``'s defaults).  On
-#: Poisson (n=16, 800 samples, ~300 s CPU) they take spon-mg from 8.3 % to 2.8 % test
-#: error.  The model classes default to 0 (off) so that older checkpoints load unchanged.
-SPON_RECIPE = {"global_rank": 32, "input_rank": 32, "fourier": 4}
+#: ``--input-rank``, ``--fourier``, ``--input-skip``; also ``benchmarks/bench_spon.py``'s
+#: defaults).  On Poisson (n=16, 700 training samples, ~300 s CPU) the first three take
+#: spon-mg from 8.3 % to 2.8 % test error; the input skip then 4.3 % -> 3.0 % at 10
+#: epochs (benchmarks/results/spon-ablation.md).  The model classes default to off so
+#: that older checkpoints load unchanged.
+SPON_RECIPE = {"global_rank": 32, "input_rank": 32, "fourier": 4, "input_skip": True}
 
 EPILOG = """\
 The dataset is one written by `femno generate`.  Inputs are encoded in an FE space on
@@ -59,6 +61,10 @@ def add_parser(sub) -> None:
     p.add_argument("--input-rank", type=int, default=SPON_RECIPE["input_rank"], metavar="R",
                    help="add a rank-R integral of the input (InputKernel, linear in the input, "
                    "lumped-mass quadrature) to the encoded features (default %(default)s; 0: off)")
+    p.add_argument("--input-skip", action=argparse.BooleanOptionalAction, default=None,
+                   help="also add the input integral to the output through a linear map: a "
+                   "path linear end to end, the form of a linear PDE's solution operator "
+                   "(needs --input-rank > 0; default: on when --input-rank > 0)")
     p.add_argument("--fourier", type=int, default=SPON_RECIPE["fourier"], metavar="K",
                    help="add sin/cos(j pi x) of the box-scaled dof position, j = 1..K, to the "
                    "node features (default %(default)s; 0: off)")
@@ -81,7 +87,10 @@ def run(args) -> int:
             if args.arch == "spon-mg" else {})
     opts.update({k: v for k, v in (("global_rank", args.global_rank),
                                     ("input_rank", args.input_rank),
-                                    ("fourier", args.fourier)) if v})
+                                    ("fourier", args.fourier),
+                                    ("input_skip", args.input_skip)) if v})
+    if args.input_skip is None and args.input_rank > 0:
+        opts["input_skip"] = SPON_RECIPE["input_skip"]
     _, summary = train_spon(
         data, arch=args.arch, width=args.width, layers=args.layers, epochs=args.epochs,
         batch_size=args.batch_size, lr=args.lr, seed=args.seed, device=args.device,

@@ -115,7 +115,13 @@ class InputKernel(nn.Module):
         self.v = nn.Linear(n_in, rank, bias=False)
         self.out = nn.Linear(rank, width)
 
+    def kernel(self, static, x, weights):
+        r""":math:`\phi(s_i) \odot \sum_j w_j \psi(s_j) \odot V x_j`, shape (B, N, rank):
+        the rank-``rank`` integral before the output map (also the input of a
+        linear skip to the network's output, SPON's ``input_skip``)."""
+        g = torch.einsum("nr,bnr,n->br", self.psi(static), self.v(x), weights)
+        return self.phi(static)[None] * g[:, None, :]
+
     def forward(self, static, x, weights):
         """static (N, S); x (B, N, C); weights (N,) summing to 1 -> (B, N, W)."""
-        g = torch.einsum("nr,bnr,n->br", self.psi(static), self.v(x), weights)
-        return self.out(self.phi(static)[None] * g[:, None, :])
+        return self.out(self.kernel(static, x, weights))

@@ -121,7 +121,10 @@ class SPON(nn.Module):
         message-passing layer of the processor, after every heavy coarsest-level
         layer in ``spon-mg``); ``input_rank`` (0: off; r > 0: an
         :class:`~femno.operators.layers.InputKernel` of rank r on the encoded
-        features); ``fourier`` (0: off; k > 0 adds :math:`\sin, \cos(j\pi \hat x_d)`,
+        features); ``input_skip`` (False: off; True, with ``input_rank``: the same
+        kernel integral also added to the output through a linear map, so a linear
+        solution operator :math:`u = \int G(\cdot, y) f(y)\,dy` has a path that is
+        linear end to end; zero at initialisation); ``fourier`` (0: off; k > 0 adds :math:`\sin, \cos(j\pi \hat x_d)`,
         :math:`j \le k`, of the position scaled to the bounding box to the node
         features).
 
@@ -141,6 +144,10 @@ class SPON(nn.Module):
             v = extra.get(key, 0)
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0:
                 raise InputError(f"{key} must be an integer >= 0, got {v!r}")
+        if not isinstance(extra.get("input_skip", False), (bool, np.bool_)):
+            raise InputError(f"input_skip must be True or False, got {extra['input_skip']!r}")
+        if extra.get("input_skip") and not extra.get("input_rank"):
+            raise InputError("input_skip needs input_rank > 0 (it reuses the input kernel)")
         if extra.get("edges", "mesh") not in ("mesh", "domain"):
             raise InputError(f"edges must be 'mesh' or 'domain', got {extra['edges']!r}")
         self.config = {"channels": list(channels), "n_components": int(n_components),
@@ -157,6 +164,9 @@ class SPON(nn.Module):
         self.encoder = mlp(self.n_feat, width, width=width)
         r = int(extra.get("input_rank", 0))
         self.input_kernel = (InputKernel(self.n_feat - c - 1, c, width, r) if r else None)
+        self.input_skip = nn.Linear(r, 1, bias=False) if extra.get("input_skip") else None
+        if self.input_skip is not None:
+            nn.init.zeros_(self.input_skip.weight)
         self.decoder = mlp(width, 1, width=width)
         self._build_processor()
         self.graph = None
@@ -316,9 +326,12 @@ class SPON(nn.Module):
                           (gl / self.y_scale).to(dtype)[..., None]], dim=-1)
         h = self.encoder(feat)
         if self.input_kernel is not None:
-            h = h + self.input_kernel(g.static, xn, g.weights)
-        h = self._process(h)
-        out = self.decoder(h)[..., 0].to(lift.dtype) * self.y_scale.to(lift.dtype)
+            kern = self.input_kernel.kernel(g.static, xn, g.weights)
+            h = h + self.input_kernel.out(kern)
+        out = self.decoder(self._process(h))[..., 0]
+        if self.input_skip is not None:
+            out = out + self.input_skip(kern)[..., 0]
+        out = out.to(lift.dtype) * self.y_scale.to(lift.dtype)
         return torch.where(g.bmask, gl, gl + out)
 
     @torch.no_grad()
@@ -435,7 +448,8 @@ ARCHS = {"spon": SPON, "spon-mg": SPONMG}
 def make_spon(arch: str, data, *, width: int = 64, layers: int = 6, seed: int = 0, **kw):
     """A new model of ``arch`` for ``data`` (FEData), normalized on it and bound to its mesh.
 
-    ``kw``: extra model options (``global_rank``, ``input_rank``, ``fourier``; and
+    ``kw``: extra model options (``global_rank``, ``input_rank``, ``input_skip``,
+    ``fourier``; and
     ``fine_layers``, ``levels``, ``coarsest`` for ``spon-mg``)."""
     if arch not in ARCHS:
         raise InputError(f"unknown SPON architecture {arch!r}; valid: {sorted(ARCHS)}")
