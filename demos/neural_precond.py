@@ -61,11 +61,11 @@ def main(argv=None):
             "SA-AMG-PCG": krylov("cg", pc="amg", rtol=1e-8, on_fail="ignore"),
             "DCDM (CNN)": krylov("dcdm", pc=NeuralPreconditioner(model), rtol=1e-8,
                                  on_fail="ignore"),
-            "FCG(3) + CNN": krylov("fcg", pc=NeuralPreconditioner(model), mmax=3, rtol=1e-8,
-                                   maxiter=500, on_fail="ignore"),  # no safeguard: cap it
+            "FCG(30) + CNN": krylov("fcg", pc=NeuralPreconditioner(model), mmax=30, rtol=1e-8,
+                                    maxiter=500, on_fail="ignore"),  # no safeguard: cap it
             # the same network below two Jacobi two-grid levels: 2-4x cheaper at 512^2
-            "FCG(3) + CNN, k=2": krylov("fcg", pc=NeuralPreconditioner(model, smooth_levels=2),
-                                        mmax=3, rtol=1e-8, maxiter=500, on_fail="ignore"),
+            "FCG(30) + CNN, k=2": krylov("fcg", pc=NeuralPreconditioner(model, smooth_levels=2),
+                                         mmax=30, rtol=1e-8, maxiter=500, on_fail="ignore"),
         }
         for label, solver in runs.items():
             with warnings.catch_warnings():

@@ -252,9 +252,9 @@ def test_fcg_scipy_and_petsc_agree(darcy):
     pytest.importorskip("petsc4py")
     A, b, _ = darcy
     # a random CNN (also below Jacobi levels): the same iterates step by step
-    # (nonlinear preconditioner), with femno's defaults (mmax 1, standard truncation)
-    # and with mmax 3
-    for k, mmax in ((0, 1), (2, 1), (2, 3)):
+    # (nonlinear preconditioner), with mmax 1, 3 and femno's default 30 (standard
+    # truncation: femno passes both to PETSc)
+    for k, mmax in ((0, 1), (2, 1), (2, 3), (2, 30)):
         pc = NeuralPreconditioner(MGCNN(channels=4, seed=1), smooth_levels=k)
         for it in (3, 12):
             a = krylov("fcg", pc=pc, maxiter=it, on_fail="ignore", mmax=mmax)
@@ -262,8 +262,8 @@ def test_fcg_scipy_and_petsc_agree(darcy):
             xa, xp = a(A, b), p(A, b)
             assert a.stats.iterations == p.stats.iterations == it
             assert np.linalg.norm(xa - xp) <= 1e-8 * np.linalg.norm(xa)
-    # PETSc's own defaults (mmax 30, Notay truncation) give other iterates
-    xa = krylov("fcg", pc=pc, maxiter=5, on_fail="ignore")(A, b)
+    # PETSc's own defaults (mmax 30, Notay truncation) give other iterates than mmax 1
+    xa = krylov("fcg", pc=pc, maxiter=5, on_fail="ignore", mmax=1)(A, b)
     p = krylov("fcg", pc=pc, maxiter=5, on_fail="ignore", backend="petsc",
                petsc_options={"ksp_fcg_mmax": 30, "ksp_fcg_truncation_type": "notay"})
     assert np.linalg.norm(p(A, b) - xa) > 1e-6 * np.linalg.norm(xa)
@@ -311,7 +311,7 @@ def test_demo_runs(capsys, tmp_path):
     demo.main(["--model", str(tmp_path / "random.pt"), "--sizes", "16"])
     out = capsys.readouterr().out
     lines = {line.split()[2]: line for line in out.splitlines() if line.strip().startswith("16 ")}
-    assert "FCG(3)" in lines  # untrained: FCG may miss rtol, DCDM's safeguard may not
+    assert "FCG(30)" in lines  # untrained: FCG may miss rtol, DCDM's safeguard may not
     assert lines["DCDM"].rstrip().endswith("converged") and "NOT" not in lines["DCDM"]
     assert "NOT" not in lines["IC(0)-PCG"]
 

@@ -78,7 +78,7 @@ def run(args) -> int:
     else:  # PETSc's direct solve is KSPPREONLY + PCLU inside krylov()
         solver = krylov(
             method, pc=pc, rtol=args.rtol, maxiter=args.maxiter, backend=args.backend,
-            on_fail="warn", petsc_options=petsc_options or None,
+            on_fail="warn", petsc_options=petsc_options or None, mmax=args.mmax,
         )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # reported below instead
@@ -205,6 +205,9 @@ def add_parser(sub) -> None:
     p.add_argument("--backend", choices=("scipy", "petsc"), default="scipy", help="linear-algebra backend")
     p.add_argument("--rtol", type=float, default=1e-8, help="relative residual tolerance (default 1e-8)")
     p.add_argument("--maxiter", type=int, default=None, help="iteration limit")
+    p.add_argument("--mmax", type=int, default=30,
+                   help="fcg: past directions kept for orthogonalisation (default 30, as PETSc's "
+                   "KSPFCG; with a neural preconditioner 30 needs ~half the iterations of 3)")
     p.add_argument("--seed", type=int, default=0, help="random seed of the sample (default 0)")
     p.add_argument("--option", "-o", action="append", metavar="KEY=VALUE",
                    help="family option, e.g. -o length=0.1 -o variance=1.0 (repeatable)")

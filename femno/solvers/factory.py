@@ -171,7 +171,7 @@ class KrylovSolver:
 def krylov(method: str = "cg", *, pc="none", rtol: float = 1e-8, atol: float = 0.0,
            maxiter: int | None = None, restart: int = 30, backend: str = "scipy",
            on_fail: str = "raise", reuse_pc: bool = False, pc_options: dict | None = None,
-           petsc_options: dict | None = None, callback=None, mmax: int = 1,
+           petsc_options: dict | None = None, callback=None, mmax: int = 30,
            recycle: bool = False, k: int | None = None):
     """Krylov solver factory: ``skfem.solve(A, b, solver=krylov("cg", pc="amg"))``.
 
@@ -223,7 +223,12 @@ def krylov(method: str = "cg", *, pc="none", rtol: float = 1e-8, atol: float = 0
         ``callback(x)`` after each iteration (each restart cycle for GMRES/FGMRES).
         (The PETSc backend calls ``callback(iteration, relative_residual)``.)
     mmax : int
-        FCG truncation (number of kept directions).
+        FCG truncation: the number of past directions each new one is
+        :math:`A`-orthogonalised against (default 30, PETSc's ``KSPFCG`` default;
+        costs 2 mmax stored vectors).  With a neural
+        preconditioner it matters: Darcy 64^2-1024^2 needs 22-27 iterations at
+        30 against 37-50 at 3 (``benchmarks/results/precond.md``).  ``1`` is the
+        Polak-Ribiere-like variant.
     recycle : bool
         ``gcrodr``/``dcg``: keep the recycle (deflation) space across calls, refreshed
         for each new matrix (``solver.reset_recycle()`` clears it); ``False``: a
