@@ -135,7 +135,9 @@ class MGCNN(nn.Module):
     the coarsest grid (the network only on ~3x3: geometric multigrid) need fewer
     still (19-20 / 13): the trained network is a weaker coarse solver than Galerkin
     levels.  ``omega`` 0.6-0.9 give about the same counts; 1.0 fails (the
-    checkerboard mode is not damped).
+    checkerboard mode is not damped).  On CPU, :meth:`apply_numpy` runs the Jacobi
+    levels in float64 scipy (one sparse product per operator instead of eight
+    shifted image products; Darcy 64^2: 1.8 vs 3.2 ms per application).
 
     Parameters
     ----------
