@@ -327,7 +327,12 @@ def test_jacobi_levels_transfer_galerkin_and_vcycle_formula():
     """R of the hierarchy is the network's restriction, P its adjoint; the stencil
     operators are the Galerkin matrices; one Jacobi two-grid level equals the formula
     evaluated independently with scipy matrices (float64)."""
-    from femno.operators.precond_grid import _restriction_1d, _stencil_apply, smoothing_hierarchy
+    from femno.operators.precond_grid import (
+        _restriction_1d,
+        _stencil_apply,
+        galerkin_hierarchy,
+        stencil_levels,
+    )
 
     A, _ = _darcy_image_system()
     net = MGCNN(channels=4, seed=2, smooth_levels=1)
@@ -342,7 +347,7 @@ def test_jacobi_levels_transfer_galerkin_and_vcycle_formula():
     cimg = torch.tensor(y, dtype=torch.float32).reshape(1, 1, H // 2, W // 2)
     assert np.allclose(net._restrict(img).numpy().ravel(), R @ x, atol=1e-5)
     assert np.allclose(net._prolong(cimg, H, W).numpy().ravel(), R.T @ y, atol=1e-5)
-    levels = smoothing_hierarchy(At, lay, 3)
+    levels = stencil_levels(galerkin_hierarchy(At, lay, 3))
     mats = [At]
     for st, d in levels:
         Al = mats[-1]

@@ -44,7 +44,7 @@ from torch import nn
 from femno.errors import InputError
 
 __all__ = ["GridLayout", "GridLevel", "JacobiLevels", "galerkin_hierarchy", "grid_stencil",
-           "scaled_matrix", "smoothing_hierarchy", "stencil_levels"]
+           "scaled_matrix", "stencil_levels"]
 
 
 def scaled_matrix(A) -> tuple[sp.csr_matrix, np.ndarray]:
@@ -248,11 +248,6 @@ def stencil_levels(levels: list) -> list:
             A.diagonal().astype(np.float32)).reshape(1, 1, *shape)
         out.append((torch.as_tensor(st).unsqueeze(0), d))
     return out
-
-
-def smoothing_hierarchy(At: sp.csr_matrix, layout: GridLayout, levels: int) -> list:
-    """:func:`stencil_levels` of :func:`galerkin_hierarchy` (``levels`` finest grids)."""
-    return stencil_levels(galerkin_hierarchy(At, layout, levels))
 
 
 class JacobiLevels:

@@ -114,7 +114,7 @@ class MGCNN(nn.Module):
 
     **Jacobi levels** (``smooth_levels`` :math:`k > 0`): the ``k`` finest levels
     are not convolved; each is a two-grid step on the Galerkin operator
-    :math:`A_\ell` (:func:`smoothing_hierarchy`) with one damped-Jacobi sweep
+    :math:`A_\ell` (:func:`~.precond_grid.galerkin_hierarchy`) with one damped-Jacobi sweep
     before and after and the next level as coarse solver,
 
     .. math::

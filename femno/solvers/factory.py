@@ -73,7 +73,7 @@ class KrylovSolver:
     """
 
     def __init__(self, method, *, pc, rtol, atol, maxiter, restart, on_fail, reuse_pc,
-                 pc_options, callback, mmax=1, recycle=False, k=None):
+                 pc_options, callback, mmax=30, recycle=False, k=None):
         self.method = method
         self.rtol, self.atol, self.maxiter, self.restart = rtol, atol, maxiter, restart
         self.on_fail, self.reuse_pc, self.callback, self.mmax = on_fail, reuse_pc, callback, mmax

@@ -107,7 +107,8 @@ class PetscKrylov:
         FCG: directions kept for the A-orthogonalization, with PETSc's ``standard``
         truncation (``-ksp_fcg_mmax``, ``-ksp_fcg_truncation_type``), so that the
         iterates are those of femno's :func:`femno.solvers.krylov.fcg` with the same
-        ``mmax`` (PETSc's own defaults, 30 and ``notay``, differ).
+        ``mmax`` (default 30 as in :func:`femno.solvers.krylov`'s factory; PETSc's own
+        truncation default, ``notay``, differs).
     on_fail : {"raise", "warn", "ignore"}, keyword-only
         What a solve that does not converge does: raise
         :class:`~femno.errors.ConvergenceError`, warn, or only record it in ``stats``.
@@ -175,7 +176,7 @@ class PetscKrylov:
         atol: float = 0.0,
         maxiter: int | None = None,
         restart: int = 30,
-        mmax: int = 1,
+        mmax: int = 30,
         on_fail: str = "raise",
         reuse_pc=False,
         pc_options: dict | None = None,
