@@ -91,7 +91,8 @@ def _sync(device):
         torch.cuda.synchronize()
 
 
-def competitors(models, device, rtol, torch_path=False, reference=False, compare=None):
+def competitors(models, device, rtol, torch_path=False, reference=False, compare=None,
+                dcdm_k=None):
     """(label, run(A, b) -> dict) pairs."""
     def classic(method, pc, backend="scipy"):
         def run(A, b):
@@ -102,13 +103,13 @@ def competitors(models, device, rtol, torch_path=False, reference=False, compare
                     "solve_s": s.stats.solve_s, "x": x}
         return run
 
-    def neural(method, path, dev="cpu", fast=True):
+    def neural(method, path, dev="cpu", fast=True, k=None):
         model = load_model(path)
 
         def run(A, b):
             pc = NeuralPreconditioner(model, device=dev, fast=fast)
             s = krylov(method, pc=pc, rtol=rtol, on_fail="ignore", maxiter=NEURAL_MAXITER,
-                       mmax=FCG_MMAX if method == "fcg" else 1)
+                       mmax=FCG_MMAX if method == "fcg" else 1, k=k)
             x = s(A, b)
             out = {"iterations": s.stats.iterations, "setup_s": s.stats.setup_s,
                    "solve_s": s.stats.solve_s, "x": x}
@@ -117,7 +118,7 @@ def competitors(models, device, rtol, torch_path=False, reference=False, compare
             return out
         return run
 
-    def gpu(which, path=None):
+    def gpu(which, path=None, k=2):
         model = load_model(path) if path else None
 
         def run(A, b):
@@ -134,7 +135,7 @@ def competitors(models, device, rtol, torch_path=False, reference=False, compare
                 x, it = torch_cg(At, bt, rtol=rtol, maxiter=20000)
                 extra = {}
             else:
-                x, info = dcdm(At, bt, M=pc.apply, rtol=rtol, maxiter=NEURAL_MAXITER)
+                x, info = dcdm(At, bt, M=pc.apply, rtol=rtol, maxiter=NEURAL_MAXITER, k=k)
                 it = info["iterations"]
                 extra = {"fallbacks": info["fallbacks"], "stalls": info["stalls"]}
             _sync(device)
@@ -148,6 +149,8 @@ def competitors(models, device, rtol, torch_path=False, reference=False, compare
         out.append(("PETSc CG+GAMG", classic("cg", "gamg", "petsc")))
     if models.get("dcdm"):
         out.append(("DCDM (CNN)", neural("dcdm", models["dcdm"])))
+    if models.get("dcdm") and dcdm_k:
+        out.append((f"DCDM k={dcdm_k} (CNN)", neural("dcdm", models["dcdm"], k=dcdm_k)))
     if models.get("fcg"):
         out.append(("neural FCG(30) (CNN)", neural("fcg", models["fcg"])))
     if reference and models.get("dcdm"):
@@ -165,6 +168,8 @@ def competitors(models, device, rtol, torch_path=False, reference=False, compare
         out.append((f"{tag} CG", gpu("cg")))
         if models.get("dcdm"):
             out.append((f"{tag} DCDM (CNN)", gpu("dcdm", models["dcdm"])))
+            if dcdm_k:
+                out.append((f"{tag} DCDM k={dcdm_k} (CNN)", gpu("dcdm", models["dcdm"], dcdm_k)))
     return out
 
 
@@ -184,6 +189,8 @@ def main(argv=None):
     ap.add_argument("--families", nargs="+", default=["poisson", "darcy"])
     ap.add_argument("--dcdm", help="DCDM model file")
     ap.add_argument("--fcg", help="neural FCG model file")
+    ap.add_argument("--dcdm-k", type=int, default=None, metavar="K",
+                    help="also run DCDM with K previous directions (default: only DCDM's k=2)")
     ap.add_argument("--spd", help="learned SPD factor model file")
     ap.add_argument("--unseen", action="store_true",
                     help="add darcy with length=0.05, variance=2 (unseen coefficient fields)")
@@ -216,7 +223,7 @@ def main(argv=None):
                          {"length": 0.05, "variance": 2.0}))
     records = []
     comps = competitors(models, device, args.rtol, torch_path=args.torch_path,
-                        reference=args.reference, compare=args.compare)
+                        reference=args.reference, compare=args.compare, dcdm_k=args.dcdm_k)
     for label, fam_name, opts in problems:
         for n in args.sizes:
             fam = get_family(fam_name, n=n, **opts)
