@@ -197,7 +197,7 @@ def train_precond(family_name: str = "darcy", *, n=(32, 64), kind: str = "dcdm",
         :data:`SPD_MAX_DOFS` unknowns.
     kind : {"dcdm", "fcg", "spd"}
         Model and the solver used for model selection (``dcdm``, ``fcg`` with
-        ``mmax=3``, ``fcg`` with the SPD factor).
+        ``mmax=30`` as at inference, ``fcg`` with the SPD factor).
     loss : {"anorm", "dcdm"}
         Objective of the residual networks: the relative A-norm error (default) or
         the DCDM paper's residual loss.  Measured on Darcy 16^2-256^2: the A-norm
@@ -276,7 +276,7 @@ def train_precond(family_name: str = "darcy", *, n=(32, 64), kind: str = "dcdm",
         return anorm_loss(z, R, E[0], mats[i])
 
     def solver(A, b, **kw):
-        return dcdm(A, b, **kw) if kind == "dcdm" else fcg(A, b, mmax=3, **kw)
+        return dcdm(A, b, **kw) if kind == "dcdm" else fcg(A, b, mmax=30, **kw)
 
     def val_fn(m):
         its = []
