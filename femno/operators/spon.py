@@ -124,9 +124,9 @@ class SPON(nn.Module):
         features); ``input_skip`` (False: off; True, with ``input_rank``: the same
         kernel integral also added to the output through a linear map, so a linear
         solution operator :math:`u = \int G(\cdot, y) f(y)\,dy` has a path that is
-        linear end to end; zero at initialisation); ``fourier`` (0: off; k > 0 adds :math:`\sin, \cos(j\pi \hat x_d)`,
-        :math:`j \le k`, of the position scaled to the bounding box to the node
-        features).
+        linear end to end; zero at initialisation); ``fourier`` (0: off; k > 0
+        adds :math:`\sin, \cos(j\pi \hat x_d)`, :math:`j \le k`, of the position
+        scaled to the bounding box to the node features).
 
     Notes
     -----
