@@ -3,6 +3,7 @@ cannot win is stopped by its budget, and every solution meets rtol."""
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 
 import numpy as np
@@ -66,7 +67,10 @@ def test_probed_systems_are_solved_once(count_solves, monkeypatch, probe_always)
     monkeypatch.setattr(auto, "PROBE_BUDGET", float("inf"))
     systems = _sequence(12)
     res = solve_sequence(systems, rtol=RTOL)
-    assert "probe on 4 systems" in res.explanation
+    # two systems per candidate, then the direct candidate times its backends
+    # (CHOLMOD, MUMPS: analysis + one refactorization each; SuperLU once) on the next
+    n_probe = int(re.search(r"probe on (\d+) systems", res.explanation).group(1))
+    assert 4 <= n_probe <= 8
     assert set(res.probe) == {"direct-reuse", "amg-cg"}
     # every system exactly once: the probe's solutions are the results
     assert sorted(count_solves[id(b)] for _, b in systems) == [1] * len(systems)
@@ -114,11 +118,15 @@ def _convdiff_sequence(N, m=16, seed=3):
     return out
 
 
-def test_small_2d_sequences_go_to_lu_without_probe(count_solves):
+def test_small_2d_sequences_are_probed_too(count_solves):
+    """No size or bandwidth rule skips the probe (issue 23): small 2-D sequences are
+    measured, and sparse direct solves win there by a wide margin."""
     for systems in (_convdiff_sequence(10), _sequence(10)):  # nonsymmetric and SPD
         res = solve_sequence(systems, rtol=RTOL)
-        assert res.method == "auto->direct-reuse" and "no probe" in res.explanation
-        assert res.probe == {} and sorted(count_solves[id(b)] for _, b in systems) == [1] * 10
+        assert res.method == "auto->direct-reuse" and "probe on" in res.explanation
+        assert "direct-reuse" in res.probe
+        # a failed or stopped iterative probe re-solves at most one system
+        assert sum(count_solves[id(b)] for _, b in systems) <= len(systems) + 1
         _assert_solved(res, systems)
     # a preconditioner chosen by the caller is still probed
     systems = _convdiff_sequence(10)
@@ -141,7 +149,6 @@ def test_small_3d_sequence_is_still_probed(count_solves):
                for _ in range(4)]
     for A, _ in systems:
         A.sort_indices()
-    assert auto.lu_envelope(L) > auto.PROBE_SKIP_BANDWIDTH * m ** 3
     res = solve_sequence(systems, rtol=RTOL)
     assert "probe on" in res.explanation
     _assert_solved(res, systems)

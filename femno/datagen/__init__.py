@@ -3,7 +3,7 @@ r"""Fast generation of training data from parametric families.
 :func:`solve_sequence` solves :math:`N` linear systems :math:`A_i x_i = b_i`
 reusing whatever pays between them -- sorted Krylov subspace recycling (SKR,
 GCRO-DR with a carried recycle space, as published), deflated CG, AMG hierarchy
-reuse, sparse LU factorization / ordering reuse, block solves for a fixed matrix --
+reuse, sparse direct factorization / symbolic-analysis reuse, block solves for a fixed matrix --
 and ``method="auto"`` picks the fastest from the structure and a short timed probe.
 :mod:`femno.datagen.sorting` orders systems so that neighbours are similar.
 

@@ -16,7 +16,7 @@ AMG hierarchy update, triangular solves). The decision:
    (:func:`~femno.datagen.strategy.range_basis`). Above :data:`DIRECT_MAX_N` unknowns, or when
    :func:`lu_envelope` says the factor may not fit (3-D-like graphs), AMG-CG with a
    reused hierarchy is used instead.
-2. **Matrices differ**: a timed probe. Each candidate -- sparse LU with ordering
+2. **Matrices differ**: a timed probe. Each candidate -- a sparse direct solve with analysis
    reuse (unless :func:`direct_feasible` rules it out), and AMG-preconditioned CG
    (symmetric matrices with a positive diagonal) or GMRES (others) with the
    hierarchy updated in place -- solves two systems
@@ -33,11 +33,13 @@ AMG hierarchy update, triangular solves). The decision:
    more than 10% cheaper gets one more timed (budgeted) system and takes over if
    it confirms (timings on a shared machine are noisy, and costs drift along a
    sequence).
-   Small 2-D-like matrices (below :data:`DIRECT_ALWAYS_N` unknowns, RCM envelope at
-   most :data:`PROBE_SKIP_BANDWIDTH` times ``n``) with the default preconditioner
-   skip the probe: sparse LU with ordering reuse (the AMG probe costs a setup and
-   two slower solves, 1-3% of 200 systems at 6400 unknowns, and AMG-CG/GMRES was
-   never faster there; a small 3-D-like graph still gets the probe).
+   No size or bandwidth rule skips the probe. The direct candidate
+   (:class:`~femno.datagen.strategy.LUStrategy`) measures its own backends --
+   CHOLMOD (SPD), MUMPS, and a fresh SuperLU where it can compete -- on the next
+   systems and reports the cheapest steady cost. The envelope bound of
+   :func:`direct_feasible` only keeps a sparse LU that could take minutes and
+   gigabytes out of the probe; should every iterative candidate fail, the race
+   still falls back to a direct solve.
 
 The probe costs at most :math:`2 (t_\text{slow} - t_\text{fast})` per rejected
 candidate over running the best one from the start, and at most its
@@ -78,10 +80,6 @@ DIRECT_ALWAYS_N = 20_000
 #: far, and at least PROBE_MIN_BUDGET_S seconds
 PROBE_BUDGET = 3.0
 PROBE_MIN_BUDGET_S = 0.02
-#: changing matrices below DIRECT_ALWAYS_N unknowns whose RCM envelope is at most this
-#: many times n (a 2-D-like graph: ~ sqrt(n) times n; 6400 unknowns: ~ 80 n) go to
-#: sparse LU with ordering reuse without a probe
-PROBE_SKIP_BANDWIDTH = 200
 
 
 def lu_envelope(A) -> int:
@@ -206,15 +204,6 @@ def run_auto(run, *, pc="auto", k=20, restart=40, maxiter=None):
         cands.append((f"gmres+{pc_name}", lambda: KrylovStrategy(
             "gmres", pc=kry_pc, rtol=rtol, restart=restart, maxiter=maxiter,
             reuse_pc=info["shared_pattern"])))
-    if (direct_ok and pc in ("auto", None) and info["n"] < DIRECT_ALWAYS_N
-            and lu_envelope(run.As[0]) <= PROBE_SKIP_BANDWIDTH * info["n"]):
-        strategy = cands[0][1]()
-        for t in range(N):
-            run.solve(strategy, t)
-        return ("auto->direct-reuse",
-                f"{text}: n < {DIRECT_ALWAYS_N:,} and a 2-D-like graph (RCM envelope <= "
-                f"{PROBE_SKIP_BANDWIDTH} n): sparse LU with ordering reuse, no probe (an AMG "
-                "probe cannot repay its setup at this size)", {})
     if info["fixed"]:  # too large for LU: one candidate, hierarchy reused
         name, make = cands[-1]
         strategy = make()
@@ -233,6 +222,14 @@ def run_auto(run, *, pc="auto", k=20, restart=40, maxiter=None):
     for rnd in range(per):
         for name in list(race.alive):
             race.attempt(name, record_cost=rnd == per - 1)
+    lu = race.strategies.get("direct-reuse")
+    if lu is not None and "direct-reuse" in race.alive:
+        # the direct candidate measures its backends (CHOLMOD, MUMPS, SuperLU) on the
+        # next systems; its cost is the cheapest backend's steady cost
+        while not lu.decided and race.pos < N - 1 and "direct-reuse" in race.alive:
+            race.attempt("direct-reuse", record_cost=False)
+        if lu.decided and lu.probe:
+            race.costs["direct-reuse"] = [lu.probe[lu.backend]]
     n_probe = race.pos
     best = race.best()
     first_pick = best

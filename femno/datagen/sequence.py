@@ -15,8 +15,8 @@ method             what runs                                                   r
 ``amg-cg``         AMG-PCG; hierarchy updated in place for a new matrix        hierarchy
 ``amg-cg-fresh``   AMG-PCG, new hierarchy per system                           none
 ``dcg``            deflated PCG, deflation space carried (SPD)                 W
-``direct``         sparse LU; factor reused for an identical matrix, the        factor /
-                   fill-reducing ordering for an identical pattern              ordering
+``direct``         sparse LU/Cholesky (CHOLMOD, MUMPS, SuperLU: measured);       factor /
+                   factor reused for an identical matrix, analysis per pattern  analysis
 ``direct-reuse``   alias of ``direct`` (the name ``auto`` reports)           same
 ``direct-fresh``   ``splu`` per system with scipy's defaults (like ``spsolve``) none
 ``block``          fixed matrix: one LU, all right-hand sides as one block      factor
@@ -462,7 +462,11 @@ def _explain(method, strategy, sort_name, warm_start, guess=False) -> str:
         parts.append("initial guesses from x0")
     if isinstance(strategy, LUStrategy):
         parts.append(f"{strategy.n_factorizations} factorizations, "
-                     f"{strategy.ordering_reused} with a reused ordering")
+                     f"{strategy.symbolic_reused} reusing a symbolic analysis"
+                     + (f", backend {strategy.backend}" if strategy.backend else "")
+                     + (", probed " + ", ".join(f"{k} {v * 1e3:.3g} ms" for k, v in
+                                                strategy.probe.items())
+                        if strategy.probe else ""))
     if sort_name != "none":
         parts.append(f"sorted: {sort_name}")
     if warm_start and strategy.iterative:

@@ -6,18 +6,16 @@ ordering (same sparsity pattern), an AMG hierarchy (same pattern, new values), a
 recycled Krylov subspace (any neighbour). ``strategy.solve(A, b, x0)`` returns
 ``(x, SolveStats)``; :class:`LUStrategy` also solves blocks of right-hand sides.
 
-Sparse LU and orderings
------------------------
+Sparse direct solves
+--------------------
 scipy's SuperLU (:func:`scipy.sparse.linalg.splu`) cannot reuse a *symbolic*
-factorization. What :class:`LUStrategy` can reuse for a sequence with one
-sparsity pattern is the fill-reducing ordering :math:`q`: the first matrix is
-factorized with ``MMD_AT_PLUS_A`` (minimum degree on :math:`A + A^T`; for 2-D
-finite-element matrices it gives about half the fill of scipy's default COLAMD),
-later ones are permuted symmetrically, :math:`\tilde A = A_{qq}`, through a
-precomputed index map (no sparse re-indexing) and factorized with the natural
-order. Threshold partial pivoting stays on, so the result is an exact LU even
-when the diagonal is not a good pivot (it then just has more fill). With an
-identical matrix the numeric factorization itself is reused.
+factorization, and reusing its ordering by hand fails under partial pivoting (a
+nonsymmetric convection-diffusion matrix got 81M instead of 1.6M entries in
+:math:`L+U`). :class:`LUStrategy` therefore uses the libraries made for it
+(:mod:`femno.solvers.factor`: CHOLMOD, MUMPS), which analyse the pattern once and
+then refactorize numerically, with a fill check; which backend runs on a sequence is
+measured on its first systems, a fresh SuperLU (``spsolve``) included where it can
+compete. With an identical matrix the numeric factorization itself is reused.
 
 >>> import numpy as np, scipy.sparse as sp
 >>> A = sp.diags([-1.0, 2.0, -1.0], [-1, 0, 1], shape=(30, 30), format="csr")
@@ -47,6 +45,21 @@ def _rel_residual(A, b, x) -> float:
     bn = float(np.linalg.norm(b))
     rn = float(np.linalg.norm(b - A @ x))
     return rn / bn if bn > 0 else rn
+
+
+#: a fresh SuperLU factorization (what ``spsolve`` does) is probed too when the best
+#: library backend's steady cost per system is below this many seconds (where fixed
+#: overheads of a library call can matter; above it, the reused analysis saves more)
+SUPERLU_PROBE_S = 0.25
+
+
+def _spd_hint(A):
+    """``(symmetric, positive_definite_hint)`` of a csr matrix: symmetric to 1e-12 relative;
+    a symmetric matrix with a positive diagonal is taken to be SPD (CHOLMOD checks)."""
+    diff = abs(A - A.T)
+    scale = float(abs(A).max()) if A.nnz else 1.0
+    sym = bool(diff.nnz == 0 or float(diff.max()) <= 1e-12 * scale)
+    return sym, bool(sym and np.all(A.diagonal() > 0))
 
 
 def same_pattern(A, B) -> bool:
@@ -112,14 +125,25 @@ def range_basis(B, *, tol: float = 1e-7) -> np.ndarray | None:
 
 
 class LUStrategy(Strategy):
-    """Sparse LU (SuperLU) with factorization and ordering reuse.
+    """Sparse direct solves with the symbolic factorization reused for one pattern.
+
+    ``reuse=True`` (``direct`` / ``direct-reuse``): the factor is reused for an
+    identical matrix; for a new matrix of the same pattern only the numeric
+    factorization is computed, by the libraries made for it
+    (:func:`femno.solvers.factor.sparse_factor`: CHOLMOD for symmetric positive
+    definite matrices, MUMPS through PETSc for any). Which backend runs is
+    *measured*: each available one (CHOLMOD only for SPD-looking matrices) solves
+    two systems, the first paying its analysis, the second timing its steady
+    numeric cost; when the best of those costs is below :data:`SUPERLU_PROBE_S`
+    (where a library's fixed overhead can matter) a fresh SuperLU factorization --
+    what ``spsolve`` does -- is timed too. The cheapest steady cost solves the rest,
+    so the strategy is never slower than ``spsolve`` beyond the measurement noise
+    of the probe. ``reuse=False`` (``direct-fresh``): a fresh COLAMD ``splu`` per
+    system (the ``spsolve`` baseline).
 
     Parameters
     ----------
     reuse : bool, keyword-only
-        Reuse the factorization for an identical matrix and the ordering for the
-        same pattern. ``False``: a fresh ``splu`` per system (scipy's default
-        COLAMD ordering, what a user calling ``spsolve`` gets).
     rtol : float, keyword-only
         If the true relative residual exceeds ``rtol``, one step of iterative
         refinement is done; ``stats.converged`` compares the final residual with it.
@@ -127,77 +151,134 @@ class LUStrategy(Strategy):
         Block solves (:meth:`solve_block`) of right-hand sides that span a
         low-dimensional space solve only for a basis of that space (see
         :meth:`_apply_lowrank`); every column's true residual is still checked.
+    backend : {"auto", "cholmod", "mumps", "superlu"}, keyword-only
+        ``"auto"``: the measured choice above; a name pins that backend.
 
     Attributes
     ----------
     n_factorizations : int
-    ordering_reused : int
-        Factorizations that reused a previous fill-reducing ordering.
+    symbolic_reused : int
+        Numeric factorizations that reused a symbolic analysis.
+    backend : str or None
+        The backend chosen (None until the probe has decided).
+    probe : dict
+        Measured steady seconds per system (factorization + solve) per backend.
     """
 
     iterative = False
 
-    def __init__(self, *, reuse: bool = True, rtol: float = 1e-8, lowrank: bool = True):
+    def __init__(self, *, reuse: bool = True, rtol: float = 1e-8, lowrank: bool = True,
+                 backend: str = "auto"):
+        from femno.solvers.factor import DIRECT_BACKENDS
+
+        if backend not in DIRECT_BACKENDS:
+            raise InputError(f"unknown direct backend {backend!r}; valid: "
+                             f"{', '.join(DIRECT_BACKENDS)}")
         self.reuse = bool(reuse)
         self.lowrank = bool(lowrank)
         self.last_rank = None
         self.rtol = float(rtol)
         self.label = "direct-reuse" if reuse else "direct-fresh"
         self.n_factorizations = 0
-        self.ordering_reused = 0
+        self.symbolic_reused = 0
+        self.requested = backend if reuse else "superlu"
+        self.backend = None if self.requested == "auto" else self.requested
+        self.probe: dict = {}
         self._A = None
-        self._lu = None
-        self._q = None  # symmetric permutation: factor is of A[q][:, q]
-        self._map = None  # A.data[map] -> data of csc(A[q][:, q])
-        self._pat = None  # (indices, indptr) of csc(A[q][:, q])
-        self._lu_q = None  # the permutation the current factor was computed with
+        self._f = None  # the SparseFactor in use
+        self._factors: dict = {}  # backend -> SparseFactor (during the probe)
+        self._plan = None  # backends still to probe, in order
+        self._probe_t = None
+
+    @property
+    def ordering_reused(self) -> int:  # the name of earlier versions
+        return self.symbolic_reused
+
+    def _make(self, name, A):
+        from femno.solvers.factor import sparse_factor
+
+        if name not in self._factors:
+            sym, pd = _spd_hint(A)
+            self._factors[name] = sparse_factor(backend=name, symmetric=sym,
+                                                positive_definite=pd)
+        return self._factors[name]
+
+    def _next_backend(self, A) -> str:
+        """The backend that factorizes the next new matrix (probing while undecided)."""
+        if self.backend is not None:
+            return self.backend
+        if self._plan is None:
+            from femno.solvers.factor import available_backends
+
+            have = available_backends()
+            sym, pd = _spd_hint(A)
+            libs = [b for b in ("cholmod", "mumps") if have[b] and (b != "cholmod" or pd)]
+            self._plan = [b for b in libs for _ in range(2)]
+            if not self._plan:
+                self._plan = ["superlu"]
+        return self._plan[0]
+
+    def _decide(self):
+        """Pick the backend once the library backends (and, where it can compete, a fresh
+        SuperLU) have a measured steady cost."""
+        if self._plan or self.backend is not None or not self.probe:
+            return
+        best = min(self.probe, key=self.probe.get)
+        if "superlu" not in self.probe and self.probe[best] < SUPERLU_PROBE_S:
+            self._plan = ["superlu"]
+            return
+        self.backend = best
+        self._release(keep=best)
+
+    @property
+    def decided(self) -> bool:
+        """Whether the backend probe is over (a pinned backend is decided from the start)."""
+        return self.backend is not None
+
+    def _release(self, keep):
+        for name, f in list(self._factors.items()):
+            if name != keep:
+                f.close()
+                del self._factors[name]
 
     def factorize(self, A) -> float:
         """Factorize ``A`` (csr) unless the stored factor is for it; returns seconds."""
         if self.reuse and self._A is not None and same_matrix(A, self._A):
             return 0.0
         t = time.perf_counter()
-        try:
-            if self.reuse and self._q is not None and same_pattern(A, self._A):
-                P = sp.csc_matrix((A.data[self._map], *self._pat), shape=A.shape)
-                self._lu = spla.splu(P, permc_spec="NATURAL")
-                self._lu_q = self._q
-                self.ordering_reused += 1
-            elif self.reuse:
-                self._first(A)
-            else:
-                self._lu = spla.splu(A.tocsc(), permc_spec="COLAMD")
-                self._lu_q = None
-        except RuntimeError as exc:  # "Factor is exactly singular"
-            raise InputError(f"direct solver: matrix is singular ({exc})") from exc
+        name = self._next_backend(A)
+        f = self._make(name, A)
+        before = f.n_analyses
+        f.factorize(A)
+        if f.n_analyses == before:
+            self.symbolic_reused += 1
+        if f.backend != name:  # CHOLMOD found the matrix indefinite: that backend is out
+            self._factors[f.backend] = self._factors.pop(name)
+            if self._plan:
+                self._plan = [b for b in self._plan if b != name]
+            name = f.backend
+        self._f = f
         self._A = A
         self.n_factorizations += 1
+        self._probe_t = (name, t, f.n_analyses == before or name == "superlu")
         return time.perf_counter() - t
 
-    def _first(self, A):
-        """First factorization: MMD on A + A^T; record the ordering and an index map."""
-        lu = spla.splu(A.tocsc(), permc_spec="MMD_AT_PLUS_A")
-        self._lu, self._lu_q = lu, None
-        # later matrices: factor A[p][:, p], p = argsort(perm_c), in the natural order
-        pinv = np.asarray(lu.perm_c, dtype=np.int64)
-        Acoo = A.tocoo()
-        tag = sp.csc_matrix((np.arange(1, A.nnz + 1, dtype=np.float64),
-                             (pinv[Acoo.row], pinv[Acoo.col])), shape=A.shape)
-        tag.sort_indices()
-        if tag.nnz != A.nnz:  # pragma: no cover - duplicate entries: no ordering reuse
-            self._q = None
+    def _probed(self):
+        """After a solve during the probe: record the steady cost it measured."""
+        if self._probe_t is None or self.backend is not None:
             return
-        self._map = (tag.data - 1).astype(np.int64)
-        self._pat = (tag.indices.copy(), tag.indptr.copy())
-        self._q = np.argsort(pinv)
+        name, t0, steady = self._probe_t
+        self._probe_t = None
+        if self._plan and self._plan[0] == name:
+            self._plan.pop(0)
+        elif self._plan:
+            self._plan = [b for b in self._plan if b != name]
+        if steady:
+            self.probe[name] = time.perf_counter() - t0
+        self._decide()
 
     def _apply(self, B):
-        if self._lu_q is None:
-            return self._lu.solve(B)
-        p = self._lu_q
-        X = np.empty_like(B)
-        X[p] = self._lu.solve(np.asfortranarray(B[p]))
-        return X
+        return self._f.solve(B)
 
     def solve(self, A, b, x0=None):
         setup_s = self.factorize(A)
@@ -207,6 +288,7 @@ class LUStrategy(Strategy):
         if res > self.rtol and np.isfinite(res):  # one step of iterative refinement
             x = x + self._apply(b - A @ x)
             res = _rel_residual(A, b, x)
+        self._probed()
         return x, self._stats(A, res, setup_s, time.perf_counter() - t)
 
     def solve_block(self, A, B):
@@ -247,8 +329,14 @@ class LUStrategy(Strategy):
         self.last_rank = int(Q.shape[1])
         return X
 
+    def close(self):
+        """Free the factorizations' library objects."""
+        self._release(keep=None)
+        self._f = None
+
     def _stats(self, A, res, setup_s, solve_s):
-        return SolveStats(method="direct", pc="lu", backend="scipy", n=A.shape[0], rtol=self.rtol,
+        backend = self._f.backend if self._f is not None else "superlu"
+        return SolveStats(method="direct", pc="lu", backend=backend, n=A.shape[0], rtol=self.rtol,
                           iterations=0, residuals=[1.0, res], residual=res,
                           residual_kind="true", converged=bool(res <= self.rtol),
                           setup_s=setup_s, solve_s=solve_s,
