@@ -17,9 +17,10 @@ AMG hierarchy update, triangular solves). The decision:
    :func:`lu_envelope` says the factor may not fit (3-D-like graphs), AMG-CG with a
    reused hierarchy is used instead.
 2. **Matrices differ**: a timed probe. Each candidate -- a sparse direct solve with analysis
-   reuse (unless :func:`direct_feasible` rules it out), and AMG-preconditioned CG
+   reuse (unless :func:`direct_feasible` rules it out), AMG-preconditioned CG
    (symmetric matrices with a positive diagonal) or GMRES (others) with the
-   hierarchy updated in place -- solves two systems
+   hierarchy updated in place, and the same Krylov method on PETSc with hypre
+   BoomerAMG where petsc4py has hypre (:func:`hypre_available`) -- solves two systems
    (one when :math:`N < 8`); the second solve measures the steady cost
    :math:`t_s` (the smaller of wall-clock and process CPU time, so that other
    load on the machine does not skew it). The cheapest :math:`t_s` solves the
@@ -63,7 +64,7 @@ import numpy as np
 from femno.datagen.strategy import KrylovStrategy, LUStrategy, same_matrix, same_pattern
 from femno.errors import InputError
 
-__all__ = ["analyze", "run_auto", "DIRECT_MAX_N", "DIRECT_MAX_ENVELOPE", "lu_envelope",
+__all__ = ["analyze", "run_auto", "hypre_available", "DIRECT_MAX_N", "DIRECT_MAX_ENVELOPE", "lu_envelope",
            "direct_feasible", "PROBE_BUDGET"]
 
 #: above this many unknowns ``auto`` does not try a sparse LU factorization
@@ -80,6 +81,9 @@ DIRECT_ALWAYS_N = 20_000
 #: far, and at least PROBE_MIN_BUDGET_S seconds
 PROBE_BUDGET = 3.0
 PROBE_MIN_BUDGET_S = 0.02
+#: the direct candidate goes on timing its other backends only while its cost is at
+#: most this many times the best other candidate's (otherwise it cannot win anyway)
+DIRECT_PROBE_MARGIN = 1.5
 
 
 def lu_envelope(A) -> int:
@@ -120,6 +124,17 @@ def direct_feasible(A) -> tuple[bool, str]:
                        f"(> {DIRECT_MAX_ENVELOPE:.0e}; a 3-D-like graph, whose LU factor "
                        "would take minutes and gigabytes)")
     return True, ""
+
+
+def hypre_available() -> bool:
+    """Whether BoomerAMG through PETSc can run here (petsc4py with hypre)."""
+    from femno.solvers.petsc_backend import have_petsc
+
+    if not have_petsc():
+        return False
+    from femno.solvers.petsc_backend.info import external_packages
+
+    return bool(external_packages().get("hypre"))
 
 
 def analyze(As) -> dict:
@@ -204,6 +219,12 @@ def run_auto(run, *, pc="auto", k=20, restart=40, maxiter=None):
         cands.append((f"gmres+{pc_name}", lambda: KrylovStrategy(
             "gmres", pc=kry_pc, rtol=rtol, restart=restart, maxiter=maxiter,
             reuse_pc=info["shared_pattern"])))
+    if pc in ("auto", None) and hypre_available():
+        # BoomerAMG through PETSc: CG where CG applies, else GMRES(restart)
+        kind = "cg" if spd_like else "gmres"
+        cands.append((f"{kind}+hypre", lambda: KrylovStrategy(
+            kind, pc="hypre", rtol=rtol, restart=restart, maxiter=maxiter,
+            reuse_pc=info["shared_pattern"], backend="petsc", label=f"{kind}+hypre")))
     if info["fixed"]:  # too large for LU: one candidate, hierarchy reused
         name, make = cands[-1]
         strategy = make()
@@ -211,24 +232,47 @@ def run_auto(run, *, pc="auto", k=20, restart=40, maxiter=None):
             run.solve(strategy, t)
         return f"auto->{name}", f"{text}: too large for a direct solve; {name}", {}
 
-    if N < 2 * len(cands):  # too few systems to probe: the first candidate (LU) for all
+    if N <= len(cands):  # too few systems to probe: the first candidate (LU) for all
         name, make = cands[0]
         strategy = make()
         for t in range(N):
             run.solve(strategy, t)
         return f"auto->{name}", f"{text}: too few systems to probe; {name}", {}
     per = 2 if N >= 4 * len(cands) else 1
+    # iterative candidates first: their first solves tell how cheap a system can be
+    cands = [c for c in cands if c[0] != "direct-reuse"] + [c for c in cands
+                                                             if c[0] == "direct-reuse"]
     race = _Race(run, {name: make() for name, make in cands}, rtol)
     for rnd in range(per):
         for name in list(race.alive):
+            if name not in race.alive:  # put out while rescuing another's failed solve
+                continue
+            first = race.first.get(name)
+            if (rnd > 0 and not race.strategies[name].iterative and first is not None
+                    and first > PROBE_BUDGET * race.cheapest_other(name)):
+                # a factorization that cost over PROBE_BUDGET x another candidate's whole
+                # first solve (setup included) cannot win: no second probe
+                race.drop(name, f"{name} dropped after one solve ({first * 1e3:.3g} ms > "
+                                f"{PROBE_BUDGET:g}x the cheapest other candidate)")
+                continue
             race.attempt(name, record_cost=rnd == per - 1)
     lu = race.strategies.get("direct-reuse")
     if lu is not None and "direct-reuse" in race.alive:
         # the direct candidate measures its backends (CHOLMOD, MUMPS, SuperLU) on the
-        # next systems; its cost is the cheapest backend's steady cost
-        while not lu.decided and race.pos < N - 1 and "direct-reuse" in race.alive:
+        # next systems -- while it is in the running (estimate <= DIRECT_PROBE_MARGIN x
+        # the best other); its cost is then the cheapest backend's steady cost
+        while not lu.decided and race.pos < N - 1:
+            rival = race.best(exclude="direct-reuse")
+            # compare once a steady (refactorization) cost is known: a first solve pays
+            # the analysis, which later systems do not
+            if (lu.probe and rival is not None
+                    and min(lu.probe.values()) > DIRECT_PROBE_MARGIN * race.estimate(rival)):
+                break
             race.attempt("direct-reuse", record_cost=False)
-        if lu.decided and lu.probe:
+            if "direct-reuse" not in race.alive:
+                break
+        lu.finish_probe()
+        if lu.backend in lu.probe:
             race.costs["direct-reuse"] = [lu.probe[lu.backend]]
     n_probe = race.pos
     best = race.best()
@@ -256,6 +300,8 @@ def run_auto(run, *, pc="auto", k=20, restart=40, maxiter=None):
         probe_txt += "; " + ", ".join(
             f"{k_} failed ({race.errors[k_]})" if k_ in race.errors else f"{k_} did not converge"
             for k_ in race.failed) + f" (re-solved by {race.rescuer})"
+    if race.dropped:
+        probe_txt += "; " + "; ".join(race.dropped)
     if race.stopped:
         probe_txt += "; " + ", ".join(
             f"{k_} stopped after {t * 1e3:.3g} ms (over {PROBE_BUDGET:g}x the cheapest cost, "
@@ -282,6 +328,18 @@ class _Race:
         self.fallback = None
         self.rescuer = None  # who re-solved a failed or stopped system
         self.cheapest = np.inf  # cheapest single solve so far (first solves included)
+        self.first: dict = {}  # name -> cost of its first (setup-paying) solve
+        self.dropped: list = []  # why a candidate left the probe early
+
+    def cheapest_other(self, name) -> float:
+        """Cheapest single solve (setup included) of the other candidates."""
+        vals = [v for k, v in self.first.items() if k != name]
+        vals += [c for k, v in self.costs.items() if k != name for c in v]
+        return min(vals) if vals else np.inf
+
+    def drop(self, name, why):
+        self.alive.remove(name)
+        self.dropped.append(why)
 
     def estimate(self, name) -> float:
         c = self.costs[name]
@@ -292,11 +350,13 @@ class _Race:
         if not names:
             if exclude is not None:
                 return None
-            if "direct-reuse" not in self.strategies or "direct-reuse" in self.failed:
-                self.strategies["direct-reuse"] = LUStrategy(reuse=True, rtol=self.rtol)
-                self.costs["direct-reuse"] = []
+            if "direct-reuse" not in self.alive:  # never there, failed or dropped
+                if "direct-reuse" not in self.strategies or "direct-reuse" in self.failed:
+                    self.strategies["direct-reuse"] = LUStrategy(reuse=True, rtol=self.rtol)
+                self.costs.setdefault("direct-reuse", [])
                 self.alive.append("direct-reuse")
-            return self.alive[0] if self.alive else "direct-reuse"
+            # nothing measured yet: the safe choice (a direct solve) rescues
+            return "direct-reuse" if "direct-reuse" in self.alive else self.alive[0]
         return min(names, key=self.estimate)
 
     def _budget(self, name):
@@ -313,6 +373,7 @@ class _Race:
         budget = self._budget(name) if budgeted else None
         status, cost, dt, error = _probe_one(self.run, self.strategies[name], self.pos, budget)
         if status == "ok":
+            self.first.setdefault(name, cost)
             self.cheapest = min(self.cheapest, cost)
             if record_cost:
                 self.costs[name].append(cost)
@@ -330,6 +391,7 @@ class _Race:
                 status2, cost2, _, _ = _probe_one(self.run, self.strategies[rescuer], self.pos)
                 if status2 == "ok":
                     self.costs[rescuer].append(cost2)
+                    self.cheapest = min(self.cheapest, cost2)
                     self.run.times[int(self.run.order[self.pos])] += dt
                     self.pos += 1
                     return
@@ -364,7 +426,20 @@ def _probe_one(run, strategy, pos, budget=None):
         return min(time.perf_counter() - t0, time.process_time() - c0)
 
     solver = getattr(strategy, "solver", None)
+    hook = getattr(strategy, "per_iteration_hook", False)
     saved = getattr(solver, "callback", None)
+    if hook:
+        solver = None  # the strategy's own per-iteration hook carries the budget check
+    if budget is not None and hook:
+        started_h = []
+
+        def check_h(_args):
+            if not started_h:
+                started_h.append(cost_now())
+            elif cost_now() - started_h[0] > budget:
+                raise _OverBudget
+
+        strategy.on_iteration = check_h
     if budget is not None and solver is not None:
         # the budget counts iterations only: the first solve's preconditioner setup
         # (an AMG hierarchy) is paid once and amortised by later systems
@@ -393,6 +468,8 @@ def _probe_one(run, strategy, pos, budget=None):
     finally:
         if solver is not None:
             solver.callback = saved
+        if hook:
+            strategy.on_iteration = None
     dt = time.perf_counter() - t0
     cost = cost_now()
     bn = float(np.linalg.norm(b))

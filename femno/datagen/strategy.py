@@ -228,6 +228,23 @@ class LUStrategy(Strategy):
             self._plan = ["superlu"]
             return
         self.backend = best
+        if self._f is not None and self._f.backend != best:
+            self._A = self._f = None  # the next matrix is factorized by the chosen one
+        self._release(keep=best)
+
+    def finish_probe(self):
+        """End the backend probe now: the cheapest backend measured so far (or the one in
+        use, when none has a steady cost yet) solves the rest."""
+        if self.backend is not None:
+            return
+        self._plan = []
+        if self.probe:
+            best = min(self.probe, key=self.probe.get)
+        else:
+            best = self._f.backend if self._f is not None else "superlu"
+        self.backend = best
+        if self._f is not None and self._f.backend != best:
+            self._A = self._f = None  # the next matrix is factorized by the chosen one
         self._release(keep=best)
 
     @property
@@ -357,9 +374,18 @@ class KrylovStrategy(Strategy):
                  label=None, **options):
         from femno.solvers import krylov
 
+        petsc = options.get("backend") == "petsc"
+        if petsc:  # PETSc registers its monitor once, when the KSP is made: hook it now
+            options["callback"] = self._on_iteration
+        self.on_iteration = None  # set by auto's probe: called after each iteration
         self.solver = krylov(method, pc=pc, rtol=rtol, restart=restart, maxiter=maxiter,
                              on_fail="ignore", reuse_pc=reuse_pc, **options)
         self.label = label or f"{method}+{self.solver.pc_name}"
+        self.per_iteration_hook = petsc
+
+    def _on_iteration(self, *args):
+        if self.on_iteration is not None:
+            self.on_iteration(args)
 
     def solve(self, A, b, x0=None):
         x = self.solver(A, b, x0=x0)
