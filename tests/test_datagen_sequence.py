@@ -133,7 +133,8 @@ def test_auto_varying_matrix_probes_and_keeps_probe_solutions(darcy, probe_alway
     import femno.datagen.auto as auto
 
     hypre = {"cg+hypre"} if auto.hypre_available() else set()
-    assert "probe on" in res.explanation and set(res.probe) == {"direct-reuse", "amg-cg"} | hypre
+    assert "probe on" in res.explanation and set(res.probe) <= {"direct-reuse", "amg-cg", "dcg+amg"} | hypre
+    assert {"direct-reuse", "amg-cg"} <= set(res.probe)
     assert sorted(calls) == list(range(8))  # each system solved once, probes kept
     assert_matches(res, refs)
     info = analyze([s.A for s in systems])
