@@ -29,6 +29,9 @@ def add_parser(sub) -> None:
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--arch", required=True, choices=("fno", "deeponet"), help="model")
     p.add_argument("--data", required=True, metavar="DATASET", help="dataset directory")
+    p.add_argument("--allow-partial", action="store_true",
+                   help="train on the finished samples of an incomplete dataset (default: "
+                   "refuse it)")
     p.add_argument("--out", required=True, metavar="MODEL", help="model file to write (.pt)")
     p.add_argument("--epochs", type=int, default=100, help="Adam epochs (default 100)")
     p.add_argument("--batch-size", type=int, default=16, help="mini-batch size (default 16)")
@@ -67,6 +70,9 @@ def parse_split(text: str) -> tuple[float, float, float]:
 
 
 def run(args) -> int:
+    from femno.datagen.store import require_complete
+
+    require_complete(args.data, allow_partial=args.allow_partial)
     summary = train_baseline(
         args.arch, args.data, args.out, epochs=args.epochs, batch_size=args.batch_size,
         lr=args.lr, seed=args.seed, split=parse_split(args.split), encode=args.encode,

@@ -34,6 +34,9 @@ def add_parser(sub) -> None:
         "its multigrid variant on a femno dataset.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", required=True, metavar="DATASET", help="dataset directory")
+    p.add_argument("--allow-partial", action="store_true",
+                   help="train on the finished samples of an incomplete dataset (default: "
+                   "refuse it)")
     p.add_argument("--out", required=True, metavar="MODEL", help="model file to write (.pt)")
     p.add_argument("--arch", default="spon", choices=("spon", "spon-mg"),
                    help="plain SPON or the multigrid variant (default spon)")
@@ -78,6 +81,9 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
+    from femno.datagen.store import require_complete
+
+    require_complete(args.data, allow_partial=args.allow_partial)
     from femno.cli._output import print_json, print_table
     from femno.operators.fe_data import FEData
     from femno.operators.spon_train import train_spon

@@ -36,7 +36,7 @@ from datetime import datetime, timezone
 import numpy as np
 
 from femno.datagen import runner
-from femno.datagen.store import DatasetStore, read_manifest
+from femno.datagen.store import DatasetStore, read_manifest, writer_lock
 from femno.errors import InputError
 
 __all__ = ["generate_dataset", "KNOWN_METHODS", "IDENTITY_KEYS"]
@@ -258,7 +258,16 @@ def generate_dataset(family, *, samples, out, method="auto", pc="auto", rtol=1e-
     -------
     dict
         ``samples, done, skipped_existing, total_s, samples_per_s, sort_s,
-        mean_iterations, failures, method, explanation, path, complete, message``.
+        mean_iterations, failures, method, explanation, path, complete, message``
+        and ``repaired_blocks`` (damaged blocks recomputed).
+
+    Notes
+    -----
+    Only one process writes a dataset: the writer lock ``OUT.lock``
+    (:func:`femno.datagen.store.writer_lock`) is held for the whole call, and a second
+    writer gets :class:`femno.datagen.store.DatasetLockedError`.  A resumed dataset
+    is verified first (:meth:`DatasetStore.verify`: chunk files, sizes, checksums);
+    its damaged blocks are recomputed, bit-identical to the lost ones.
     """
     t0 = time.perf_counter()
     samples = _int(samples, "samples", 1)
@@ -297,8 +306,17 @@ def generate_dataset(family, *, samples, out, method="auto", pc="auto", rtol=1e-
         "solver_options": solver_options, "warm_start": warm_start,
     }
 
+    with writer_lock(out):  # one writer per dataset; also covers its creation
+        return _generate_locked(fam, spec, options, settings, out=out, seed=seed,
+                                samples=samples, method=method, pc=pc, rtol=rtol, sort=sort,
+                                solver_options=solver_options, warm_start=warm_start,
+                                workers=workers, scheduler=scheduler, progress=progress, t0=t0)
+
+
+def _generate_locked(fam, spec, options, settings, *, out, seed, samples, method, pc, rtol,
+                     sort, solver_options, warm_start, workers, scheduler, progress, t0):
     manifest = read_manifest(out) if os.path.isdir(out) else None
-    sort_s, created = 0.0, False
+    sort_s, created, repaired = 0.0, False, []
     if manifest is not None:
         old = manifest["settings"]
         diff = [k for k in IDENTITY_KEYS if _jsonable(old.get(k), k) != _jsonable(settings[k], k)]
@@ -308,10 +326,12 @@ def generate_dataset(family, *, samples, out, method="auto", pc="auto", rtol=1e-
             raise InputError(f"dataset {str(out)!r} was generated with different settings "
                              f"({', '.join(diff)}): {detail}. Use another --out path.")
         store = DatasetStore.open(out, mode="r+")
+        repaired = _discard_damaged(store)
         pending = [b for b in range(store.n_blocks) if b not in store.done_blocks()]
         if not pending:
-            return _summary(store, t0, done=0, sort_s=0.0, run_info=[],
-                            message="dataset already complete: nothing to do")
+            return {**_summary(store, t0, done=0, sort_s=0.0, run_info=[],
+                               message="dataset already complete: nothing to do"),
+                    "repaired_blocks": []}
     else:
         DatasetStore.prepare_directory(out)  # fail early on unwritable / foreign paths
 
@@ -348,8 +368,33 @@ def generate_dataset(family, *, samples, out, method="auto", pc="auto", rtol=1e-
         run_info = _run_blocks(store, pool, tasks, progress=progress, desc=fam.name)
     finally:
         pool.close()
-    return _summary(store, t0, done=sum(r["samples"] for r in run_info), sort_s=sort_s,
-                    run_info=run_info, message="created" if created else "resumed")
+    message = "created" if created else "resumed"
+    if repaired:
+        message += (f" (recomputed {len(repaired)} damaged block(s): "
+                    f"{', '.join(map(str, repaired))})")
+    summary = _summary(store, t0, done=sum(r["samples"] for r in run_info), sort_s=sort_s,
+                       run_info=run_info, message=message)
+    summary["repaired_blocks"] = repaired
+    return summary
+
+
+def _discard_damaged(store) -> list[int]:
+    """Verify a resumed dataset; forget its damaged blocks so that they are recomputed.
+
+    Samples are seeded by index and blocks solved from a fresh state, so the
+    recomputed blocks are bit-identical to the lost ones.  Damage to the arrays
+    written at creation (sample order, features, mesh) cannot be repaired.
+    """
+    report = store.verify()
+    if report["static"]:
+        what = "; ".join(f"{p['array']}: {p['problem']}" for p in report["static"])
+        raise InputError(f"dataset {str(store.path)!r} is damaged beyond repair ({what}): "
+                         "these arrays are written once at creation and cannot be "
+                         "recomputed; generate the dataset again into a new path")
+    damaged = [d["block"] for d in report["damaged"]]
+    for b in damaged:
+        store.discard_block(b)
+    return damaged
 
 
 def _run_blocks(store, pool, tasks, *, progress, desc) -> list[dict]:

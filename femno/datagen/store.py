@@ -4,7 +4,11 @@ Layout of a dataset directory ``PATH``::
 
     PATH/femno.json              manifest: settings, layout, versions (written last at
                                  creation, atomically; never modified afterwards)
-    PATH/done/block-000007.json  one marker per completed block (tmp file + os.replace)
+    PATH/done/block-000007.json  one marker per completed block (tmp file + os.replace):
+                                 sha256 of every per-sample array's rows of the block
+                                 (read back from the store) and the byte size of each
+                                 chunk file, written after the chunks are fsynced
+    PATH.lock                    writer lock (``fcntl.flock``; one writer per dataset)
     PATH/data.zarr/              zarr v3 group, rows = samples in sorted (chain) order
         sample_index   (N,) int64       row r holds sample sample_index[r], whose
                                         parameters are family.sample(default_rng([seed, i]))
@@ -18,25 +22,37 @@ Layout of a dataset directory ``PATH``::
         (n_elements, n_local_dofs) int64
 
 Every per-sample array is chunked along rows by exactly ``block`` rows, so a block
-owns its chunks: a block's chunks are written first, then its marker.  A block
-without a marker is recomputed and overwritten, so a process killed at any moment
-loses at most the blocks in flight.  Rows of unfinished blocks read as the fill
-values (NaN, -1, False).
+owns its chunks: a block's chunks are written (every chunk, also all-fill ones) and
+fsynced first, then its marker.  A block without a marker is recomputed and
+overwritten, so a process killed at any moment loses at most the blocks in flight.
+Rows of unfinished blocks read as the fill values (NaN, -1, False).
+
+Integrity: :meth:`DatasetStore.verify` re-reads everything and compares it with the
+markers (``femno dataset verify PATH``); ``femno generate`` verifies a dataset it
+resumes and recomputes the damaged blocks.  Reads through :attr:`DatasetStore.root`
+raise :class:`DatasetDamagedError` (an :class:`InputError`) on a missing or
+undecodable chunk of a finished block instead of returning fill values.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import itertools
 import json
 import os
 import shutil
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
 
-from femno.errors import InputError, optional_import
+from femno.errors import FemnoError, InputError, optional_import
 
-__all__ = ["DatasetStore", "inspect_dataset", "write_json_atomic", "MANIFEST", "FORMAT"]
+__all__ = ["DatasetStore", "inspect_dataset", "write_json_atomic", "MANIFEST", "FORMAT",
+           "DatasetDamagedError", "DatasetLockedError", "writer_lock", "require_complete",
+           "REPAIR_HINT"]
 
 FORMAT = "femno-dataset"
 FORMAT_VERSION = 1
@@ -45,6 +61,113 @@ DATA = "data.zarr"
 DONE = "done"
 
 _FILL = {"f8": np.nan, "i8": -1, "bool": False}
+_LEGACY_STATIC = ("sample_index", "features")  # per-sample arrays written at creation
+
+REPAIR_HINT = ("run `femno dataset verify {path}` for the list of damaged blocks and rerun "
+               "the `femno generate` command that wrote it, with the same arguments, to "
+               "recompute them")
+
+
+class DatasetDamagedError(InputError):
+    """A chunk of a finished block is missing, unreadable or does not match its marker."""
+
+
+class DatasetLockedError(FemnoError):
+    """Another process holds the writer lock of a dataset."""
+
+
+def _fsync_path(path) -> None:
+    """fsync a file or directory (directories: best effort, not on every OS)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _sha256(value) -> str:
+    return hashlib.sha256(np.ascontiguousarray(value).tobytes()).hexdigest()
+
+
+# -- writer lock -------------------------------------------------------------------------
+_HELD: dict[str, int] = {}
+
+
+def lock_path(path) -> Path:
+    """The lock file of dataset ``path``: the sibling ``PATH.lock``."""
+    p = Path(os.path.abspath(os.fspath(path)))
+    return p.with_name(p.name + ".lock")
+
+
+@contextlib.contextmanager
+def writer_lock(path):
+    """Hold the exclusive writer lock of dataset ``path`` (``fcntl.flock`` on ``PATH.lock``).
+
+    The kernel drops the lock when the holder dies, so a lock is never stale.
+    Re-entrant within one process.  Raises :class:`DatasetLockedError` at once when
+    another process holds it.  Without ``fcntl`` (Windows) it warns and does not lock.
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        warnings.warn("file locking is not available on this platform: make sure only one "
+                      f"process writes {str(path)!r}", RuntimeWarning, stacklevel=3)
+        yield None
+        return
+    lp = lock_path(path)
+    key = str(lp)
+    if _HELD.get(key):
+        _HELD[key] += 1
+        try:
+            yield lp
+        finally:
+            _HELD[key] -= 1
+        return
+    try:
+        lp.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"cannot write to output path {str(path)!r}: {exc}") from exc
+    while True:
+        try:
+            fd = os.open(lp, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise InputError(f"cannot write to output path {str(path)!r} (lock file "
+                             f"{str(lp)!r}): {exc}") from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            try:
+                pid = os.read(fd, 64).decode(errors="replace").strip() or "unknown"
+            except OSError:
+                pid = "unknown"
+            os.close(fd)
+            raise DatasetLockedError(
+                f"dataset {str(path)!r} is being written by another process (pid {pid}); "
+                "wait for it to finish (or stop it) and run the command again") from None
+        try:  # the holder may have removed the file between our open and flock: retry
+            same = os.path.samestat(os.fstat(fd), os.stat(lp))
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)
+    try:
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        _HELD[key] = 1
+        yield lp
+    finally:
+        _HELD.pop(key, None)
+        try:
+            os.unlink(lp)  # while still locked: a waiter then retries on a fresh file
+        except OSError:
+            pass
+        os.close(fd)
 
 
 def _zarr():
@@ -76,6 +199,102 @@ def read_manifest(path) -> dict | None:
     return manifest
 
 
+_PASS = (IndexError, TypeError, KeyError, FemnoError)  # bad selections: not damage
+
+
+def _row_span(sel, n: int) -> tuple[int, int]:
+    """Rows ``[lo, hi)`` a selection touches (conservatively all when unsure)."""
+    first = sel[0] if isinstance(sel, tuple) and sel else sel
+    if isinstance(first, (int, np.integer)) and not isinstance(first, bool):
+        r = int(first) + (n if first < 0 else 0)
+        return (r, r + 1) if 0 <= r < n else (0, 0)
+    if isinstance(first, slice):
+        lo, hi, step = first.indices(n)
+        if step > 0:
+            return (lo, hi) if hi > lo else (0, 0)
+        return (hi + 1, lo + 1) if lo > hi else (0, 0)
+    try:
+        idx = np.asarray(first)
+        if idx.dtype.kind in "iu" and idx.size:
+            idx = np.where(idx < 0, idx + n, idx)
+            return int(idx.min()), int(idx.max()) + 1
+    except Exception:  # pragma: no cover - exotic selections
+        pass
+    return 0, n
+
+
+class _CheckedArray:
+    """A zarr array whose reads refuse missing / undecodable chunks of finished blocks."""
+
+    def __init__(self, store, name: str, arr):
+        self._store, self._name, self._arr = store, name, arr
+
+    def _read(self, fn, sel):
+        first = sel[0] if isinstance(sel, tuple) and len(sel) == 1 and fn != "getitem" else sel
+        self._store._check_present(self._name, self._arr, first)
+        try:
+            return (self._arr[sel] if fn == "getitem" else getattr(self._arr, fn)(sel))
+        except _PASS:
+            raise
+        except Exception as exc:
+            raise self._store._read_error(self._name, self._arr, first, exc) from exc
+
+    def __getitem__(self, sel):
+        return self._read("getitem", sel)
+
+    def get_orthogonal_selection(self, sel):
+        return self._read("get_orthogonal_selection", sel)
+
+    def get_basic_selection(self, sel=Ellipsis):
+        return self._read("get_basic_selection", sel)
+
+    def __setitem__(self, sel, value):
+        self._arr[sel] = value
+
+    def __array__(self, dtype=None, copy=None):
+        out = self[...]
+        return out.astype(dtype) if dtype is not None else out
+
+    def __len__(self):
+        return len(self._arr)
+
+    def __getattr__(self, attr):
+        if attr.startswith("__"):
+            raise AttributeError(attr)
+        return getattr(self._arr, attr)
+
+    def __repr__(self):
+        return repr(self._arr)
+
+
+class _CheckedGroup:
+    """A zarr group handing out :class:`_CheckedArray` s."""
+
+    def __init__(self, store, group, prefix: str = ""):
+        self._store, self._group, self._prefix = store, group, prefix
+
+    def __getitem__(self, key):
+        item = self._group[key]
+        name = f"{self._prefix}{key}".strip("/")
+        if isinstance(item, _zarr().Array):
+            return _CheckedArray(self._store, name, item)
+        return _CheckedGroup(self._store, item, name + "/")
+
+    def __contains__(self, key):
+        return key in self._group
+
+    def __iter__(self):
+        return iter(self._group)
+
+    def __getattr__(self, attr):
+        if attr.startswith("__"):
+            raise AttributeError(attr)
+        return getattr(self._group, attr)
+
+    def __repr__(self):
+        return repr(self._group)
+
+
 class DatasetStore:
     """A dataset directory (see the module docstring).
 
@@ -89,9 +308,13 @@ class DatasetStore:
         self.samples = int(manifest["settings"]["samples"])
         self.n_blocks = -(-self.samples // self.block)
         try:
-            self.root = _zarr().open_group(str(self.path / DATA), mode=mode)
+            self.zroot = _zarr().open_group(str(self.path / DATA), mode=mode)
         except Exception as exc:  # zarr raises several kinds for missing/garbled groups
             raise InputError(f"{str(self.path / DATA)!r} is not a readable zarr group: {exc}") from exc
+        #: the zarr group, read through checks (missing / broken chunks of finished
+        #: blocks raise :class:`DatasetDamagedError`); ``zroot`` is the bare group
+        self.root = _CheckedGroup(self, self.zroot)
+        self._done_cache: set[int] | None = None
 
     # -- opening -------------------------------------------------------------------------
     @classmethod
@@ -162,15 +385,29 @@ class DatasetStore:
         for name, value in static.items():
             value = np.asarray(value)
             if name in arrays:
-                root[name][...] = value
+                _full(root[name])[...] = value
             else:
                 arr = root.create_array(name, shape=value.shape, dtype=value.dtype,
                                         chunks=value.shape or None)
-                arr[...] = value
+                _full(arr)[...] = value
         root.attrs.update({"femno": {k: manifest[k] for k in ("format", "settings", "created")}})
         (p / DONE).mkdir(exist_ok=True)
-        manifest = {**manifest, "arrays": {k: [[int(x) for x in s], d] for k, (s, d) in arrays.items()}}
+        checksums, files = {}, {}
+        for name in static:
+            arr = root[name]
+            checksums[name] = _sha256(arr[...])
+            files[name] = {k: (p / DATA / name / k).stat().st_size
+                           for k in _chunk_keys(arr, 0, arr.shape[0] if arr.ndim else 1)
+                           if (p / DATA / name / k).is_file()}
+        for d, _, fs in os.walk(p / DATA):  # everything durable before the manifest
+            for f in fs:
+                _fsync_path(os.path.join(d, f))
+            _fsync_path(d)
+        manifest = {**manifest,
+                    "arrays": {k: [[int(x) for x in s], d] for k, (s, d) in arrays.items()},
+                    "static": sorted(static), "checksums": checksums, "static_files": files}
         write_json_atomic(p / MANIFEST, manifest)
+        _fsync_path(p)
         return cls(p, manifest, mode="r+")
 
     # -- blocks --------------------------------------------------------------------------
@@ -208,18 +445,218 @@ class DatasetStore:
             value = np.asarray(value)
             if value.shape[0] != hi - lo:
                 raise InputError(f"block {b}: {name} has {value.shape[0]} rows, expected {hi - lo}")
-            self.root[name][lo:hi] = value
+            _full(self.zroot[name])[lo:hi] = value
 
     def mark_done(self, b: int, info: dict) -> None:
-        """Atomically write the completion marker of block ``b``."""
-        write_json_atomic(self._marker(b), {"block": int(b), "rows": list(self.rows(b)),
-                                            "finished": time.time(), **info})
+        """Make block ``b`` durable and atomically write its completion marker.
+
+        The marker records, per per-sample array, the sha256 of the block's rows as
+        read back from the store and the byte size of every chunk file; chunk files,
+        their directories, the marker and ``done/`` are fsynced.
+        """
+        lo, hi = self.rows(b)
+        record, dirs = {}, set()
+        for name in self.block_arrays():
+            arr = self.zroot[name]
+            files = {}
+            for key in _chunk_keys(arr, lo, hi):
+                f = self.path / DATA / name / key
+                if f.is_file():
+                    _fsync_path(f)
+                    files[key] = f.stat().st_size
+                    dirs.update(str(d) for d in f.parents if DATA in d.parts)
+            record[name] = {"sha256": _sha256(arr[lo:hi]), "files": files}
+        for d in sorted(dirs, key=len, reverse=True):
+            _fsync_path(d)
+        write_json_atomic(self._marker(b), {"block": int(b), "rows": [lo, hi],
+                                            "finished": time.time(), **info, "arrays": record})
+        _fsync_path(self.path / DONE)
+        if self._done_cache is not None:
+            self._done_cache.add(int(b))
+
+    def discard_block(self, b: int) -> None:
+        """Forget block ``b``: remove its marker and the chunk files it alone owns."""
+        try:
+            self._marker(b).unlink()
+        except FileNotFoundError:
+            pass
+        _fsync_path(self.path / DONE)
+        if self._done_cache is not None:
+            self._done_cache.discard(int(b))
+        lo, hi = self.rows(b)
+        for name in self.block_arrays():
+            arr = self.zroot[name]
+            c = arr.chunks[0]
+            for key in _chunk_keys(arr, lo, hi):
+                row = int(key.split("/")[1]) if "/" in key else 0
+                if row * c >= lo and min((row + 1) * c, self.samples) <= hi:
+                    try:
+                        (self.path / DATA / name / key).unlink()
+                    except (FileNotFoundError, IsADirectoryError):
+                        pass
+
+    def static_arrays(self) -> list[str]:
+        """Arrays written once at creation (incl. per-sample ones such as sample_index)."""
+        return list(self.manifest.get("static", _LEGACY_STATIC))
+
+    def block_arrays(self) -> list[str]:
+        """Per-sample arrays written block by block."""
+        static = set(self.static_arrays())
+        return sorted(k for k in self.manifest.get("arrays", {}) if k not in static)
+
+    def _done(self) -> set[int]:
+        if self._done_cache is None:
+            self._done_cache = self.done_blocks()
+        return self._done_cache
+
+    def _hint(self) -> str:
+        return REPAIR_HINT.format(path=self.path)
+
+    def _check_present(self, name: str, arr, sel) -> None:
+        """Raise if a read of ``sel`` touches a chunk file that should exist but does not."""
+        if name in self.manifest.get("static_files", {}):
+            for key in self.manifest["static_files"][name]:
+                if not (self.path / DATA / name / key).is_file():
+                    raise DatasetDamagedError(
+                        f"dataset {str(self.path)!r}: array {name!r} (written at creation) "
+                        f"lost its chunk file {key}; the dataset cannot be repaired: "
+                        "generate it again into a new path")
+            return
+        if name not in self.manifest.get("arrays", {}) or name in self.static_arrays():
+            return
+        lo, hi = _row_span(sel, self.samples)
+        if hi <= lo:
+            return
+        done = self._done()
+        legacy_bool = "static" not in self.manifest and arr.dtype == np.dtype(bool)
+        for b in range(lo // self.block, (hi - 1) // self.block + 1):
+            if b not in done or legacy_bool:
+                continue
+            blo, bhi = self.rows(b)
+            for key in _chunk_keys(arr, blo, bhi):
+                if not (self.path / DATA / name / key).is_file():
+                    raise DatasetDamagedError(
+                        f"dataset {str(self.path)!r}: array {name!r}, chunk {key} (block {b}, "
+                        f"samples {blo}-{bhi - 1}) is missing although the block is marked "
+                        f"done; {self._hint()}")
+
+    def _read_error(self, name: str, arr, sel, exc) -> DatasetDamagedError:
+        """The error for a failed read: find the chunk that does not decode."""
+        where = ""
+        if arr.ndim:
+            lo, hi = _row_span(sel, arr.shape[0])
+            c = arr.chunks[0]
+            for ci in range(lo // c, max(lo // c, (hi - 1) // c) + 1):
+                clo, chi = ci * c, min((ci + 1) * c, arr.shape[0])
+                try:
+                    arr[clo:chi]
+                except Exception:  # the bad chunk
+                    key = _chunk_keys(arr, clo, chi)
+                    where = f", chunk {key[0] if key else ci} (samples {clo}-{chi - 1})"
+                    break
+        return DatasetDamagedError(
+            f"dataset {str(self.path)!r}: array {name!r}{where} cannot be read "
+            f"({type(exc).__name__}: {exc}); {self._hint()}")
+
+    # -- integrity -----------------------------------------------------------------------
+    def verify(self, *, quick: bool = False) -> dict:
+        """Check every finished block against its marker (and the static arrays).
+
+        Parameters
+        ----------
+        quick : bool, keyword-only
+            Only check that chunk files exist with the recorded sizes (no reads).
+
+        Returns
+        -------
+        dict
+            ``ok`` (bool: complete and undamaged), ``damaged`` (list of ``{"block",
+            "samples": [first, last], "problems": [{"array", "problem"}]}``),
+            ``incomplete`` (blocks without a marker, same form without problems),
+            ``static`` (problems of the arrays written at creation), counts.
+        """
+        static_problems = []
+        sums = self.manifest.get("checksums", {})
+        for name in self.static_arrays():
+            files = self.manifest.get("static_files", {}).get(name, {})
+            bad = False
+            for key, size in files.items():
+                f = self.path / DATA / name / key
+                if not f.is_file():
+                    static_problems.append({"array": name, "problem": f"chunk {key} missing"})
+                    bad = True
+                elif f.stat().st_size != size:
+                    static_problems.append({"array": name, "problem": f"chunk {key} has "
+                                            f"{f.stat().st_size} bytes, {size} when written"})
+                    bad = True
+            if quick or bad or name not in sums:
+                continue
+            try:
+                ok = _sha256(self.zroot[name][...]) == sums[name]
+            except Exception as exc:
+                static_problems.append({"array": name, "problem": f"undecodable chunk "
+                                        f"({type(exc).__name__}: {exc})"})
+                continue
+            if not ok:
+                static_problems.append({"array": name, "problem": "checksum mismatch"})
+        done = self.done_blocks()
+        damaged, incomplete = [], []
+        for b in range(self.n_blocks):
+            lo, hi = self.rows(b)
+            if b not in done:
+                incomplete.append({"block": b, "samples": [lo, hi - 1]})
+                continue
+            problems = []
+            try:
+                rec = self.marker(b).get("arrays")
+            except (OSError, ValueError) as exc:
+                problems.append({"array": None, "problem": f"completion marker unreadable: {exc}"})
+                rec = None
+            for name in self.block_arrays():
+                try:
+                    arr = self.zroot[name]
+                except KeyError:
+                    problems.append({"array": name, "problem": "array missing"})
+                    continue
+                files = (rec or {}).get(name, {}).get("files", {})
+                bad = False
+                for key in _chunk_keys(arr, lo, hi):
+                    f = self.path / DATA / name / key
+                    if not f.is_file():
+                        if rec is None and arr.dtype == np.dtype(bool):
+                            continue  # old stores did not write all-False chunks
+                        problems.append({"array": name, "problem": f"chunk {key} missing"})
+                        bad = True
+                    elif key in files and f.stat().st_size != files[key]:
+                        problems.append({"array": name, "problem": f"chunk {key} has "
+                                         f"{f.stat().st_size} bytes, {files[key]} when written"})
+                        bad = True
+                if quick or bad:
+                    continue
+                try:
+                    value = arr[lo:hi]
+                except Exception as exc:
+                    problems.append({"array": name, "problem": f"undecodable chunk "
+                                     f"({type(exc).__name__}: {exc})"})
+                    continue
+                digest = (rec or {}).get(name, {}).get("sha256")
+                if digest and _sha256(value) != digest:
+                    problems.append({"array": name, "problem": "checksum mismatch"})
+            if problems:
+                damaged.append({"block": b, "samples": [lo, hi - 1], "problems": problems})
+        return {"path": str(self.path), "quick": bool(quick), "blocks_total": self.n_blocks,
+                "blocks_done": len(done), "blocks_ok": len(done) - len(damaged),
+                "samples_total": self.samples, "samples_ok": int(sum(
+                    self.rows(b)[1] - self.rows(b)[0] for b in done) - sum(
+                    d["samples"][1] - d["samples"][0] + 1 for d in damaged)),
+                "damaged": damaged, "incomplete": incomplete, "static": static_problems,
+                "ok": not (damaged or incomplete or static_problems)}
 
     def marker(self, b: int) -> dict:
         return json.loads(self._marker(b).read_text())
 
     def array(self, name: str):
-        """The zarr array ``name`` (e.g. ``"solution"``, ``"inputs/a"``)."""
+        """The zarr array ``name`` (e.g. ``"solution"``, ``"inputs/a"``), read with checks."""
         try:
             return self.root[name]
         except KeyError:
@@ -227,25 +664,79 @@ class DatasetStore:
 
     def array_names(self) -> list[str]:
         zarr = _zarr()
-        return sorted(k for k, v in self.root.members(max_depth=None) if isinstance(v, zarr.Array))
+        return sorted(k for k, v in self.zroot.members(max_depth=None) if isinstance(v, zarr.Array))
+
+
+def _full(arr):
+    """``arr`` configured to write every chunk, also those equal to the fill value."""
+    try:
+        return arr.with_config({"write_empty_chunks": True})
+    except (AttributeError, TypeError):  # pragma: no cover - older zarr
+        return arr
+
+
+def _chunk_keys(arr, lo: int, hi: int) -> list[str]:
+    """Store keys (relative to the array directory) of the chunks holding rows [lo, hi)."""
+    if arr.ndim == 0:
+        return [arr.metadata.encode_chunk_key(())]
+    if hi <= lo:
+        return []
+    grids = [range(-(-s // c)) for s, c in zip(arr.shape[1:], arr.chunks[1:], strict=True)]
+    c0 = arr.chunks[0]
+    return [arr.metadata.encode_chunk_key((r, *rest))
+            for r in range(lo // c0, (hi - 1) // c0 + 1) for rest in itertools.product(*grids)]
+
+
+def require_complete(path, *, allow_partial: bool = False) -> DatasetStore:
+    """Open dataset ``path`` for training; :class:`InputError` if it is incomplete.
+
+    With ``allow_partial`` an incomplete dataset is accepted (its finished samples are
+    used).  Missing / resized chunk files of finished blocks are always an error.
+    """
+    store = DatasetStore.open(path)
+    report = store.verify(quick=True)
+    if report["damaged"] or report["static"]:
+        raise DatasetDamagedError(_damage_text(store, report))
+    done = int(store.done_rows().size)
+    if done < store.samples and not allow_partial:
+        raise InputError(
+            f"dataset {str(path)!r} is incomplete: {done} of {store.samples} samples complete. "
+            "Finish it by rerunning its `femno generate` command (same arguments), or pass "
+            "--allow-partial to train on the finished samples")
+    return store
+
+
+def _damage_text(store, report, limit: int = 5) -> str:
+    lines = [f"{p['array']}: {p['problem']}" for p in report["static"]]
+    lines += [f"block {d['block']} (samples {d['samples'][0]}-{d['samples'][1]}): "
+              f"{p['array'] or 'marker'}: {p['problem']}"
+              for d in report["damaged"] for p in d["problems"]]
+    more = f" (+{len(lines) - limit} more)" if len(lines) > limit else ""
+    return (f"dataset {str(store.path)!r} is damaged: " + "; ".join(lines[:limit]) + more
+            + f"; {store._hint()}")
 
 
 def inspect_dataset(path) -> dict:
     """Summary of a dataset: settings, completion, arrays and solver statistics."""
     store = DatasetStore.open(path)
     m = store.manifest
+    check = store.verify(quick=True)  # chunk files present with their recorded sizes
+    bad = {d["block"] for d in check["damaged"]}
     done_b = sorted(store.done_blocks())
-    rows = store.done_rows()
+    good = [b for b in done_b if b not in bad]
+    rows = (np.concatenate([np.arange(*store.rows(b)) for b in good]) if good
+            else np.zeros(0, dtype=np.int64))
     arrays = {}
     for name in store.array_names():
-        a = store.root[name]
+        a = store.zroot[name]
         arrays[name] = {"shape": list(a.shape), "dtype": str(a.dtype), "chunks": list(a.chunks)}
     stats = {"samples": int(rows.size)}
     if rows.size:
-        it = store.root["stats/iterations"][:][rows]
-        conv = store.root["stats/converged"][:][rows]
-        res = store.root["stats/residual"][:][rows]
-        tm = store.root["stats/time"][:][rows]
+        def get(name):
+            return np.asarray(store.root[name].get_orthogonal_selection((rows,)))
+
+        it, conv, res, tm = (get(f"stats/{k}") for k in ("iterations", "converged",
+                                                        "residual", "time"))
         stats.update(
             mean_iterations=float(it.mean()), max_iterations=int(it.max()),
             failures=int((~conv).sum()), max_residual=float(np.nanmax(res)) if np.isfinite(res).any() else None,
@@ -262,7 +753,12 @@ def inspect_dataset(path) -> dict:
         "samples_done": int(rows.size),
         "blocks_total": store.n_blocks,
         "blocks_done": len(done_b),
-        "complete": len(done_b) == store.n_blocks,
+        "blocks_damaged": sorted(bad),
+        "damage": [f"block {d['block']} (samples {d['samples'][0]}-{d['samples'][1]}): "
+                   f"{p['array'] or 'marker'}: {p['problem']}"
+                   for d in check["damaged"] for p in d["problems"]]
+        + [f"{p['array']}: {p['problem']}" for p in check["static"]],
+        "complete": len(done_b) == store.n_blocks and not bad and not check["static"],
         "settings": s,
         "layout": m.get("layout", {}),
         "arrays": arrays,

@@ -7,12 +7,13 @@ r"""A :class:`torch.utils.data.Dataset` over the completed samples of a femno da
 from __future__ import annotations
 
 import os
+import warnings
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from femno.datagen.store import DatasetStore
+from femno.datagen.store import DatasetDamagedError, DatasetStore, _damage_text
 from femno.errors import InputError
 
 __all__ = ["FemnoDataset"]
@@ -34,6 +35,14 @@ class FemnoDataset(Dataset):
         default) or any per-sample array path such as ``"stats/iterations"``.
     dtype : torch.dtype, keyword-only
         ``torch.float32`` (default) or ``torch.float64``.
+
+    Raises
+    ------
+    InputError
+        :class:`~femno.datagen.store.DatasetDamagedError` when a finished block lost a
+        chunk file or one changed size (checked at construction), or when a chunk does
+        not decode (on access); the message names the array, the samples and the repair
+        command.  An incomplete dataset only warns (``k of N samples complete``).
 
     Attributes
     ----------
@@ -70,7 +79,14 @@ class FemnoDataset(Dataset):
         self.target = target
         if target not in store.array_names() or store.array(target).shape[:1] != (store.samples,):
             raise InputError(f"target {target!r} is not a per-sample array of {str(self.path)!r}")
+        check = store.verify(quick=True)
+        if check["damaged"] or check["static"]:
+            raise DatasetDamagedError(_damage_text(store, check))
         self.rows = store.done_rows()
+        if self.rows.size < store.samples:
+            warnings.warn(f"dataset {str(self.path)!r} is incomplete: {self.rows.size} of "
+                          f"{store.samples} samples complete (using the finished ones)",
+                          RuntimeWarning, stacklevel=2)
         self.sample_index = store.root["sample_index"][:][self.rows]
         self.points = store.root["mesh/points"][:]
         self.cells = store.root["mesh/cells"][:]
@@ -84,6 +100,11 @@ class FemnoDataset(Dataset):
         if self._root is None or self._pid != os.getpid():  # reopen in DataLoader workers
             self._root, self._pid = DatasetStore.open(self.path).root, os.getpid()
         return self._root
+
+    def __getstate__(self):  # DataLoader workers reopen the store
+        state = dict(self.__dict__)
+        state["_root"], state["_pid"] = None, None
+        return state
 
     def __len__(self) -> int:
         return int(self.rows.size)
