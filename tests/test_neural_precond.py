@@ -512,3 +512,16 @@ def test_cli_smooth_levels_and_fine_tuning(tmp_path, capsys):
                       epochs=1, progress=False)
     assert main(["train", "precond", "--n", "8", "--smooth-levels", "-1", "--out",
                  str(tmp_path / "x.pt")]) == 2
+
+
+def test_neural_pc_path_keeps_its_case(darcy, tmp_path):
+    """Issue 23 item 6: ``neural:PATH`` lower-cased PATH, so a model under a directory
+    with capital letters was reported as missing."""
+    d = tmp_path / "Models" / "RunA"
+    d.mkdir(parents=True)
+    save_model(MGCNN(channels=4), d / "PC.pt")
+    spec = f"Neural:{d / 'PC.pt'}"
+    solver = krylov("fcg", pc=spec)
+    assert solver.pc.kind == "precond-cnn" and "Models/RunA/PC.pt" in solver.pc_name
+    with pytest.raises(InputError, match="Models/RunA/Missing.pt"):
+        make_preconditioner(f"neural:{d / 'Missing.pt'}")

@@ -269,9 +269,9 @@ def _check_options(method, pc, rtol, k, restart, maxiter, on_fail, callback):
     if not (pc == "auto" or pc is None or isinstance(pc, (str, Preconditioner))):
         raise InputError(f"pc must be 'auto', a preconditioner name or instance, got {pc!r}")
     if isinstance(pc, str) and pc != "auto":
-        from femno.solvers.precond import PRECONDITIONERS
+        from femno.solvers.precond import PRECONDITIONERS, pc_key
 
-        if pc.lower() not in PRECONDITIONERS:
+        if pc_key(pc) not in PRECONDITIONERS and not pc_key(pc).startswith("neural:"):
             raise InputError(f"unknown preconditioner {pc!r}; valid: auto, "
                              f"{', '.join(PRECONDITIONERS)}")
     if method in _DIRECT and pc not in ("auto", None, "none"):

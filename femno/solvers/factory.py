@@ -21,7 +21,7 @@ from femno.solvers import krylov as _k
 from femno.solvers import neural as _nn
 from femno.solvers import recycle as _rc
 from femno.solvers.base import Preconditioner, check_system, report_nonconvergence
-from femno.solvers.precond import SYMMETRIC, make_preconditioner
+from femno.solvers.precond import SYMMETRIC, make_preconditioner, pc_key
 from femno.solvers.stats import SolveStats
 
 __all__ = ["krylov", "KrylovSolver", "METHODS", "BACKENDS"]
@@ -82,7 +82,7 @@ class KrylovSolver:
             self.pc, self.pc_name = pc, pc.name
             _check_pc_symmetry(method, pc.name, pc.symmetric)
         else:
-            self.pc_name = str(pc).lower()
+            self.pc_name = pc_key(pc)
             self.pc = make_preconditioner(self.pc_name, **self.pc_options)
             _check_pc_symmetry(method, self.pc_name,
                                SYMMETRIC.get(self.pc_name, self.pc.symmetric))
@@ -164,8 +164,45 @@ class KrylovSolver:
             msg = (f"{self.method} with preconditioner {self.pc_name!r} did not converge: "
                    f"{info['iterations']} iterations, relative residual {residual:.3e} > "
                    f"rtol {self.rtol:.1e} (reason: {reason})")
+            if self.method in ("cg", "fcg", "dcg", "dcdm"):
+                hint = spd_hint(A, x=x, b=b, reason=reason)
+                msg += f"; {hint}" if hint else ""
             report_nonconvergence(msg, on_fail=self.on_fail, stats=self.stats, x=x)
         return x
+
+
+def spd_hint(A, *, x=None, b=None, reason: str = "", seed: int = 0) -> str:
+    """A cheap diagnosis of why CG failed on ``A``: not symmetric, or indefinite.
+
+    Symmetry: for random ``u, v``, :math:`|u^T A v - v^T A u|` relative to
+    :math:`\\|u\\| \\|A v\\| + \\|v\\| \\|A u\\|` (three matvecs).  Definiteness:
+    :math:`w^T A w \\le 0` for ``w`` among ``u``, the last iterate and its residual
+    proves ``A`` indefinite; a breakdown (:math:`p^T A p \\le 0`) on a symmetric
+    ``A`` says it may be.  Returns ``""`` when nothing suspicious is found.
+    """
+    try:
+        n = A.shape[0]
+        rng = np.random.default_rng(seed)
+        u, v = rng.standard_normal(n), rng.standard_normal(n)
+        Au, Av = A @ u, A @ v
+        scale = np.linalg.norm(u) * np.linalg.norm(Av) + np.linalg.norm(v) * np.linalg.norm(Au)
+        if scale > 0 and abs(u @ Av - v @ Au) > 1e-8 * scale:
+            return "the matrix is not symmetric (CG needs SPD); use gmres"
+        tests = [(u, Au)]
+        if x is not None and np.any(x):
+            tests.append((x, A @ x))
+            if b is not None:
+                r = b - tests[-1][1]
+                tests.append((r, A @ r))
+        if any(w @ Aw <= 0 for w, Aw in tests if np.any(w)):
+            return ("the matrix is indefinite (w·Aw <= 0 for some w; CG needs SPD); "
+                    "use minres/gmres or a direct solver")
+        if reason == "breakdown":
+            return ("the matrix may be indefinite (breakdown: p·Ap <= 0) or the "
+                    "preconditioner not SPD; use minres/gmres or a direct solver")
+    except Exception:  # noqa: BLE001 - a hint must never hide the real error
+        return ""
+    return ""
 
 
 def krylov(method: str = "cg", *, pc="none", rtol: float = 1e-8, atol: float = 0.0,
@@ -305,7 +342,7 @@ def krylov(method: str = "cg", *, pc="none", rtol: float = 1e-8, atol: float = 0
         return PetscGCRODR(pc=pc, rtol=rtol, atol=atol, maxiter=maxiter, restart=restart,
                            k=k, recycle=recycle, on_fail=on_fail)
     if backend == "petsc":
-        if isinstance(pc, str) and pc.lower().startswith("neural:"):  # femno PC via PCPYTHON
+        if isinstance(pc, str) and pc_key(pc).startswith("neural:"):  # femno PC via PCPYTHON
             pc = make_preconditioner(pc, **(pc_options or {}))
             pc_options = None
         try:  # lazy: petsc_backend imports petsc4py only when used

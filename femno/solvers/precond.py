@@ -36,6 +36,7 @@ from femno.errors import InputError, MissingDependencyError
 from femno.solvers.base import Preconditioner
 
 __all__ = [
+    "pc_key",
     "NoPreconditioner",
     "JacobiPreconditioner",
     "SSORPreconditioner",
@@ -411,6 +412,24 @@ SYMMETRIC = {"none": True, "jacobi": True, "ssor": True, "ilu": False, "ilu0": F
              "amg": True, "amg-sa": True, "amg-rs": True}
 
 
+def pc_key(name) -> str:
+    """Canonical form of a preconditioner spec: the name lower-cased, a path kept as given.
+
+    ``"ILU"`` -> ``"ilu"``, ``"Neural:/Models/PC.pt"`` -> ``"neural:/Models/PC.pt"``
+    (file systems are case-sensitive), ``"PETSc:GAMG"`` -> ``"petsc:gamg"``.
+
+    >>> pc_key("Neural:/Data/Run1/pc.pt")
+    'neural:/Data/Run1/pc.pt'
+    >>> pc_key("AMG")
+    'amg'
+    """
+    name = str(name)
+    head, sep, tail = name.partition(":")
+    if sep and head.lower() == "neural":
+        return "neural:" + tail
+    return name.lower()
+
+
 def make_preconditioner(name: str, **options) -> Preconditioner:
     """Build a preconditioner by registry name (not yet set up).
 
@@ -421,11 +440,11 @@ def make_preconditioner(name: str, **options) -> Preconditioner:
     ...
     femno.errors.InputError: unknown preconditioner 'foo'; valid: none, jacobi, ssor, ilu, ilu0, ic, amg, amg-sa, amg-rs
     """
-    key = str(name).lower()
+    key = pc_key(name)
     if key.startswith("neural:"):  # a learned preconditioner from its model file
         from femno.solvers.neural import load_neural_preconditioner
 
-        return load_neural_preconditioner(str(name)[len("neural:"):], **options)
+        return load_neural_preconditioner(key[len("neural:"):], **options)
     if key not in PRECONDITIONERS:
         raise InputError(
             f"unknown preconditioner {name!r}; valid: {', '.join(PRECONDITIONERS)}"
