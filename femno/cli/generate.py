@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from femno.cli._output import print_json, print_table
-from femno.cli.solve import parse_key_values
+from femno.cli.solve import check_memory, parse_key_values
 
 EPILOG = """\
 The samples are sorted once (greedy chain on their features), cut into blocks of
@@ -66,6 +66,7 @@ def run(args) -> int:
     options = parse_key_values(args.option, what="option")
     if args.n is not None:
         options["n"] = args.n
+    check_memory(args.family, options)
     summary = generate_dataset(
         args.family, samples=args.samples, out=args.out, method=args.method, pc=args.pc,
         rtol=args.rtol, seed=args.seed, workers=args.workers, scheduler=args.scheduler,

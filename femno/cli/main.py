@@ -1,18 +1,37 @@
 """Entry point of the ``femno`` command.
 
 Exit codes: 0 success, 2 bad input (unknown name, unreadable file, ...),
-3 a solver did not converge, 4 an optional dependency is missing.
+3 a solver did not converge, 4 an optional dependency is missing, 1 an internal
+error (a bug: please report it).  Every failure is one line ``femno: error: ...``
+on stderr, never a traceback; set ``FEMNO_DEBUG=1`` to re-raise the exception
+instead (developers).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from femno import __version__
 from femno.errors import ConvergenceError, FemnoError, MissingDependencyError
 
-EXIT_INPUT, EXIT_NOT_CONVERGED, EXIT_MISSING_DEP = 2, 3, 4
+EXIT_INTERNAL, EXIT_INPUT, EXIT_NOT_CONVERGED, EXIT_MISSING_DEP = 1, 2, 3, 4
+
+
+class UsageError(FemnoError):
+    """A command-line syntax error found by argparse (exit code 2)."""
+
+
+class FemnoArgumentParser(argparse.ArgumentParser):
+    """ArgumentParser whose errors are one line: ``femno: error: PROG: MESSAGE``."""
+
+    def error(self, message):
+        raise UsageError(f"{self.prog}: {message} (see `{self.prog} --help`)")
+
+
+def _one_line(text) -> str:
+    return " ".join(str(text).split()) or "(no message)"
 
 DESCRIPTION = """\
 femno: finite elements and neural operators.
@@ -36,7 +55,7 @@ examples:
 def build_parser() -> argparse.ArgumentParser:
     from femno.cli import dataset, fe2, generate, info, rve, solve, train
 
-    parser = argparse.ArgumentParser(
+    parser = FemnoArgumentParser(
         prog="femno", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--version", action="version", version=f"femno {__version__}")
@@ -51,31 +70,47 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _debug() -> bool:
+    return os.environ.get("FEMNO_DEBUG", "").strip() not in ("", "0", "false", "no")
+
+
 def main(argv=None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.command is None:
-        parser.print_help()
-        return 0
+    """Run ``femno ARGV``; returns the exit code (see the module docstring)."""
     try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        if args.command is None:
+            parser.print_help()
+            return 0
         return int(args.func(args) or 0)
-    except MissingDependencyError as exc:
-        print(f"femno: error: {exc}", file=sys.stderr)
-        return EXIT_MISSING_DEP
-    except ConvergenceError as exc:
-        print(f"femno: error: {exc}", file=sys.stderr)
-        return EXIT_NOT_CONVERGED
-    except FemnoError as exc:
-        print(f"femno: error: {exc}", file=sys.stderr)
-        return EXIT_INPUT
     except KeyboardInterrupt:
         print("femno: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:  # output piped into `head` & co.: stop quietly, like coreutils
-        import os
-
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
+    except Exception as exc:  # noqa: BLE001 - the one place that turns errors into exit codes
+        if _debug():
+            raise
+        code, line = _report(exc)
+        print(line, file=sys.stderr)
+        return code
+
+
+def _report(exc: BaseException) -> tuple[int, str]:
+    """Exit code and the one-line message of an exception that escaped a command."""
+    if isinstance(exc, MissingDependencyError):
+        return EXIT_MISSING_DEP, f"femno: error: {_one_line(exc)}"
+    if isinstance(exc, ConvergenceError):
+        return EXIT_NOT_CONVERGED, f"femno: error: {_one_line(exc)}"
+    if isinstance(exc, FemnoError):
+        return EXIT_INPUT, f"femno: error: {_one_line(exc)}"
+    if isinstance(exc, MemoryError):
+        what = f" ({_one_line(exc)})" if str(exc) else ""
+        return EXIT_INPUT, (f"femno: error: out of memory{what}; try a smaller --n "
+                            "(or fewer --samples / --workers)")
+    return EXIT_INTERNAL, (f"femno: internal error: {type(exc).__name__}: {_one_line(exc)} "
+                           "(set FEMNO_DEBUG=1 for the traceback)")
 
 
 if __name__ == "__main__":  # pragma: no cover

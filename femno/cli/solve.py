@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 import warnings
@@ -12,10 +13,17 @@ from femno.cli._output import print_json, print_table
 from femno.errors import InputError
 
 SOLVERS = ("auto", "cg", "fcg", "gmres", "fgmres", "minres", "dcdm", "direct")
+CG_LIKE = ("cg", "fcg", "dcg", "dcdm")
+#: options whose value must be > 0 (the message families give for them)
+POSITIVE_OPTIONS = ("variance", "length", "mean", "dt", "E", "nu_scale", "contrast")
 
 
 def parse_key_values(items, *, what: str) -> dict:
     """Parse ``["a=1", "b=x"]`` into ``{"a": 1, "b": "x"}`` (numbers converted).
+
+    NaN and infinite numbers are refused with :class:`InputError` (``option KEY must
+    be finite``; ``variance must be positive and finite`` for variance-like keys),
+    before they reach a family or a JSON manifest.
 
     >>> parse_key_values(["length=0.1", "k=3", "kind=grf"], what="option")
     {'length': 0.1, 'k': 3, 'kind': 'grf'}
@@ -23,6 +31,7 @@ def parse_key_values(items, *, what: str) -> dict:
     out = {}
     for item in items or []:
         key, sep, value = item.partition("=")
+        key = key.strip()
         if not sep or not key:
             raise InputError(f"{what} {item!r} is not of the form KEY=VALUE")
         for cast in (int, float):
@@ -31,8 +40,91 @@ def parse_key_values(items, *, what: str) -> dict:
                 break
             except ValueError:
                 pass
-        out[key.strip().replace("-", "_") if what == "option" else key.strip()] = value
+        if isinstance(value, float) and not np.isfinite(value):
+            name = key.replace("-", "_")
+            if name in POSITIVE_OPTIONS:
+                raise InputError(f"{name} must be positive and finite, got {item.partition('=')[2]}")
+            raise InputError(f"{what} {key} must be finite, got {item.partition('=')[2]}")
+        out[key.replace("-", "_") if what == "option" else key] = value
     return out
+
+
+def _physical_memory() -> int | None:
+    """Bytes of RAM of this machine (psutil if installed, else sysconf), or None."""
+    try:
+        import psutil
+
+        return int(psutil.virtual_memory().total)
+    except Exception:  # noqa: BLE001 - psutil missing or unsupported platform
+        pass
+    try:
+        return int(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _human(nbytes: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB", "PB"):
+        if nbytes < 1000 or unit == "PB":
+            return f"{nbytes:.3g} {unit}"
+        nbytes /= 1000
+
+
+#: (cells per n^d block, local dofs per cell) of the default elements
+_CELLS = {"tri": (2, {"P1": 3, "P2": 6}), "quad": (1, {"Q1": 4, "Q2": 9, "Q8": 8}),
+          "tet": (6, {"P1": 4, "P2": 10}), "hex": (1, {"Q1": 8, "Q2": 27})}
+
+
+def estimate_memory(cls, options: dict) -> tuple[float, int, int]:
+    """Rough bytes needed to mesh and assemble family ``cls`` with ``options``.
+
+    Uses the built-in mesh (``n`` cells per side) of the cell type the family builds
+    (``cell`` option or constructor default), its element and vector size: the
+    element matrices in COO form (value + row + column, twice for the CSR
+    conversion) dominate.  Returns ``(bytes, n_elements)``.
+    """
+    import inspect
+
+    try:
+        params = inspect.signature(cls).parameters
+    except (TypeError, ValueError):
+        params = {}
+
+    def default(name, fallback):
+        p = params.get(name)
+        return p.default if p is not None and p.default is not inspect.Parameter.empty else fallback
+
+    n = options.get("n", default("n", 64))
+    cell = str(options.get("cell", default("cell", "tri")))
+    per_block, local = _CELLS.get(cell, _CELLS["tri"])
+    dim = 3 if cell in ("tet", "hex") else 2
+    element = str(options.get("element") or next(iter(local))).upper()
+    nloc = local.get(element, max(local.values())) * (dim if getattr(cls, "vector", False) else 1)
+    n = int(n)
+    n_elements = per_block * n**dim
+    return float(n_elements) * nloc**2 * 24 * 2 + 64.0 * (n + 1) ** dim, n_elements
+
+
+def check_memory(spec, options: dict) -> None:
+    """Refuse (:class:`InputError`) a built-in mesh whose assembly cannot fit in RAM."""
+    if "mesh" in options or not isinstance(options.get("n", 64), (int, np.integer)):
+        return
+    if isinstance(options.get("n"), (int, np.integer)) and options["n"] < 1:
+        return  # the family's own message ("n must be an integer >= 1")
+    from femno.datagen.runner import _family_class
+
+    cls = _family_class(spec) if isinstance(spec, str) else spec
+    if not isinstance(cls, type):
+        return
+    need, n_elements = estimate_memory(cls, options)
+    ram = _physical_memory()
+    if ram is not None and need > ram:
+        n = options.get("n")
+        raise InputError(
+            f"--n {n} needs about {_human(need)} of memory to mesh and assemble "
+            f"(~{n_elements:.2g} elements), more than this machine's {_human(ram)}; "
+            "use a smaller --n"
+        )
 
 
 def choose_defaults(family, solver: str, pc: str, backend: str) -> tuple[str, str]:
@@ -50,7 +142,7 @@ def choose_defaults(family, solver: str, pc: str, backend: str) -> tuple[str, st
 
 
 def run(args) -> int:
-    from femno.fem import get_family
+    from femno.datagen.runner import load_family
     from femno.solvers import direct, krylov
 
     if args.rtol <= 0 or not np.isfinite(args.rtol):
@@ -66,8 +158,9 @@ def run(args) -> int:
     if args.element:
         options["element"] = args.element
 
+    check_memory(args.family, options)
     t0 = time.perf_counter()
-    family = get_family(args.family, **options)
+    family = load_family(args.family, options)
     params = family.sample(np.random.default_rng(args.seed))
     system = family.assemble(params)
     assemble_s = time.perf_counter() - t0
@@ -105,6 +198,7 @@ def run(args) -> int:
     if args.history:
         result["residual_history"] = list(map(float, stats.residuals))
     field = system.expand(x)
+    result.update(solution_norms(system, field))
     if args.save:
         _save_field(system, field, args.save)
         result["saved"] = args.save
@@ -117,13 +211,46 @@ def run(args) -> int:
     else:
         print_table(result.items(), title=f"femno solve {args.family}")
     if not stats.converged:
+        hint = ""
+        if method in CG_LIKE:
+            from femno.solvers.factory import spd_hint
+
+            hint = spd_hint(system.A, x=x, b=system.b, reason=stats.reason)
         print(
             f"femno: error: {method}+{stats.pc} did not converge ({stats.reason}): relative "
-            f"residual {stats.residual:.3e} > rtol {args.rtol:g} after {stats.iterations} iterations",
+            f"residual {stats.residual:.3e} > rtol {args.rtol:g} after {stats.iterations} "
+            f"iterations{'; ' + hint if hint else ''}",
             file=sys.stderr,
         )
         return 3
     return 0
+
+
+def solution_norms(system, field) -> dict:
+    """``max_abs_u`` and the discrete L2 norm of the full solution vector.
+
+    ``l2_norm_u_mass`` is :math:`\\sqrt{u^T M u}` with the mass matrix ``M`` of the
+    system's basis (the FE L2 norm of :math:`u_h`); without a basis the Euclidean
+    norm scaled by :math:`\\sqrt{h^d}` is given as ``l2_norm_u_scaled_euclid``.
+    """
+    field = np.asarray(field, dtype=np.float64)
+    out = {"max_abs_u": float(np.max(np.abs(field))) if field.size else 0.0}
+    try:
+        import skfem
+        from skfem.helpers import dot
+
+        @skfem.BilinearForm
+        def _mass(u, v, w):
+            return dot(u, v)
+
+        M = _mass.assemble(system.basis)
+        out["l2_norm_u_mass"] = float(np.sqrt(max(field @ (M @ field), 0.0)))
+    except Exception:  # noqa: BLE001 - basis without a mass form: fall back
+        mesh = getattr(getattr(system, "basis", None), "mesh", None)
+        d = mesh.p.shape[0] if mesh is not None else 2
+        h = 1.0 / max(field.size ** (1.0 / d) - 1.0, 1.0)
+        out["l2_norm_u_scaled_euclid"] = float(np.linalg.norm(field) * np.sqrt(h**d))
+    return out
 
 
 def _nodal_values(system, field):
@@ -194,7 +321,8 @@ def add_parser(sub) -> None:
         "ic, gamg, hypre, lu\nexample: femno solve darcy --n 256 --pc amg --json",
         formatter_class=__import__("argparse").RawDescriptionHelpFormatter,
     )
-    p.add_argument("family", help="problem family, e.g. darcy, poisson, helmholtz, heat, elasticity")
+    p.add_argument("family", help="problem family (darcy, poisson, helmholtz, heat, elasticity), "
+                   "a data_gen recipe (skr-darcy, darcy3d, ...) or FILE.py:NAME (docs/own-family.md)")
     where = p.add_mutually_exclusive_group()
     where.add_argument("--n", type=int, default=64, help="cells per side of the built-in unit-square mesh (default 64)")
     where.add_argument("--mesh", metavar="FILE", help="mesh file (any format meshio reads) instead of the built-in mesh")

@@ -69,25 +69,61 @@ def _recipes_path() -> Path | None:
 
 
 def _load_module(target: str):
+    """Import a family module: a ``.py`` path or a dotted module name.
+
+    Every failure is an :class:`InputError` naming the file: missing file, or
+    ``cannot import FILE: <ExceptionType>: reason`` for an error raised while
+    the module runs (syntax error, failing import, ...).
+    """
     if target.endswith(".py") or os.sep in target:
         path = Path(target).expanduser().resolve()
+        if not path.exists():
+            where = "" if str(path) == target else f" (resolved to {str(path)!r})"
+            raise InputError(f"family file {target!r} does not exist{where}")
         if not path.is_file():
-            raise InputError(f"family module {str(path)!r} does not exist")
+            raise InputError(f"family file {target!r} is not a file")
         name = "femno_recipes_" + hashlib.sha1(str(path).encode()).hexdigest()[:12]
         if name not in sys.modules:
             spec = importlib.util.spec_from_file_location(name, path)
+            if spec is None or spec.loader is None:
+                raise InputError(f"cannot import {target}: not a Python file")
             module = importlib.util.module_from_spec(spec)
             sys.modules[name] = module
             try:
                 spec.loader.exec_module(module)
-            except Exception:
+            except BaseException as exc:
                 del sys.modules[name]
-                raise
+                if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+                    raise
+                raise InputError(f"cannot import {target}: {_describe(exc)}") from exc
         return sys.modules[name]
     try:
         return importlib.import_module(target)
     except ImportError as exc:
         raise InputError(f"cannot import family module {target!r}: {exc}") from exc
+    except Exception as exc:
+        raise InputError(f"cannot import {target}: {_describe(exc)}") from exc
+
+
+def _describe(exc: BaseException) -> str:
+    """``Type: message`` of an exception on one line (with the line of a SyntaxError)."""
+    msg = " ".join(str(exc).split())
+    if isinstance(exc, SyntaxError) and exc.lineno and f"line {exc.lineno}" not in msg:
+        msg += f" (line {exc.lineno})"
+    return f"{type(exc).__name__}: {msg}" if msg else type(exc).__name__
+
+
+def _family_names(module) -> list[str]:
+    """Names of the Family subclasses (and RECIPES keys) a module defines."""
+    from femno.fem import Family
+
+    names = sorted(k for k, v in vars(module).items()
+                   if isinstance(v, type) and issubclass(v, Family) and v is not Family
+                   and not k.startswith("_"))
+    recipes = getattr(module, "RECIPES", None)
+    if isinstance(recipes, dict):
+        names += sorted(str(k) for k in recipes if k not in names)
+    return names
 
 
 def recipe_registry() -> dict:
@@ -105,10 +141,19 @@ def _family_class(spec: str):
         return FAMILIES[spec]
     if ":" in spec:
         target, _, attr = spec.rpartition(":")
+        if not target or not attr:
+            raise InputError(f"family {spec!r} must be of the form FILE.py:NAME or module:NAME")
         module = _load_module(target)
-        cls = getattr(module, "RECIPES", {}).get(attr) or getattr(module, attr, None)
+        recipes = getattr(module, "RECIPES", None)
+        cls = recipes.get(attr) if isinstance(recipes, dict) else None
         if cls is None:
-            raise InputError(f"{target!r} defines no family {attr!r}")
+            cls = getattr(module, attr, None)
+        if cls is None:
+            names = _family_names(module)
+            raise InputError(
+                f"{target} defines no {attr!r}; Family classes there: "
+                + (", ".join(names) if names else "none (define a subclass of femno.fem.Family)")
+            )
         return cls
     recipes = recipe_registry()
     if spec in recipes:
@@ -142,7 +187,11 @@ def load_family(spec, options: dict | None = None):
         return _FAMILY_CACHE[key]
     cls = _family_class(spec) if isinstance(spec, str) else spec
     if not (isinstance(cls, type) and issubclass(cls, Family)):
-        raise InputError(f"family {spec!r} is not a femno Family subclass")
+        what = f"the class {cls.__name__}" if isinstance(cls, type) else f"a {type(cls).__name__} object"
+        raise InputError(
+            f"family {spec!r} is {what}, not a subclass of femno.fem.Family "
+            "(see docs/own-family.md)"
+        )
     try:
         family = cls(**options)
     except TypeError as exc:

@@ -114,41 +114,93 @@ class _ScalarFamily(Family):
         }
 
 
+_EXPR_NAMES = {name: getattr(np, name) for name in (
+    "sin", "cos", "tan", "exp", "log", "sqrt", "abs", "sinh", "cosh", "tanh", "arctan",
+    "minimum", "maximum", "where", "pi", "e")}
+
+
+def _eval_source(expr: str, x) -> np.ndarray:
+    """Evaluate a source expression in ``x, y`` (and ``z``) with numpy functions."""
+    names = dict(_EXPR_NAMES, x=x[0], y=x[1], z=x[2] if x.shape[0] > 2 else np.zeros_like(x[0]))
+    try:
+        value = eval(compile(expr, "<source>", "eval"), {"__builtins__": {}}, names)  # noqa: S307
+    except Exception as exc:  # noqa: BLE001 - any bad expression is bad input
+        raise InputError(
+            f"cannot evaluate source {expr!r}: {type(exc).__name__}: {exc} (use x, y, z, pi and "
+            f"numpy functions {', '.join(sorted(k for k in _EXPR_NAMES if len(k) > 2))})"
+        ) from None
+    arr = np.broadcast_to(np.asarray(value, dtype=np.float64), x[0].shape)
+    if not np.all(np.isfinite(arr)):
+        raise InputError(f"source {expr!r} is not finite everywhere on the mesh")
+    return np.array(arr)
+
+
 class Poisson(_ScalarFamily):
     r"""Poisson problem :math:`-\Delta u = f`, :math:`u = 0` on :math:`\partial\Omega`.
 
-    The source is a random sine series over the bounding box (scaled to
+    By default the source is a random sine series over the bounding box (scaled to
     :math:`[0,1]^2`): :math:`f = \sum_{p,q=1}^{m} c_{pq} \sin(p\pi\xi)\sin(q\pi\eta)`,
-    :math:`c_{pq} \sim N(0, (p^2+q^2)^{-\text{decay}})`.  The matrix is the same for
-    every sample.
+    :math:`c_{pq} \sim N(0, (p^2+q^2)^{-\text{decay}})`.  With the ``source`` option
+    the problem is posed directly: a number (``-o source=1``) or an expression in
+    ``x, y`` (``-o "source=2*pi**2*sin(pi*x)*sin(pi*y)"``, exact solution
+    :math:`\sin\pi x \sin\pi y` on the unit square); every sample is then the same
+    system.  The matrix is the same for every sample.
 
-    Options: ``modes`` (m, default 4), ``decay`` (default 2.0).
-    Parameters: ``{"coef": (m, m) float64}``.
+    Options: ``modes`` (m, default 4), ``decay`` (default 2.0), ``source`` (default
+    none: random).  Parameters: ``{"coef": (m, m) float64}``, or ``{"f": (nelems,
+    nqp)}`` (the source at the quadrature points) with ``source``.
 
     >>> import numpy as np
     >>> fam = Poisson(n=8)
     >>> sys = fam.assemble(fam.sample(np.random.default_rng(0)))
     >>> sys.dofs, sys.meta["family"]
     (49, 'poisson')
+    >>> fam = Poisson(n=8, source=1.0)
+    >>> float(fam.sample(None)["f"].max())
+    1.0
     """
 
     name = "poisson"
     fixed_matrix = True
-    OPTIONS = {"modes": 4, "decay": 2.0}
+    OPTIONS = {"modes": 4, "decay": 2.0, "source": None}
 
     def _setup(self):
         self._check_common()
         self.options["decay"] = float(self.options["decay"])
+        src = self.options["source"]
+        if src is None:
+            return
+        if isinstance(src, bool):
+            raise InputError(f"option 'source' must be a number or an expression, got {src!r}")
+        if isinstance(src, (int, float, np.integer, np.floating)):
+            if not np.isfinite(float(src)):
+                raise InputError(f"option source must be finite, got {src!r}")
+            f = np.full(self.qp_shape, float(src))
+        elif isinstance(src, str):
+            f = _eval_source(src, self.basis.mapping.F(self.basis.X))
+        else:
+            raise InputError(f"option 'source' must be a number or an expression, got {src!r}")
+        self._cache["source_qp"] = f
 
     def sample(self, rng):
+        if "source_qp" in self._cache:
+            return {"f": self._cache["source_qp"].copy()}
         return {"coef": self._fourier_coef(rng, self.options["modes"], self.options["decay"])}
 
     def assemble_full(self, params, *, matrix=True):
-        b = self._load(self._fourier_at_qp(params["coef"]))
+        if "coef" in params:
+            b = self._load(self._fourier_at_qp(params["coef"]))
+        elif "f" in params:
+            b = self._load(params["f"])
+        else:
+            raise InputError("Poisson params need 'coef' (random source) or 'f' (source at qp)")
         return (self._matrix("laplace") if matrix else None), b
 
     def features(self, params):
-        return np.asarray(params["coef"], dtype=np.float64).ravel()
+        if "coef" in params:
+            return np.asarray(params["coef"], dtype=np.float64).ravel()
+        f = np.asarray(params["f"], dtype=np.float64)
+        return np.array([f.mean(), f.std()])
 
 
 class Darcy(_ScalarFamily):
