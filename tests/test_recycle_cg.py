@@ -109,3 +109,41 @@ def test_dependent_basis_is_reduced():
     x, info = deflated_cg(A, b, k=4, recycle=space)
     assert info["reason"] == "rtol"
     _check(A, b, x)
+
+
+def test_unsuitable_space_is_dropped_and_plain_pcg_converges():
+    """A carried space that makes the residual grow (as a space carried across the
+    high-contrast zoo family did: 4.5e5 after 3000 iterations) is dropped: the solve
+    restarts as plain PCG from zero, converges, counts all iterations and harvests a
+    fresh space."""
+    A0, b0 = _darcy(24, 0)
+    space = DeflationSpace()
+    deflated_cg(A0, b0, k=8, recycle=space)
+    # a nearly dependent basis for another matrix: W and W + tiny perturbation
+    rng = np.random.default_rng(0)
+    W = space.Wr.copy()
+    space.Wr = np.vstack([W, W + 1e-13 * rng.standard_normal(W.shape)])
+    space.T = space.Einv = None
+    A1 = A0 + sp.diags(1e3 * rng.random(A0.shape[0]))
+    A1 = sp.csr_matrix(A1)
+    b1 = rng.standard_normal(A0.shape[0])
+    x, info = deflated_cg(A1, b1, k=16, recycle=space, maxiter=2000)
+    _check(A1, b1, x)
+    assert info["reason"] == "rtol" and space.k > 0
+
+
+def test_divergence_guard_resets_deflation(monkeypatch):
+    """With the guard at 0.5 any residual rise drops the space; the answer is still right
+    and the iterations of both attempts are counted."""
+    import femno.solvers.recycle_cg as rc
+
+    A0, b0 = _darcy(24, 0)
+    A1, b1 = _darcy(24, 5)
+    space = DeflationSpace()
+    deflated_cg(A0, b0, k=8, recycle=space)
+    monkeypatch.setattr(rc, "DIVERGENCE", 0.5)
+    x, info = deflated_cg(A1, b1, k=8, recycle=space, maxiter=500)
+    _check(A1, b1, x)
+    assert info["deflation_reset"] and info["reason"] == "rtol"
+    assert info["iterations"] >= deflated_cg(A1, b1, k=0)[1]["iterations"]
+    assert len(info["residuals"]) >= info["iterations"]
