@@ -24,6 +24,7 @@ from femno.datagen.store import (  # noqa: E402
     DatasetLockedError,
     DatasetStore,
     lock_path,
+    require_complete,
     writer_lock,
 )
 
@@ -87,11 +88,28 @@ def test_markers_hold_checksums_and_sizes(reference):
     assert report["ok"] and report["blocks_ok"] == 3 and not report["damaged"]
 
 
-def test_verify_clean_exit_0(reference, capsys):
+def test_verify_clean_exit_0(reference, tmp_path, capsys):
     assert main(["dataset", "verify", str(reference)]) == 0
     assert "all 3 blocks intact" in capsys.readouterr().out
     assert main(["dataset", "verify", str(reference), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["ok"] is True
+    assert main(["dataset", "verify", str(reference), "--quick"]) == 0
+    assert main(["dataset", "verify", str(tmp_path / "missing")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_loader_items_refuse_chunk_lost_after_opening(copy):
+    from femno.datagen.torch_dataset import FemnoDataset
+
+    ds = FemnoDataset(copy)
+    assert len(ds) == N and np.isfinite(ds[N - 1][1].numpy()).all()
+    chunk(copy, "solution", 2).unlink()
+    k = int(np.nonzero(ds.rows == 17)[0][0])
+    with pytest.raises(InputError, match=r"'solution', chunk c/2/0 \(block 2, samples 16-23\)"):
+        ds[k]
+    ds[0]  # other blocks still read
+    with pytest.raises(InputError, match="femno generate"):
+        DatasetStore.open(copy).root["solution"].get_orthogonal_selection((np.arange(N),))
 
 
 @pytest.mark.parametrize("damage", ["delete", "truncate"])
@@ -168,15 +186,19 @@ def test_missing_marker_reported_and_resumed(reference, copy, capsys):
         ds = FemnoDataset(copy)
     assert len(ds) == 16
     # training refuses an incomplete dataset unless --allow-partial
-    for cmd in (["train", "spon"], ["train", "baseline", "--arch", "fno"]):
-        code = main([*cmd, "--data", str(copy), "--out", str(Path(copy).parent / "m.pt")])
+    data = ["--data", str(copy)]
+    for cmd in (["train", "spon", *data], ["train", "baseline", "--arch", "fno", *data],
+                ["train", "equino", "--snapshots", str(copy)]):
+        code = main([*cmd, "--out", str(Path(copy).parent / "m.pt")])
         err = capsys.readouterr().err
         assert code == 2, err
         assert "16 of 24 samples complete" in err and "--allow-partial" in err
         assert err.count("\n") == 1 and "Traceback" not in err
+    assert require_complete(copy, allow_partial=True).done_rows().size == 16  # --allow-partial
     res = gen(copy)
     assert res["done"] == BLOCK and res["complete"]
     assert_same(copy, reference)
+    assert require_complete(copy).done_rows().size == N
 
 
 def test_static_damage_not_repairable(copy):

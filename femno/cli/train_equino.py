@@ -43,6 +43,9 @@ def add_parser(sub) -> None:
                        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--rve", help="expected RVE name (checked against the snapshots)")
     p.add_argument("--snapshots", required=True, metavar="PATH", help="snapshot dataset")
+    p.add_argument("--allow-partial", action="store_true",
+                   help="train on the finished samples of an incomplete snapshot dataset "
+                   "(default: refuse it)")
     p.add_argument("--out", required=True, metavar="MODEL", help="output model file (.pt)")
     p.add_argument("--modes", type=int, default=16, help="POD modes per field (16)")
     p.add_argument("--epochs", type=int, default=None,
@@ -83,7 +86,10 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
+    from femno.datagen.store import require_complete
     from femno.operators.equino import train_equino
+
+    require_complete(args.snapshots, allow_partial=args.allow_partial)
 
     res = train_equino(args.snapshots, out=args.out, modes=args.modes, epochs=args.epochs,
                        lbfgs_iters=args.lbfgs_iters, lr=args.lr, batch_size=args.batch_size,

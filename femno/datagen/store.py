@@ -230,14 +230,13 @@ class _CheckedArray:
         self._store, self._name, self._arr = store, name, arr
 
     def _read(self, fn, sel):
-        first = sel[0] if isinstance(sel, tuple) and len(sel) == 1 and fn != "getitem" else sel
-        self._store._check_present(self._name, self._arr, first)
+        self._store._check_present(self._name, self._arr, sel)
         try:
-            return (self._arr[sel] if fn == "getitem" else getattr(self._arr, fn)(sel))
+            return self._arr[sel] if fn == "getitem" else getattr(self._arr, fn)(sel)
         except _PASS:
             raise
         except Exception as exc:
-            raise self._store._read_error(self._name, self._arr, first, exc) from exc
+            raise self._store._read_error(self._name, self._arr, sel, exc) from exc
 
     def __getitem__(self, sel):
         return self._read("getitem", sel)
