@@ -63,9 +63,27 @@ def add_parser(sub) -> None:
     e.set_defaults(func=run_evaluate)
 
 
+def check_rve_name(name: str) -> None:
+    """Refuse an RVE that is neither a reference name nor a prefix of existing files."""
+    import os
+    from pathlib import Path
+
+    from femno.errors import InputError
+    from femno.fem.rve import REFERENCE_RVES
+
+    if name in REFERENCE_RVES or Path(os.fspath(name) + ".nodes.csv").is_file():
+        return
+    hint = f" (did you mean {name.upper()}?)" if name.upper() in REFERENCE_RVES else ""
+    raise InputError(
+        f"unknown RVE {name!r}{hint}; valid: {', '.join(REFERENCE_RVES)} or a file prefix "
+        f"P of P.nodes.csv and P.elems.csv (no {name}.nodes.csv here)"
+    )
+
+
 def run_solve(args) -> int:
     from femno.multiscale.rve_solver import RVESolver
 
+    check_rve_name(args.rve)
     solver = RVESolver(args.rve, tol=args.tol)
     r = solver.solve(args.strain)
     out = {"rve": solver.rve.name, "strain": r.strain, "stress": r.stress, "tangent": r.tangent,
@@ -89,6 +107,7 @@ def run_solve(args) -> int:
 def run_snapshots(args) -> int:
     from femno.multiscale.snapshots import generate_snapshots
 
+    check_rve_name(args.rve)
     summary = generate_snapshots(args.rve, samples=args.samples, out=args.out, seed=args.seed,
                                  workers=args.workers, block=args.block, bound=args.bound,
                                  progress=not args.json)

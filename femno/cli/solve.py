@@ -147,6 +147,8 @@ def run(args) -> int:
 
     if args.rtol <= 0 or not np.isfinite(args.rtol):
         raise InputError(f"--rtol must be a positive number, got {args.rtol}")
+    if args.seed < 0:
+        raise InputError(f"--seed must be >= 0, got {args.seed}")
     options = parse_key_values(args.option, what="option")
     petsc_options = parse_key_values(args.petsc_option, what="PETSc option")
     if petsc_options and args.backend != "petsc":
@@ -237,11 +239,11 @@ def solution_norms(system, field) -> dict:
     out = {"max_abs_u": float(np.max(np.abs(field))) if field.size else 0.0}
     try:
         import skfem
-        from skfem.helpers import dot
 
         @skfem.BilinearForm
         def _mass(u, v, w):
-            return dot(u, v)
+            uv = np.asarray(u * v)
+            return uv.sum(axis=0) if uv.ndim == 3 else uv  # vector fields: u . v
 
         M = _mass.assemble(system.basis)
         out["l2_norm_u_mass"] = float(np.sqrt(max(field @ (M @ field), 0.0)))
