@@ -514,7 +514,10 @@ class DatasetStore:
     def _check_present(self, name: str, arr, sel) -> None:
         """Raise if a read of ``sel`` touches a chunk file that should exist but does not."""
         if name in self.manifest.get("static_files", {}):
-            for key in self.manifest["static_files"][name]:
+            keys = list(self.manifest["static_files"][name])
+            if arr.ndim and name in self.manifest.get("arrays", {}):  # per-sample: rows read
+                keys = [k for k in _chunk_keys(arr, *_row_span(sel, arr.shape[0])) if k in keys]
+            for key in keys:
                 if not (self.path / DATA / name / key).is_file():
                     raise DatasetDamagedError(
                         f"dataset {str(self.path)!r}: array {name!r} (written at creation) "
