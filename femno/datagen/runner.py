@@ -187,7 +187,7 @@ def load_family(spec, options: dict | None = None):
         return _FAMILY_CACHE[key]
     cls = _family_class(spec) if isinstance(spec, str) else spec
     if not (isinstance(cls, type) and issubclass(cls, Family)):
-        what = f"the class {cls.__name__}" if isinstance(cls, type) else f"a {type(cls).__name__} object"
+        what = f"the class {cls.__name__}" if isinstance(cls, type) else f"an object of type {type(cls).__name__}"
         raise InputError(
             f"family {spec!r} is {what}, not a subclass of femno.fem.Family "
             "(see docs/own-family.md)"

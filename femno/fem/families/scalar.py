@@ -123,7 +123,8 @@ def _eval_source(expr: str, x) -> np.ndarray:
     """Evaluate a source expression in ``x, y`` (and ``z``) with numpy functions."""
     names = dict(_EXPR_NAMES, x=x[0], y=x[1], z=x[2] if x.shape[0] > 2 else np.zeros_like(x[0]))
     try:
-        value = eval(compile(expr, "<source>", "eval"), {"__builtins__": {}}, names)  # noqa: S307
+        with np.errstate(all="ignore"):  # NaN/inf are reported below
+            value = eval(compile(expr, "<source>", "eval"), {"__builtins__": {}}, names)  # noqa: S307
     except Exception as exc:  # noqa: BLE001 - any bad expression is bad input
         raise InputError(
             f"cannot evaluate source {expr!r}: {type(exc).__name__}: {exc} (use x, y, z, pi and "
