@@ -75,6 +75,9 @@ def test_one_go_summary_and_store(reference):
     assert store.root["inputs/a"].chunks[0] == BLOCK
     assert np.isfinite(a["solution"]).all() and (a["stats/iterations"] >= 0).all()
     assert {"mesh/points", "mesh/cells", "fe/free", "fe/doflocs", "features"} <= set(a)
+    # where the time went (issue 23 item 5): every part measured, within the run's wall time
+    split = [s[f"time_{k}_s"] for k in ("sample", "assemble", "solve", "write")]
+    assert all(v > 0 for v in split) and sum(split) <= s["total_s"]
 
 
 def test_solutions_solve_their_systems(reference):

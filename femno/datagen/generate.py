@@ -258,8 +258,10 @@ def generate_dataset(family, *, samples, out, method="auto", pc="auto", rtol=1e-
     -------
     dict
         ``samples, done, skipped_existing, total_s, samples_per_s, sort_s,
-        mean_iterations, failures, method, explanation, path, complete, message``
-        and ``repaired_blocks`` (damaged blocks recomputed).
+        mean_iterations, failures, method, explanation, path, complete, message``,
+        ``repaired_blocks`` (damaged blocks recomputed) and the split of the blocks'
+        time ``time_sample_s, time_assemble_s, time_solve_s, time_write_s``
+        (:func:`time_split`; also shown as percentages on the progress bar).
 
     Notes
     -----
@@ -409,19 +411,43 @@ def _run_blocks(store, pool, tasks, *, progress, desc) -> list[dict]:
             data.update({"solution": res["solution"], "stats/iterations": res["iterations"],
                          "stats/residual": res["residual"], "stats/time": res["time"],
                          "stats/converged": res["converged"]})
+            tw = time.perf_counter()
             store.write_block(b, data)
             if when == "before" and len(info) + 1 >= count:
                 os.kill(os.getpid(), signal.SIGKILL)
             entry = {"samples": int(res["solution"].shape[0]), "method": res["method"],
-                     "explanation": res["explanation"], "assemble_s": res["assemble_s"],
+                     "explanation": res["explanation"], "sample_s": res.get("sample_s", 0.0),
+                     "assemble_s": res["assemble_s"],
                      "solve_s": res["solve_s"], "iterations": int(res["iterations"].sum()),
                      "failures": int((~res["converged"]).sum()), "pid": res["pid"]}
+            entry["write_s"] = time.perf_counter() - tw  # arrays + checksums, before fsync of the marker
             store.mark_done(b, entry)
+            entry["write_s"] = time.perf_counter() - tw
             info.append(entry)
             bar.update(entry["samples"])
+            split = time_split(info)
+            if hasattr(bar, "set_postfix_str") and split["total_s"] > 0:
+                bar.set_postfix_str("  ".join(f"{k} {100 * split[k + '_s'] / split['total_s']:.0f}%"
+                                              for k in ("sample", "assemble", "solve", "write")),
+                                    refresh=False)
             if when == "after" and len(info) >= count:
                 os.kill(os.getpid(), signal.SIGKILL)
     return info
+
+
+def time_split(run_info) -> dict:
+    """Where the time of the blocks went: sample, assemble, solve, write (seconds).
+
+    Sums over blocks of each block's own clock (with several workers the sums are
+    worker-seconds and can exceed the wall time); ``total_s`` is their sum.
+
+    >>> time_split([{"sample_s": 1.0, "assemble_s": 2.0, "solve_s": 6.0, "write_s": 1.0}])
+    {'sample_s': 1.0, 'assemble_s': 2.0, 'solve_s': 6.0, 'write_s': 1.0, 'total_s': 10.0}
+    """
+    out = {k: float(sum(r.get(k, 0.0) for r in run_info))
+           for k in ("sample_s", "assemble_s", "solve_s", "write_s")}
+    out["total_s"] = sum(out.values())
+    return out
 
 
 def _summary(store, t0, *, done, sort_s, run_info, message) -> dict:
@@ -442,6 +468,7 @@ def _summary(store, t0, *, done, sort_s, run_info, message) -> dict:
         "total_s": total_s,
         "samples_per_s": done / total_s if done and total_s > 0 else 0.0,
         "sort_s": float(sort_s),
+        **{f"time_{k}": v for k, v in time_split(run_info).items() if k != "total_s"},
         "mean_iterations": float(it.mean()) if it.size else None,
         "failures": int((~conv).sum()),
         "method": first.get("method"),
