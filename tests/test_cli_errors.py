@@ -14,6 +14,19 @@ from femno.cli.main import main
 RAISING = 'raise RuntimeError("boom at import")\n'
 SYNTAX = "def broken(:\n    pass\n"
 NOT_FAMILY = "NotAFamily = 3\n\n\nclass Thing:\n    pass\n"
+BUGGY = """from femno.fem import Family
+
+
+class Buggy(Family):
+    def sample(self, rng):
+        return {"k": 1.0}
+
+    def assemble_full(self, params, *, matrix=True):
+        return params["missing"], None
+
+    def features(self, params):
+        return [0.0]
+"""
 
 BIG = "1000000"  # --n: ~1e12 elements, refused by the memory estimate before allocating
 
@@ -52,6 +65,7 @@ CASES = [
     (["solve", "{d}/notfam.py:NotAFamily"], 2, "is an object of type int, not a subclass of femno.fem.Family"),
     (["solve", "{d}/notfam.py:Thing"], 2, "is the class Thing, not a subclass of femno.fem.Family"),
     (["solve", "{d}:Fam"], 2, "is not a file"),
+    (["solve", "{d}/buggy.py:Buggy", "--n", "4"], 2, "failed in assemble_full(): KeyError: 'missing'"),
     (["solve", "nosuch_module_xyz:Fam"], 2, "cannot import family module 'nosuch_module_xyz'"),
     # solve: preconditioners and PETSc options
     (["solve", "darcy", "--pc", "neural:missing.pt"], 2, "model file 'missing.pt' does not exist"),
@@ -107,6 +121,7 @@ def files(tmp_path_factory):
     (d / "raising.py").write_text(RAISING)
     (d / "syntax.py").write_text(SYNTAX)
     (d / "notfam.py").write_text(NOT_FAMILY)
+    (d / "buggy.py").write_text(BUGGY)
     (d / "garbage.pt").write_text("garbage\n")
     (d / "emptydir").mkdir()
     return str(d)

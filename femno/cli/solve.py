@@ -163,8 +163,7 @@ def run(args) -> int:
     check_memory(args.family, options)
     t0 = time.perf_counter()
     family = load_family(args.family, options)
-    params = family.sample(np.random.default_rng(args.seed))
-    system = family.assemble(params)
+    params, system = _sample_and_assemble(args.family, family, args.seed)
     assemble_s = time.perf_counter() - t0
 
     method, pc = choose_defaults(family, args.solver, args.pc, args.backend)
@@ -253,6 +252,24 @@ def solution_norms(system, field) -> dict:
         h = 1.0 / max(field.size ** (1.0 / d) - 1.0, 1.0)
         out["l2_norm_u_scaled_euclid"] = float(np.linalg.norm(field) * np.sqrt(h**d))
     return out
+
+
+def _sample_and_assemble(spec: str, family, seed: int):
+    """``family.sample`` then ``family.assemble``; a user family's own bug (``FILE:NAME``)
+    is reported as bad input naming the hook, not as an internal error of femno."""
+    user = ":" in spec
+    hook = "sample"
+    try:
+        params = family.sample(np.random.default_rng(seed))
+        hook = "assemble_full"
+        return params, family.assemble(params)
+    except (InputError, MemoryError):
+        raise
+    except Exception as exc:
+        if not user:
+            raise
+        msg = " ".join(str(exc).split())
+        raise InputError(f"family {spec} failed in {hook}(): {type(exc).__name__}: {msg}") from exc
 
 
 def _nodal_values(system, field):
