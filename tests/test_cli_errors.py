@@ -236,6 +236,15 @@ def test_cg_convergence_error_message_has_hint():
         krylov("cg", maxiter=3)(A, np.ones(n))
 
 
+def test_petsc_rejected_option_is_bad_input(capsys):
+    pytest.importorskip("petsc4py")
+    code = main(["solve", "darcy", "--n", "4", "--backend", "petsc", "--petsc-option", "ksp_type=nosuch"])
+    err = capsys.readouterr().err
+    assert code == 2
+    _check_one_line(err, 2, "femno: error: PETSc: ")
+    assert "KSP type nosuch" in err
+
+
 def test_solve_json_reports_norms(capsys):
     assert main(["solve", "poisson", "--n", "8", "--json"]) == 0
     res = json.loads(capsys.readouterr().out)

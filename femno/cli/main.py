@@ -97,6 +97,18 @@ def main(argv=None) -> int:
         return code
 
 
+def _petsc_reason(exc) -> str:
+    """The last, most specific line of a PETSc error stack (``[0] Unable to find ...``)."""
+    text = str(exc)
+    parts = [p.strip() for p in text.split("[0]") if p.strip()]
+    code = getattr(exc, "ierr", None)
+    reason = parts[-1] if parts else _one_line(text)
+    if len(parts) > 2 and parts[-2].startswith("Unknown type"):
+        reason = f"{parts[-2].split('.')[0]}: {reason}"
+    return _one_line(reason) + (f" (PETSc error code {code}; check --petsc-option and --pc)"
+                                if code is not None else "")
+
+
 def _report(exc: BaseException) -> tuple[int, str]:
     """Exit code and the one-line message of an exception that escaped a command."""
     if isinstance(exc, MissingDependencyError):
@@ -105,6 +117,8 @@ def _report(exc: BaseException) -> tuple[int, str]:
         return EXIT_NOT_CONVERGED, f"femno: error: {_one_line(exc)}"
     if isinstance(exc, FemnoError):
         return EXIT_INPUT, f"femno: error: {_one_line(exc)}"
+    if type(exc).__module__.startswith("petsc4py"):  # PETSc.Error: bad options, types, ...
+        return EXIT_INPUT, f"femno: error: PETSc: {_petsc_reason(exc)}"
     if isinstance(exc, MemoryError):
         what = f" ({_one_line(exc)})" if str(exc) else ""
         return EXIT_INPUT, (f"femno: error: out of memory{what}; try a smaller --n "
