@@ -76,6 +76,22 @@ def _debug() -> bool:
 
 def main(argv=None) -> int:
     """Run ``femno ARGV``; returns the exit code (see the module docstring)."""
+    import warnings
+
+    format_warning = warnings.formatwarning
+    if not _debug():  # warnings as one line each, without the source line that raised them
+        warnings.formatwarning = _format_warning
+    try:
+        return _main(argv)
+    finally:
+        warnings.formatwarning = format_warning
+
+
+def _format_warning(message, category, filename, lineno, line=None) -> str:
+    return f"femno: warning: {_one_line(message)}\n"
+
+
+def _main(argv) -> int:
     try:
         parser = build_parser()
         args = parser.parse_args(argv)
