@@ -103,3 +103,12 @@ def test_poisson_source_keeps_random_default():
     fam = Poisson(n=4)
     p0, p1 = fam.sample(np.random.default_rng(0)), fam.sample(np.random.default_rng(1))
     assert "coef" in p0 and not np.allclose(p0["coef"], p1["coef"])
+
+
+def test_demo_script_runs():
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, str(DEMO)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "AMG-CG iterations" in proc.stdout
