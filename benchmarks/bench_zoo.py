@@ -280,6 +280,9 @@ def write_md(out: Path):
                                 if r["methods"].get("direct", {}).get("total_s")
                                 and r["methods"].get("spsolve", {}).get("total_s")) + "."]
         lines.append("")
+    notes = HERE / "results" / "zoo-notes.md"  # hand-written reading of the tables
+    if notes.exists():
+        lines += [notes.read_text()]
     (out / "zoo.md").write_text("\n".join(lines) + "\n")
 
 
