@@ -11,13 +11,12 @@ returns ``N`` systems ``(A_i, b_i)`` (csr, float64, Dirichlet dofs condensed out
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
 import scipy.sparse as sp
 import skfem as fem
-from skfem.helpers import dot, grad, sym_grad, trace, ddot
+from skfem.helpers import ddot, dot, grad, sym_grad, trace
 
 #: (2-D P1 grid n, P2 grid n, 3-D P1 n, 2-D vector n, 3-D vector n) per size
 GRID = {"small": (100, 50, 21, 70, 15), "large": (500, 250, 63, 353, 43)}
@@ -53,7 +52,7 @@ def _condense(mats, b, D):
 
 def _combine(mats, theta):
     A = mats[0].copy()
-    A.data = sum(t * M.data for t, M in zip(theta, mats))
+    A.data = sum(t * M.data for t, M in zip(theta, mats, strict=True))
     return A
 
 

@@ -63,8 +63,14 @@ import time
 
 import numpy as np
 
-from femno.datagen.strategy import (KrylovStrategy, LUStrategy, RecycleStrategy,
-                                    recycling_available, same_matrix, same_pattern)
+from femno.datagen.strategy import (
+    KrylovStrategy,
+    LUStrategy,
+    RecycleStrategy,
+    recycling_available,
+    same_matrix,
+    same_pattern,
+)
 from femno.errors import InputError
 
 __all__ = ["analyze", "run_auto", "hypre_available", "DIRECT_MAX_N", "DIRECT_MAX_ENVELOPE", "lu_envelope",

@@ -30,8 +30,6 @@ from __future__ import annotations
 import time
 
 import numpy as np
-import scipy.sparse as sp
-import scipy.sparse.linalg as spla
 
 from femno.errors import InputError
 from femno.solvers.base import report_nonconvergence
