@@ -108,6 +108,17 @@ def _scalar_family(mesh, elem, N, seed, *, K=4, extra=None, coef=None, rhs=1.0):
 
 
 # --------------------------------------------------------------------------- families
+def _tensor_diffusion(basis):
+    """The matrices of K_xx, K_yy, K_xy in -div(K grad u) (K symmetric), in that order."""
+    mats = []
+    for d1, d2 in ((0, 0), (1, 1), (0, 1)):
+        @fem.BilinearForm
+        def s(u, v, w, d1=d1, d2=d2):
+            return grad(u)[d1] * grad(v)[d2] + (grad(u)[d2] * grad(v)[d1] if d1 != d2 else 0)
+        mats.append(s.assemble(basis))
+    return mats
+
+
 def convdiff(size, N, seed, *, dominated=False):
     """-eps Lap u + w . grad u = 1, P1, random wind direction and speed per sample.
 
@@ -126,11 +137,7 @@ def convdiff(size, N, seed, *, dominated=False):
                 return grad(u)[d] * v
             mats.append(c.assemble(basis))
         if dominated:
-            for d1, d2 in ((0, 0), (1, 1), (0, 1)):
-                @fem.BilinearForm
-                def s(u, v, w, d1=d1, d2=d2):
-                    return grad(u)[d1] * grad(v)[d2] + (grad(u)[d2] * grad(v)[d1] if d1 != d2 else 0)
-                mats.append(s.assemble(basis))
+            mats += _tensor_diffusion(basis)
         return mats
 
     def coef(rng, m):
@@ -151,15 +158,6 @@ def anisotropic(size, N, seed):
     n = GRID[size][0]
     mesh = _square(n)
 
-    def extra(basis):
-        mats = []
-        for d1, d2 in ((0, 0), (1, 1), (0, 1)):
-            @fem.BilinearForm
-            def s(u, v, w, d1=d1, d2=d2):
-                return grad(u)[d1] * grad(v)[d2] + (grad(u)[d2] * grad(v)[d1] if d1 != d2 else 0)
-            mats.append(s.assemble(basis))
-        return mats
-
     def coef(rng, m):
         a = rng.uniform(0, np.pi)
         c, s = np.cos(a), np.sin(a)
@@ -167,7 +165,7 @@ def anisotropic(size, N, seed):
         Kxx, Kyy, Kxy = c * c + e * s * s, s * s + e * c * c, (1 - e) * c * s
         return np.array([1e-6] * 4 + [Kxx, Kyy, Kxy])
 
-    return _scalar_family(mesh, fem.ElementTriP1(), N, seed, extra=extra, coef=coef)
+    return _scalar_family(mesh, fem.ElementTriP1(), N, seed, extra=_tensor_diffusion, coef=coef)
 
 
 def high_contrast(size, N, seed):
