@@ -144,6 +144,20 @@ def test_bad_input_one_line_error(capsys, files, argv, code, fragment):
     _check_one_line(err, code, fragment.replace("{d}", files))
 
 
+def _make_info_run(monkeypatch, func):
+    """Make ``femno info`` call ``func`` (to drive main()'s handler with any exception)."""
+    from femno.cli import main as cli
+
+    parser_build = cli.build_parser
+
+    def patched():
+        parser = parser_build()
+        parser._subparsers._group_actions[0].choices["info"].set_defaults(func=func)
+        return parser
+
+    monkeypatch.setattr(cli, "build_parser", patched)
+
+
 def test_internal_error_is_one_line_and_debug_reraises(capsys, monkeypatch):
     import femno.cli.info as info
 
@@ -154,14 +168,7 @@ def test_internal_error_is_one_line_and_debug_reraises(capsys, monkeypatch):
     monkeypatch.delenv("FEMNO_DEBUG", raising=False)
     from femno.cli import main as cli
 
-    parser_build = cli.build_parser
-
-    def patched():
-        parser = parser_build()
-        parser._subparsers._group_actions[0].choices["info"].set_defaults(func=broken)
-        return parser
-
-    monkeypatch.setattr(cli, "build_parser", patched)
+    _make_info_run(monkeypatch, broken)
     assert cli.main(["info"]) == 1
     err = capsys.readouterr().err
     assert err.strip() == ("femno: internal error: ZeroDivisionError: division by zero in a "
@@ -177,14 +184,7 @@ def test_memory_error_exit_2(capsys, monkeypatch):
     def oom(args):
         raise MemoryError("Unable to allocate 7.28 TiB")
 
-    parser_build = cli.build_parser
-
-    def patched():
-        parser = parser_build()
-        parser._subparsers._group_actions[0].choices["info"].set_defaults(func=oom)
-        return parser
-
-    monkeypatch.setattr(cli, "build_parser", patched)
+    _make_info_run(monkeypatch, oom)
     monkeypatch.delenv("FEMNO_DEBUG", raising=False)
     assert cli.main(["info"]) == 2
     err = capsys.readouterr().err
