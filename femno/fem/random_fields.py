@@ -38,11 +38,12 @@ from __future__ import annotations
 
 import numpy as np
 import scipy.fft as sfft
+import scipy.sparse as sp
 from scipy import special
 
 from femno.errors import InputError
 
-__all__ = ["GaussianRandomField", "gaussian_field", "lognormal_field"]
+__all__ = ["GaussianRandomField", "FieldAtPoints", "gaussian_field", "lognormal_field"]
 
 _KERNELS = {"squared_exponential": "se", "se": "se", "gaussian": "se", "matern": "matern"}
 
@@ -191,8 +192,24 @@ class GaussianRandomField:
         Returns
         -------
         ndarray, shape (n,) or (size, n), float64
+
+        For repeated samples at the same points use :meth:`at`, which validates the
+        points and builds the interpolation once.
         """
-        rng = _check_rng(rng)
+        return self.at(points, bbox=bbox).sample(rng, size=size)
+
+    def at(self, points, *, bbox=None) -> FieldAtPoints:
+        """The field restricted to fixed ``points`` (n, d): a sampler with cached interpolation.
+
+        >>> import numpy as np
+        >>> grf = GaussianRandomField(length=0.2)
+        >>> pts = np.random.default_rng(0).random((50, 2))
+        >>> f = grf.at(pts, bbox=([0, 0], [1, 1]))
+        >>> a = f.sample(np.random.default_rng(3))
+        >>> b = grf.sample(pts, np.random.default_rng(3), bbox=([0, 0], [1, 1]))
+        >>> bool(np.array_equal(a, b)), a.shape
+        (True, (50,))
+        """
         pts = np.asarray(points, dtype=np.float64)
         if pts.ndim == 1:
             pts = pts[:, None]
@@ -208,29 +225,50 @@ class GaussianRandomField:
                 raise InputError(f"bbox must be (lo, hi) with {pts.shape[1]} coordinates each")
             if np.any(pts < lo - 1e-12) or np.any(pts > hi + 1e-12):
                 raise InputError("points lie outside bbox")
-        h, g = self.sample_grid(rng, lo=lo, hi=hi, size=size)
-        out = _interp(g, (pts - lo) / h)
+        return FieldAtPoints(self, pts, lo, hi)
+
+
+class FieldAtPoints:
+    r"""A :class:`GaussianRandomField` at fixed points: :math:`g(x_i) = (P\, g_{	ext{grid}})_i`.
+
+    :math:`P` (n, grid size) is the sparse multilinear interpolation matrix (``2**d``
+    entries per row), built once; a sample costs one FFT pair on the grid and one
+    sparse mat-vec.  Made by :meth:`GaussianRandomField.at`.
+    """
+
+    def __init__(self, field: GaussianRandomField, pts: np.ndarray, lo, hi):
+        self.field, self.lo, self.hi = field, lo, hi
+        self.h, self.shape, _ = field._grid(lo, hi)
+        self.P = _interpolation_matrix(self.shape, (pts - lo) / self.h)
+
+    def sample(self, rng: np.random.Generator, *, size: int | None = None) -> np.ndarray:
+        """Values at the points: shape (n,), or (size, n) with ``size``; float64."""
+        rng = _check_rng(rng)
+        _, g = self.field.sample_grid(rng, lo=self.lo, hi=self.hi, size=size)
+        out = (self.P @ g.reshape(g.shape[0], -1).T).T
         return out[0] if size is None else out
 
 
-def _interp(g: np.ndarray, s: np.ndarray) -> np.ndarray:
-    """Multilinear interpolation of periodic grid data ``g`` (m, *shape) at grid coords s."""
-    shape = g.shape[1:]
+def _interpolation_matrix(shape: tuple, s: np.ndarray) -> sp.csr_matrix:
+    """Multilinear interpolation of periodic grid data (``shape``) at grid coordinates s (n, d).
+
+    Rows hold the ``2**d`` corner weights in corner order (the sum runs in that order).
+    """
+    n, d = s.shape
     i0 = np.floor(s).astype(np.int64)
     f = s - i0
-    flat = g.reshape(g.shape[0], -1)
     strides = np.cumprod((1,) + shape[::-1])[:-1][::-1]
-    out = np.zeros((g.shape[0], s.shape[0]))
-    d = s.shape[1]
+    idx = np.zeros((n, 2**d), dtype=np.int64)
+    w = np.ones((n, 2**d))
     for corner in range(2**d):
-        idx = np.zeros(s.shape[0], dtype=np.int64)
-        w = np.ones(s.shape[0])
         for k in range(d):
             bit = (corner >> k) & 1
-            idx += ((i0[:, k] + bit) % shape[k]) * strides[k]
-            w *= f[:, k] if bit else 1.0 - f[:, k]
-        out += w * flat[:, idx]
-    return out
+            idx[:, corner] += ((i0[:, k] + bit) % shape[k]) * strides[k]
+            w[:, corner] *= f[:, k] if bit else 1.0 - f[:, k]
+    size = int(np.prod(shape))
+    itype = np.int32 if size < 2**31 and n * 2**d < 2**31 else np.int64
+    indptr = np.arange(0, n * 2**d + 1, 2**d, dtype=itype)
+    return sp.csr_matrix((w.ravel(), idx.ravel().astype(itype), indptr), shape=(n, size))
 
 
 def gaussian_field(

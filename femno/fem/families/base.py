@@ -19,11 +19,15 @@ import skfem
 
 from femno.errors import InputError
 from femno.fem.bc import boundary_dofs
+from femno.fem.fast_assembly import CondensedAssembler, FormKernel, kernel_bytes
 from femno.fem.mesh import load_mesh, unit_square
 from femno.fem.random_fields import GaussianRandomField
 from femno.fem.spaces import element_name, make_basis
 
 __all__ = ["LinearSystem", "Family", "positive_number", "fourier_source"]
+
+#: Largest kernel storage (bytes) for value-only reassembly; larger problems use scikit-fem.
+FAST_ASSEMBLY_MAX_BYTES = 2 * 1024**3
 
 
 @dataclass
@@ -169,9 +173,50 @@ class Family:
     def coefficient_summary(self, params: dict) -> dict:
         return {}
 
+    def matrix_terms(self) -> list | None:
+        r"""Terms for value-only reassembly, or ``None`` (then :meth:`assemble_full` is used).
+
+        A list ``[(form, unit), ...]`` of scikit-fem bilinear forms, each linear in the
+        coefficients ``unit`` names (``unit`` gives their values for the term's kernel,
+        e.g. ``{"a": 1.0}``), such that the matrix is
+        :math:`K = \sum_t K_t(c_t)` with the coefficients
+        :math:`c_t` of :meth:`matrix_coefficients`.  See :mod:`femno.fem.fast_assembly`.
+        """
+        return None
+
+    def matrix_coefficients(self, params: dict) -> list:
+        """Validated coefficient of each of :meth:`matrix_terms` (a number or (nelems, nqp))."""
+        raise NotImplementedError  # pragma: no cover - families with matrix_terms define it
+
+    def _assembler(self):
+        """The :class:`~femno.fem.fast_assembly.CondensedAssembler`, built once, or None."""
+        if "assembler" not in self._cache:
+            # a subclass that overrides assemble_full but inherits matrix_terms assembles
+            # something else than those terms: it keeps scikit-fem's path
+            owner = {
+                name: next(c for c in type(self).__mro__ if name in vars(c))
+                for name in ("assemble_full", "matrix_terms", "matrix_coefficients")
+            }
+            consistent = issubclass(owner["matrix_terms"], owner["assemble_full"]) and issubclass(
+                owner["matrix_coefficients"], owner["assemble_full"]
+            )
+            terms = self.matrix_terms() if consistent else None
+            asm = None
+            if terms and kernel_bytes(self.basis, len(terms)) <= FAST_ASSEMBLY_MAX_BYTES:
+                kernels = [FormKernel(form, self.basis, **unit) for form, unit in terms]
+                asm = CondensedAssembler(self.basis.N, self._cache["free"], kernels)
+            self._cache["assembler"] = asm
+        return self._cache["assembler"]
+
     # -- shared machinery ----------------------------------------------------------------
-    def assemble(self, params: dict) -> LinearSystem:
-        """Assemble the condensed system for ``params`` (see :meth:`sample`)."""
+    def assemble(self, params: dict, *, fast: bool = True) -> LinearSystem:
+        """Assemble the condensed system for ``params`` (see :meth:`sample`).
+
+        With ``fast`` (default) a family that declares :meth:`matrix_terms` fills the
+        values of a fixed pattern (:mod:`femno.fem.fast_assembly`) instead of calling
+        scikit-fem's assembly and extracting ``K[free][:, free]`` for every sample;
+        ``fast=False`` takes scikit-fem's path (same matrix to rounding).
+        """
         if not isinstance(params, dict):
             raise InputError(f"params must be a dict, got {type(params).__name__}")
         if "free" not in self._cache:
@@ -180,14 +225,19 @@ class Family:
             mask[D] = False
             self._cache.update(free=np.nonzero(mask)[0], x_bc=np.zeros(self.basis.N))
         free, x_bc = self._cache["free"], self._cache["x_bc"]
-        K, f = self.assemble_full(params, matrix=not (self.fixed_matrix and "A" in self._cache))
-        # homogeneous Dirichlet values: A = K_II, b = f_I (skfem.condense with x_D = 0)
-        if K is None:
-            A = self._cache["A"].copy()  # callers may modify A in place
+        asm = self._assembler() if fast and not self.fixed_matrix else None
+        if asm is not None:
+            A = asm.assemble(self.matrix_coefficients(params))
+            _, f = self.assemble_full(params, matrix=False)
         else:
-            A = sp.csr_matrix(K[free][:, free], dtype=np.float64)
-            if self.fixed_matrix:
-                self._cache["A"] = A
+            K, f = self.assemble_full(params, matrix=not (self.fixed_matrix and "A" in self._cache))
+            # homogeneous Dirichlet values: A = K_II, b = f_I (skfem.condense with x_D = 0)
+            if K is None:
+                A = self._cache["A"].copy()  # callers may modify A in place
+            else:
+                A = sp.csr_matrix(K[free][:, free], dtype=np.float64)
+                if self.fixed_matrix:
+                    self._cache["A"] = A
         b = np.asarray(f[free], dtype=np.float64)
         meta = {
             "family": self.name,
@@ -221,15 +271,12 @@ class Family:
         """Zero-mean SE Gaussian field at the quadrature points, shape (nelems, nqp)."""
         key = ("grf", length, variance)
         if key not in self._cache:
-            self._cache[key] = GaussianRandomField(length=length, variance=variance)
-        qp = self.quadrature_points
-        if "qp_box" not in self._cache:  # curved elements may bulge out of the node box
-            self._cache["qp_box"] = (
-                np.minimum(self.lo, qp.min(axis=0)),
-                np.maximum(self.hi, qp.max(axis=0)),
-            )
-        g = self._cache[key].sample(qp, rng, bbox=self._cache["qp_box"])
-        return g.reshape(self.qp_shape)
+            qp = self.quadrature_points
+            # curved elements may bulge out of the node box
+            box = (np.minimum(self.lo, qp.min(axis=0)), np.maximum(self.hi, qp.max(axis=0)))
+            grf = GaussianRandomField(length=length, variance=variance)
+            self._cache[key] = grf.at(qp, bbox=box)
+        return self._cache[key].sample(rng).reshape(self.qp_shape)
 
     def coefficient(self, value, name: str, *, positive: bool = True) -> np.ndarray:
         """Validate a coefficient and broadcast it to quadrature points (nelems, nqp).

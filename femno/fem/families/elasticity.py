@@ -102,8 +102,15 @@ class Elasticity(Family):
         ones = np.ones(self.qp_shape)
         return _body.assemble(self.basis, fx=t[0] * ones, fy=t[1] * ones)
 
+    def matrix_terms(self):
+        return [(_elasticity, {"lam": 1.0, "mu": 0.0}), (_elasticity, {"lam": 0.0, "mu": 1.0})]
+
+    def matrix_coefficients(self, params):
+        E = self.coefficient(params["E"], "E")
+        return list(lame(E, self.options["nu"]))
+
     def assemble_full(self, params, *, matrix=True):
-        return self.stiffness(params["E"]), self._load_vector(params)
+        return (self.stiffness(params["E"]) if matrix else None), self._load_vector(params)
 
     def features(self, params):
         E = self.coefficient(params["E"], "E")

@@ -84,9 +84,10 @@ class _ScalarFamily(Family):
 
             key = ("grf-el", length, variance)
             if key not in self._cache:
-                self._cache[key] = GaussianRandomField(length=length, variance=variance)
-            c = np.ascontiguousarray(self.mesh.p[:, self.mesh.t].mean(axis=1).T)
-            g = self._cache[key].sample(c, rng, bbox=(self.lo, self.hi))
+                c = np.ascontiguousarray(self.mesh.p[:, self.mesh.t].mean(axis=1).T)
+                grf = GaussianRandomField(length=length, variance=variance)
+                self._cache[key] = grf.at(c, bbox=(self.lo, self.hi))
+            g = self._cache[key].sample(rng)
             return np.repeat(g[:, None], self.qp_shape[1], axis=1)
         return self.random_field(rng, length=length, variance=variance)
 
@@ -241,9 +242,16 @@ class Darcy(_ScalarFamily):
     def sample(self, rng):
         return {"a": np.exp(float(self.options["mean"]) + self._log_field(rng))}
 
+    def matrix_terms(self):
+        return [(_diffusion, {"a": 1.0})]
+
+    def matrix_coefficients(self, params):
+        return [self.coefficient(params["a"], "a")]
+
     def assemble_full(self, params, *, matrix=True):
         a = self.coefficient(params["a"], "a")
-        return _diffusion.assemble(self.basis, a=a).tocsr(), self._load(self.options["f"])
+        K = _diffusion.assemble(self.basis, a=a).tocsr() if matrix else None
+        return K, self._load(self.options["f"])
 
     def features(self, params):
         a = self.coefficient(params["a"], "a")
@@ -293,9 +301,16 @@ class DarcyPWC(_ScalarFamily):
             raise InputError(f"params['values'] must have shape ({k}, {k}), got {vals.shape}")
         return self.coefficient(vals[self._cell], "values")
 
+    def matrix_terms(self):
+        return [(_diffusion, {"a": 1.0})]
+
+    def matrix_coefficients(self, params):
+        return [self._per_element(params)]
+
     def assemble_full(self, params, *, matrix=True):
         a = self._per_element(params)
-        return _diffusion.assemble(self.basis, a=a).tocsr(), self._load(self.options["f"])
+        K = _diffusion.assemble(self.basis, a=a).tocsr() if matrix else None
+        return K, self._load(self.options["f"])
 
     def features(self, params):
         return np.log(np.asarray(params["values"], dtype=np.float64)).ravel()
@@ -331,10 +346,19 @@ class Helmholtz(_ScalarFamily):
         k = o["k"] * np.exp(self._log_field(rng))
         return {"k": k, "coef": self._fourier_coef(rng, o["modes"], o["decay"])}
 
+    def matrix_terms(self):
+        return [(_diffusion, {"a": 1.0}), (_weighted_mass, {"c": 1.0})]
+
+    def matrix_coefficients(self, params):
+        k = self.coefficient(params["k"], "k", positive=False)
+        return [1.0, -(k**2)]
+
     def assemble_full(self, params, *, matrix=True):
         k = self.coefficient(params["k"], "k", positive=False)
-        A = self._matrix("laplace") - _weighted_mass.assemble(self.basis, c=k**2)
-        return A.tocsr(), self._load(self._fourier_at_qp(params["coef"]))
+        A = None
+        if matrix:
+            A = (self._matrix("laplace") - _weighted_mass.assemble(self.basis, c=k**2)).tocsr()
+        return A, self._load(self._fourier_at_qp(params["coef"]))
 
     def features(self, params):
         k = np.abs(self.coefficient(params["k"], "k", positive=False)).mean(axis=1)
@@ -385,11 +409,17 @@ class Heat(_ScalarFamily):
             raise InputError(f"params['u_prev'] must be finite with shape ({self.basis.N},)")
         return u
 
+    def matrix_terms(self):
+        return [(_weighted_mass, {"c": 1.0}), (_diffusion, {"a": 1.0})]
+
+    def matrix_coefficients(self, params):
+        return [1.0, self.options["dt"] * self.coefficient(params["a"], "a")]
+
     def assemble_full(self, params, *, matrix=True):
         a = self.coefficient(params["a"], "a")
         dt = self.options["dt"]
         M = self._matrix("mass")
-        A = (M + dt * _diffusion.assemble(self.basis, a=a)).tocsr()
+        A = (M + dt * _diffusion.assemble(self.basis, a=a)).tocsr() if matrix else None
         return A, M @ self._u_prev(params) + dt * self._load(self.options["f"])
 
     def features(self, params):

@@ -1,0 +1,142 @@
+"""Value-only reassembly (femno.fem.fast_assembly) against scikit-fem's assembly path."""
+
+import numpy as np
+import pytest
+import skfem
+
+import femno.fem.families.base as base
+from femno.errors import InputError
+from femno.fem.families import Darcy, get_family
+from femno.fem.fast_assembly import CondensedAssembler, FormKernel
+from femno.fem.mesh import lshape, unstructured_square
+from femno.fem.random_fields import GaussianRandomField
+
+CASES = [
+    ("darcy", {}),
+    ("darcy", {"cell": "quad"}),
+    ("darcy", {"element": "P2"}),
+    ("darcy", {"mesh": unstructured_square(10, seed=2)}),
+    ("darcy", {"mesh": lshape(6), "coefficient_at": "element"}),
+    ("darcy-pwc", {}),
+    ("helmholtz", {}),
+    ("heat", {"dt": 0.05}),
+    ("elasticity", {}),
+    ("elasticity", {"element": "P2"}),
+]
+
+
+def _same_pattern(A, B):
+    A, B = A.copy(), B.copy()
+    A.sort_indices(), B.sort_indices()
+    return np.array_equal(A.indptr, B.indptr) and np.array_equal(A.indices, B.indices)
+
+
+@pytest.mark.parametrize("name, kw", CASES, ids=[f"{n}-{i}" for i, (n, _) in enumerate(CASES)])
+def test_fast_matches_skfem(name, kw):
+    fam = get_family(name, n=9, **kw)
+    for seed in range(2):
+        p = fam.sample(np.random.default_rng(seed))
+        fast, slow = fam.assemble(p), fam.assemble(p, fast=False)
+        assert fam._cache["assembler"] is not None
+        scale = abs(slow.A).max()
+        assert abs(fast.A - slow.A).max() <= 1e-13 * scale
+        assert _same_pattern(fast.A, slow.A)  # structurally zero entries dropped alike
+        np.testing.assert_array_equal(fast.b, slow.b)
+        assert fast.A.has_sorted_indices and fast.A.dtype == np.float64
+
+
+def test_kernel_modes_follow_the_element():
+    # P1 gradients are constant per triangle; on a uniform grid every Q1 square (and
+    # every P1 mass) has the same kernel; P2 gradients on unequal triangles vary with both
+    p1 = Darcy(n=4)
+    q1 = Darcy(n=4, cell="quad")
+    p2 = Darcy(mesh=unstructured_square(5, seed=1), element="P2")
+    heat = get_family("heat", n=4)
+    for fam in (p1, q1, p2, heat):
+        fam.assemble(fam.sample(np.random.default_rng(0)))
+    assert [k.mode for k in p1._cache["assembler"].kernels] == ["element"]
+    assert [k.mode for k in q1._cache["assembler"].kernels] == ["reference"]
+    assert [k.mode for k in p2._cache["assembler"].kernels] == ["full"]
+    assert [k.mode for k in heat._cache["assembler"].kernels] == ["reference", "element"]
+
+
+def test_assembler_on_a_plain_skfem_form():
+    from skfem.models.poisson import mass
+
+    m = skfem.MeshTri().refined(3)
+    basis = skfem.CellBasis(m, skfem.ElementTriP2())
+    free = basis.complement_dofs(basis.get_dofs())
+    asm = CondensedAssembler(basis.N, free, [FormKernel(mass, basis)])
+    A = asm.assemble([2.5])
+    K = 2.5 * mass.assemble(basis)[free][:, free]
+    assert abs(A - K).max() < 1e-14 * abs(K).max()
+    assert abs(A - A.T).max() == 0.0  # symmetric scatter of a symmetric kernel
+    with pytest.raises(ValueError, match="need 1 coefficients"):
+        asm.assemble([1.0, 2.0])
+
+
+def test_fast_path_still_validates_coefficients():
+    fam = Darcy(n=4)
+    p = fam.sample(np.random.default_rng(0))
+    fam.assemble(p)
+    bad = {"a": -p["a"]}
+    with pytest.raises(InputError, match="must be positive"):
+        fam.assemble(bad)
+    with pytest.raises(InputError, match="NaN"):
+        fam.assemble({"a": np.full_like(p["a"], np.nan)})
+
+
+def test_subclass_with_own_assemble_full_keeps_skfem_path():
+    calls = []
+
+    class Twice(Darcy):
+        name = "twice"
+
+        def assemble_full(self, params, *, matrix=True):
+            calls.append(matrix)
+            K, f = super().assemble_full(params, matrix=matrix)
+            return 2.0 * K, f
+
+    fam, ref = Twice(n=5), Darcy(n=5)
+    p = ref.sample(np.random.default_rng(1))
+    A = fam.assemble(p).A
+    assert fam._cache["assembler"] is None and calls == [True]
+    assert abs(A - 2.0 * ref.assemble(p).A).max() < 1e-12
+
+
+def test_memory_guard_falls_back(monkeypatch):
+    monkeypatch.setattr(base, "FAST_ASSEMBLY_MAX_BYTES", 0)
+    fam = Darcy(n=5)
+    p = fam.sample(np.random.default_rng(0))
+    A = fam.assemble(p).A
+    assert fam._cache["assembler"] is None
+    assert abs(A - fam.assemble(p, fast=False).A).max() == 0.0
+
+
+def test_field_at_points_equals_sample_and_has_the_variance():
+    grf = GaussianRandomField(length=0.15, variance=2.0)
+    pts = np.random.default_rng(0).random((400, 2))
+    box = ([0.0, 0.0], [1.0, 1.0])
+    at = grf.at(pts, bbox=box)
+    a = at.sample(np.random.default_rng(5), size=3)
+    b = grf.sample(pts, np.random.default_rng(5), size=3, bbox=box)
+    np.testing.assert_array_equal(a, b)
+    g = at.sample(np.random.default_rng(1), size=800)
+    # point variance of the interpolated field: 2.0 within sampling error (and the < 1 %
+    # interpolation loss of 8 points per length)
+    assert abs(g.var(axis=0).mean() / 2.0 - 1.0) < 0.08
+    with pytest.raises(InputError, match="outside bbox"):
+        grf.at(pts + 2.0, bbox=box)
+    with pytest.raises(InputError, match="Generator"):
+        at.sample(0)
+
+
+def test_field_at_points_3d_is_multilinear():
+    # a grid function linear in each coordinate is reproduced exactly by the interpolation
+    grf = GaussianRandomField(length=0.5, padding=0.0)
+    pts = np.random.default_rng(2).random((50, 3)) * 0.9
+    at = grf.at(pts, bbox=([0, 0, 0], [1, 1, 1]))
+    grid = np.stack(np.meshgrid(*[np.arange(n) * at.h for n in at.shape], indexing="ij"))
+    values = (at.P @ (grid[0] + 2 * grid[1] - grid[2]).ravel())
+    expect = pts[:, 0] + 2 * pts[:, 1] - pts[:, 2]
+    np.testing.assert_allclose(values, expect, atol=1e-12)
