@@ -140,3 +140,15 @@ def test_field_at_points_3d_is_multilinear():
     values = (at.P @ (grid[0] + 2 * grid[1] - grid[2]).ravel())
     expect = pts[:, 0] + 2 * pts[:, 1] - pts[:, 2]
     np.testing.assert_allclose(values, expect, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", ["poisson", "helmholtz"])
+def test_fourier_load_by_affine_decomposition(name):
+    fam = get_family(name, n=10, modes=3)
+    p = fam.sample(np.random.default_rng(4))
+    b = fam.assemble(p).b
+    ref = fam._load(fam._fourier_at_qp(p["coef"]))[fam._cache["free"]]
+    assert np.abs(b - ref).max() <= 1e-14 * np.abs(ref).max()
+    assert fam._cache[("fourier-load", 3)].shape == (9, fam.basis.N)
+    with pytest.raises(InputError, match="finite"):
+        fam.assemble({**p, "coef": np.full((3, 3), np.inf)})

@@ -279,3 +279,25 @@ def test_auto_is_pinned_once_per_dataset(sequence_env, tmp_path):
     methods = {store.marker(b)["method"] for b in store.done_blocks()}
     assert len(methods) == 1
     assert gen(out, method="auto")["done"] == 0  # same settings: "auto" matches "auto"
+
+
+def test_hypre_pc_as_auto_pins_it(tmp_path):
+    """``auto`` may pick BoomerAMG through PETSc; generate pins it as method cg, pc hypre."""
+    from femno.datagen import generate_dataset
+    from femno.datagen.auto import hypre_available
+    from femno.datagen.runner import load_family, sample_params
+    if not hypre_available():
+        pytest.skip("petsc4py with hypre not installed")
+    summary = generate_dataset("darcy", samples=3, out=tmp_path / "h.femno", method="cg",
+                               pc="hypre", family_options={"n": 12}, progress=False)
+    assert summary["complete"] and summary["failures"] == 0
+    assert "hypre" in summary["method"]
+    fam = load_family("darcy", {"n": 12})
+    a, _ = arrays(tmp_path / "h.femno")
+    for row in range(3):
+        s = fam.assemble(sample_params(fam, 0, int(a["sample_index"][row])))
+        x = a["solution"][row][s.free]
+        assert np.linalg.norm(s.b - s.A @ x) <= 1.01e-8 * np.linalg.norm(s.b)
+    with pytest.raises(InputError, match="runs with method 'cg' or 'gmres'"):
+        generate_dataset("darcy", samples=2, out=tmp_path / "x.femno", method="skr", pc="hypre",
+                         family_options={"n": 8}, progress=False)

@@ -271,9 +271,18 @@ def _check_options(method, pc, rtol, k, restart, maxiter, on_fail, callback):
     if isinstance(pc, str) and pc != "auto":
         from femno.solvers.precond import PRECONDITIONERS, pc_key
 
-        if pc_key(pc) not in PRECONDITIONERS and not pc_key(pc).startswith("neural:"):
-            raise InputError(f"unknown preconditioner {pc!r}; valid: auto, "
-                             f"{', '.join(PRECONDITIONERS)}")
+        if pc_key(pc) == "hypre":
+            if method not in ("cg", "gmres"):
+                raise InputError(f"pc='hypre' (BoomerAMG through PETSc) runs with method 'cg' "
+                                 f"or 'gmres', not {method!r}")
+            from femno.datagen.auto import hypre_available
+
+            if not hypre_available():
+                raise InputError("pc='hypre' needs petsc4py built with hypre "
+                                 "(bash .ci/install --petsc, or pip install femno[petsc])")
+        elif pc_key(pc) not in PRECONDITIONERS and not pc_key(pc).startswith("neural:"):
+            raise InputError(f"unknown preconditioner {pc!r}; valid: auto, hypre (cg/gmres on "
+                             f"PETSc), {', '.join(PRECONDITIONERS)}")
     if method in _DIRECT and pc not in ("auto", None, "none"):
         raise InputError(f"method {method!r} is a direct solver; pc={pc!r} does not apply")
     if method.startswith("amg-cg") and not (pc in ("auto", None) or
@@ -297,6 +306,9 @@ def make_strategy(method, *, pc="auto", rtol=1e-8, k=20, restart=40, maxiter=Non
     if method == "dcg":
         return RecycleStrategy("dcg", pc=pc, rtol=rtol, k=k, restart=restart, maxiter=maxiter,
                                recycle=True)
+    if isinstance(pc, str) and pc.lower() == "hypre":  # BoomerAMG on PETSc, as auto runs it
+        return KrylovStrategy(method, pc="hypre", rtol=rtol, restart=restart, maxiter=maxiter,
+                              reuse_pc=True, backend="petsc", label=f"{method}+hypre")
     if method == "gmres":
         return KrylovStrategy("gmres", pc=pc, rtol=rtol, restart=restart, maxiter=maxiter,
                               reuse_pc=True, label=None)
@@ -325,7 +337,8 @@ def solve_sequence(systems, *, method="auto", pc="auto", rtol=1e-8, sort=None, f
     pc : str or Preconditioner, keyword-only
         Preconditioner of Krylov methods; ``"auto"``: none for ``skr``, ``recycle``,
         ``gcrodr``, ``gmres`` (as in the SKR paper), AMG for ``cg``, ``amg-cg*``
-        and ``dcg``. Direct methods take none.
+        and ``dcg``; ``"hypre"``: BoomerAMG through PETSc for ``cg`` and ``gmres``
+        (petsc4py with hypre; ``auto`` may pick it). Direct methods take none.
     rtol : float, keyword-only
     sort : None, str or array_like of int, keyword-only
         ``None``: the method's default (``skr`` sorts by the greedy chain, the others

@@ -68,11 +68,37 @@ class _ScalarFamily(Family):
         return rng.standard_normal((modes, modes)) * scale
 
     def _fourier_at_qp(self, coef) -> np.ndarray:
+        coef = self._check_fourier(coef)
+        xi, eta = self.scaled_coords(self.basis.mapping.F(self.basis.X))
+        return fourier_source(xi, eta, coef)
+
+    @staticmethod
+    def _check_fourier(coef) -> np.ndarray:
         coef = np.asarray(coef, dtype=np.float64)
         if coef.ndim != 2 or coef.shape[0] != coef.shape[1] or not np.all(np.isfinite(coef)):
             raise InputError(f"params['coef'] must be a finite (m, m) array, got {coef.shape}")
-        xi, eta = self.scaled_coords(self.basis.mapping.F(self.basis.X))
-        return fourier_source(xi, eta, coef)
+        return coef
+
+    def _fourier_load(self, coef) -> np.ndarray:
+        r"""Load of the sine series by its affine decomposition, shape (N,).
+
+        :math:`b = \sum_{pq} c_{pq} B_{pq}`, :math:`B_{pq} = \int \sin(p\pi\xi)
+        \sin(q\pi\eta)\, v`, the :math:`m^2` vectors assembled once (equal to
+        ``_load(_fourier_at_qp(coef))`` to rounding).
+        """
+        coef = self._check_fourier(coef)
+        m = coef.shape[0]
+        if m * m * self.basis.N * 8 > 2**28:  # > 256 MB of vectors: assemble per sample
+            return self._load(self._fourier_at_qp(coef))
+        key = ("fourier-load", m)
+        if key not in self._cache:
+            B = np.empty((m * m, self.basis.N))
+            for idx in range(m * m):
+                unit = np.zeros((m, m))
+                unit[divmod(idx, m)] = 1.0
+                B[idx] = _source.assemble(self.basis, f=self._fourier_at_qp(unit))
+            self._cache[key] = B
+        return coef.ravel() @ self._cache[key]
 
     def _log_field(self, rng) -> np.ndarray:
         """Gaussian field g at the quadrature points (or per element), shape (nelems, nqp)."""
@@ -191,7 +217,7 @@ class Poisson(_ScalarFamily):
 
     def assemble_full(self, params, *, matrix=True):
         if "coef" in params:
-            b = self._load(self._fourier_at_qp(params["coef"]))
+            b = self._fourier_load(params["coef"])
         elif "f" in params:
             b = self._load(params["f"])
         else:
@@ -358,7 +384,7 @@ class Helmholtz(_ScalarFamily):
         A = None
         if matrix:
             A = (self._matrix("laplace") - _weighted_mass.assemble(self.basis, c=k**2)).tocsr()
-        return A, self._load(self._fourier_at_qp(params["coef"]))
+        return A, self._fourier_load(params["coef"])
 
     def features(self, params):
         k = np.abs(self.coefficient(params["k"], "k", positive=False)).mean(axis=1)
