@@ -28,9 +28,11 @@ def pytest_collection_modifyitems(config, items):
 
 
 @pytest.fixture
-def probe_always():
-    """``auto`` always probes now (no size rule skips it); kept so tests say they rely
-    on the probe."""
+def probe_always(monkeypatch):
+    """``auto`` probes every candidate: no size rule skips the probe, and the probe's
+    allowance (PROBE_SHARE of the projected total, which keeps short runs from racing
+    every candidate) is lifted for the tests that check the race itself."""
     import femno.datagen.auto as auto
 
     assert not hasattr(auto, "PROBE_SKIP_BANDWIDTH")
+    monkeypatch.setattr(auto, "PROBE_SHARE", float("inf"))

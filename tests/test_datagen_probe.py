@@ -159,3 +159,42 @@ def test_small_3d_sequence_is_still_probed(count_solves):
     res = solve_sequence(systems, rtol=RTOL)
     assert "probe on" in res.explanation
     _assert_solved(res, systems)
+
+
+def test_probe_allowance_bounds_short_runs(count_solves, monkeypatch):
+    """With no allowance left the race stops after the first candidate that finished:
+    the others are 'not probed', no system is solved twice; a large auto_total buys the
+    race back."""
+    monkeypatch.setattr(auto, "PROBE_SHARE", 0.0)
+    monkeypatch.setattr(auto, "PROBE_MIN_ALLOWANCE_S", 0.0)
+    systems = _sequence(10, seed=5)
+    res = solve_sequence(systems, rtol=RTOL)
+    assert "not probed (the probe's allowance" in res.explanation
+    assert len(res.probe) == 1  # only the first candidate has a measured cost
+    assert sorted(count_solves[id(b)] for _, b in systems) == [1] * len(systems)
+    _assert_solved(res, systems)
+    monkeypatch.setattr(auto, "PROBE_SHARE", 0.1)
+    res = solve_sequence(systems, rtol=RTOL, auto_total=10**6)
+    assert "not probed" not in res.explanation and len(res.probe) >= 2
+    _assert_solved(res, systems)
+    with pytest.raises(auto.InputError, match="auto_total"):
+        solve_sequence(systems, auto_total=0)
+
+
+def test_first_candidate_probed_is_boomeramg_then_direct(monkeypatch, probe_always):
+    """BoomerAMG's first solve sets the reference cost, the direct candidate comes next
+    (so it can be dropped against a real cost), the pyamg candidates after."""
+    if not auto.hypre_available():
+        pytest.skip("petsc4py with hypre not installed")
+    order = []
+    orig = auto._probe_one
+
+    def spy(run, strategy, pos, budget=None):
+        order.append(strategy.label)
+        return orig(run, strategy, pos, budget)
+
+    monkeypatch.setattr(auto, "_probe_one", spy)
+    res = solve_sequence(_sequence(12, seed=6), rtol=RTOL)
+    firsts = list(dict.fromkeys(order))
+    assert firsts[:3] == ["cg+hypre", "direct-reuse", "amg-cg"]
+    assert res.converged.all()

@@ -44,10 +44,19 @@ AMG hierarchy update, triangular solves). The decision:
    gigabytes out of the probe; should every iterative candidate fail, the race
    still falls back to a direct solve.
 
-The probe costs at most :math:`2 (t_\text{slow} - t_\text{fast})` per rejected
-candidate over running the best one from the start, and at most its
-preconditioner setup plus :math:`(\text{PROBE\_BUDGET} + 1)\, t_\text{fast}` per
-failing one.
+Order and allowance. BoomerAMG is probed first (cheap set-up, the usual winner), the
+direct candidate second, the others after. Before any candidate has finished a solve,
+an iterative probe solve is stopped after :data:`FIRST_PROBE_MATVECS` mat-vecs' worth
+of time. The solves by losing candidates may cost at most :data:`PROBE_SHARE` of the
+projected total, :math:`\text{PROBE\_SHARE} \cdot N_\text{total}\, t_\text{fast}`
+(a completed losing solve costs its excess over :math:`t_\text{fast}`, a stopped one all
+its time; ``N_total`` is ``solve_sequence``'s ``auto_total``, default the run's length):
+the allowance is at least :data:`PROBE_MIN_ALLOWANCE_S`;
+a candidate that does not fit in what is left is not probed, so a short run keeps
+the first good candidate instead of paying for a race it cannot amortize.
+Within that allowance a rejected candidate costs at most
+:math:`2 (t_\text{slow} - t_\text{fast})` and a failing one its preconditioner set-up
+plus :math:`(\text{PROBE\_BUDGET} + 1)\, t_\text{fast}`.
 
 >>> import numpy as np, scipy.sparse as sp
 >>> from femno.datagen import solve_sequence
@@ -74,7 +83,8 @@ from femno.datagen.strategy import (
 from femno.errors import InputError
 
 __all__ = ["analyze", "run_auto", "hypre_available", "DIRECT_MAX_N", "DIRECT_MAX_ENVELOPE", "lu_envelope",
-           "direct_feasible", "PROBE_BUDGET"]
+           "direct_feasible", "PROBE_BUDGET", "PROBE_SHARE", "PROBE_MIN_ALLOWANCE_S",
+           "FIRST_PROBE_MATVECS"]
 
 #: above this many unknowns ``auto`` does not try a sparse LU factorization
 DIRECT_MAX_N = 400_000
@@ -93,6 +103,15 @@ PROBE_MIN_BUDGET_S = 0.02
 #: the direct candidate goes on timing its other backends only while its cost is at
 #: most this many times the best other candidate's (otherwise it cannot win anyway)
 DIRECT_PROBE_MARGIN = 1.5
+#: the probe's solves by losing candidates may cost at most this share of the projected
+#: total (systems served x cheapest per-system cost); a candidate that cannot be tried
+#: within what is left is not probed (bounds the probe on short runs, issue 23)
+PROBE_SHARE = 0.1
+#: ... but never less than this many seconds (a race over millisecond solves is cheap)
+PROBE_MIN_ALLOWANCE_S = 0.1
+#: budget of an iterative probe solve before any candidate has finished one: this many
+#: mat-vecs with A (a solve to rtol 1e-8 by a good preconditioner costs ~100-500)
+FIRST_PROBE_MATVECS = 1000
 
 
 def lu_envelope(A) -> int:
@@ -180,14 +199,16 @@ def _structure_text(info) -> str:
     return f"{info['N']} systems, n={info['n']}, nnz={info['nnz']}, {kind}, {sym}"
 
 
-def run_auto(run, *, pc="auto", k=20, restart=40, maxiter=None):
+def run_auto(run, *, pc="auto", k=20, restart=40, maxiter=None, total=None):
     """Run ``auto`` on a :class:`~femno.datagen.sequence.SequenceRun`.
 
-    Returns ``(label, explanation, probe)`` with ``probe`` the measured steady
-    seconds per system of each candidate.
+    ``total``: number of systems the choice serves (default: the run's), which sets
+    the probe's allowance (:data:`PROBE_SHARE`).  Returns ``(label, explanation,
+    probe)`` with ``probe`` the measured steady seconds per system of each candidate.
     """
     info = analyze(run.As)
     N = info["N"]
+    total = max(N, int(total or 0))
     text = _structure_text(info)
     rtol = run.rtol
     direct_ok, no_direct = direct_feasible(run.As[0])
@@ -253,13 +274,20 @@ def run_auto(run, *, pc="auto", k=20, restart=40, maxiter=None):
             run.solve(strategy, t)
         return f"auto->{name}", f"{text}: too few systems to probe; {name}", {}
     per = 2 if N >= 4 * len(cands) else 1
-    # iterative candidates first: their first solves tell how cheap a system can be
-    cands = [c for c in cands if c[0] != "direct-reuse"] + [c for c in cands
-                                                             if c[0] == "direct-reuse"]
-    race = _Race(run, {name: make() for name, make in cands}, rtol)
+    # BoomerAMG first (cheap set-up, the usual winner from ~1e4 dofs on: its first solve
+    # tells how cheap a system can be), then the direct candidate, then the others
+    rank = {"direct-reuse": 1}
+    cands = sorted(cands, key=lambda c: 0 if c[0].endswith("+hypre") else rank.get(c[0], 2))
+    race = _Race(run, {name: make() for name, make in cands}, rtol,
+                 allowance=PROBE_SHARE * total)
+    race.first_budget = FIRST_PROBE_MATVECS * _matvec_seconds(run.As[int(run.order[0])])
     for rnd in range(per):
         for name in list(race.alive):
             if name not in race.alive:  # put out while rescuing another's failed solve
+                continue
+            if not race.affordable(name):
+                race.drop(name, f"{name} not probed (the probe's allowance, "
+                                f"{PROBE_SHARE:.0%} of {total} systems, is spent)")
                 continue
             first = race.first.get(name)
             if (rnd > 0 and not race.strategies[name].iterative and first is not None
@@ -274,7 +302,7 @@ def run_auto(run, *, pc="auto", k=20, restart=40, maxiter=None):
         # a carried space is young on its second solve: one more timed solve (on the
         # elasticity3d zoo family the second cost 140 ms, the steady one 74 ms)
         if per == 2 and isinstance(race.strategies[name], RecycleStrategy) \
-                and name in race.alive and race.pos < N - 1:
+                and name in race.alive and race.pos < N - 1 and race.affordable(name):
             race.attempt(name)
     lu = race.strategies.get("direct-reuse")
     if lu is not None and "direct-reuse" in race.alive:
@@ -287,6 +315,8 @@ def run_auto(run, *, pc="auto", k=20, restart=40, maxiter=None):
             # the analysis, which later systems do not
             if (lu.probe and rival is not None
                     and min(lu.probe.values()) > DIRECT_PROBE_MARGIN * race.estimate(rival)):
+                break
+            if not race.affordable("direct-reuse"):
                 break
             race.attempt("direct-reuse", record_cost=False)
             if "direct-reuse" not in race.alive:
@@ -309,7 +339,8 @@ def run_auto(run, *, pc="auto", k=20, restart=40, maxiter=None):
         if since_check >= 8 and race.pos < N - 2:
             since_check = 0
             rival = race.best(exclude=best)
-            if rival is not None and race.estimate(rival) < 0.9 * race.estimate(best):
+            if (rival is not None and race.estimate(rival) < 0.9 * race.estimate(best)
+                    and race.affordable(rival)):
                 race.attempt(rival)
                 if rival in race.alive and race.estimate(rival) < race.estimate(best):
                     best = rival
@@ -336,8 +367,11 @@ def run_auto(run, *, pc="auto", k=20, restart=40, maxiter=None):
 class _Race:
     """Candidates, their measured steady per-system costs, and failures."""
 
-    def __init__(self, run, strategies, rtol):
+    def __init__(self, run, strategies, rtol, allowance=np.inf):
         self.run, self.strategies, self.rtol = run, strategies, rtol
+        self.allowance = allowance  # x cheapest cost: seconds losing solves may take
+        self.first_budget = None  # seconds for an iterative solve before any finished
+        self.spent: list = []  # (cost, completed) of every probe solve
         self.costs = {name: [] for name in strategies}
         self.alive = list(strategies)
         self.failed: list = []
@@ -385,19 +419,50 @@ class _Race:
             return "direct-reuse" if "direct-reuse" in self.alive else self.alive[0]
         return min(names, key=self.estimate)
 
+    def left(self) -> float:
+        """Seconds of the probe's allowance not yet spent on losing solves.
+
+        A completed solve costs its excess over the cheapest per-system cost (the
+        system had to be solved anyway), a stopped or failed one all of its time.
+        """
+        if not np.isfinite(self.cheapest):
+            return np.inf
+        c = self.cheapest
+        waste = sum(max(t - c, 0.0) if done else t for t, done in self.spent)
+        return max(self.allowance * c, PROBE_MIN_ALLOWANCE_S) - waste
+
+    def affordable(self, name) -> bool:
+        """Whether a solve by ``name`` fits in what is left of the allowance: always for
+        the current best; an untried iterative rival needs room for two cheapest solves
+        (its preconditioner set-up is not budgeted; its iterations are cut to what is
+        left), a direct one (which cannot be stopped) for PROBE_BUDGET of them."""
+        if not np.isfinite(self.cheapest) or name == self.best() and self.costs[name]:
+            return True
+        tried = name in self.first
+        need = (1.0 if tried else 2.0) if self.strategies[name].iterative else PROBE_BUDGET
+        return self.left() >= need * self.cheapest
+
     def _budget(self, name):
         """Seconds after which a solve by ``name`` is stopped, or None (no rival to take
         over: the only candidate left runs unbudgeted)."""
         others = [k for k in self.alive if k != name]
-        if not others or not self.strategies[name].iterative or not np.isfinite(self.cheapest):
+        if not others or not self.strategies[name].iterative:
             return None
-        return max(PROBE_BUDGET * self.cheapest, PROBE_MIN_BUDGET_S)
+        if not np.isfinite(self.cheapest):  # nothing finished yet: a mat-vec count
+            return None if self.first_budget is None else max(self.first_budget,
+                                                              PROBE_MIN_BUDGET_S)
+        budget = max(PROBE_BUDGET * self.cheapest, PROBE_MIN_BUDGET_S)
+        if name != self.best():
+            budget = min(budget, max(self.left(), PROBE_MIN_BUDGET_S))
+        return budget
 
     def attempt(self, name, *, record_cost=True, budgeted=True):
         """Solve the next position with ``name``; a failure is re-solved by the cheapest
         other candidate (or a sparse LU)."""
         budget = self._budget(name) if budgeted else None
         status, cost, dt, error = _probe_one(self.run, self.strategies[name], self.pos, budget)
+        if budgeted:
+            self.spent.append((cost, status == "ok"))
         if status == "ok":
             self.first.setdefault(name, cost)
             self.cheapest = min(self.cheapest, cost)
@@ -428,6 +493,17 @@ class _Race:
             self.run.solve(self.fallback, self.pos)
             self.run.times[int(self.run.order[self.pos])] += dt
         self.pos += 1
+
+
+def _matvec_seconds(A, repeats: int = 3) -> float:
+    """Seconds of one ``A @ x`` (the best of ``repeats``)."""
+    x = np.ones(A.shape[1])
+    best = np.inf
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        A @ x
+        best = min(best, time.perf_counter() - t0)
+    return best
 
 
 class _OverBudget(Exception):

@@ -91,8 +91,10 @@ def _resolve_auto(fam, spec, options, seed, order, pc, rtol, solver_options) -> 
     systems = [fam.assemble(runner.sample_params(fam, seed, int(i))) for i in order[:8]]
     label, explanation = "", ""
     try:
+        # the probe's allowance is a share of the whole dataset's projected cost
         res = solve_sequence([(s.A, s.b) for s in systems], method="auto", pc=pc, rtol=rtol,
-                             sort="none", on_fail="ignore", **solver_options)
+                             sort="none", on_fail="ignore", auto_total=len(order),
+                             **solver_options)
         label, explanation = str(res.method), str(res.explanation)
     except ImportError:  # auto strategy not available
         pass

@@ -319,7 +319,7 @@ def make_strategy(method, *, pc="auto", rtol=1e-8, k=20, restart=40, maxiter=Non
 
 def solve_sequence(systems, *, method="auto", pc="auto", rtol=1e-8, sort=None, features=None,
                    warm_start=False, x0=None, k=20, restart=40, maxiter=None, progress=False,
-                   on_fail="raise", callback=None) -> SequenceResult:
+                   on_fail="raise", callback=None, auto_total=None) -> SequenceResult:
     r"""Solve :math:`A_i x_i = b_i`, :math:`i = 0..N-1`, reusing work between systems.
 
     Every system is validated before anything is solved. Each solution meets
@@ -371,6 +371,11 @@ def solve_sequence(systems, *, method="auto", pc="auto", rtol=1e-8, sort=None, f
         or is only recorded in ``converged``.
     callback : callable, optional, keyword-only
         ``callback(i, x, stats)`` after each solved system (``i``: caller's index).
+    auto_total : int, optional, keyword-only
+        Number of systems ``auto``'s choice will serve (default ``N``): its probe may
+        spend at most ``PROBE_SHARE`` of ``auto_total`` x the cheapest per-system cost on
+        solves by losing candidates (:mod:`femno.datagen.auto`).  ``femno generate``
+        probes a few systems and passes the dataset size.
 
     Returns
     -------
@@ -391,6 +396,9 @@ def solve_sequence(systems, *, method="auto", pc="auto", rtol=1e-8, sort=None, f
     """
     t_start = time.perf_counter()
     rtol = _check_options(method, pc, rtol, k, restart, maxiter, on_fail, callback)
+    if auto_total is not None and (isinstance(auto_total, bool) or not isinstance(
+            auto_total, (int, np.integer)) or auto_total < 1):
+        raise InputError(f"auto_total must be a positive integer or None, got {auto_total!r}")
     As, bs = load_systems(systems)
     N = len(As)
     if features is not None:
@@ -415,7 +423,7 @@ def solve_sequence(systems, *, method="auto", pc="auto", rtol=1e-8, sort=None, f
             from femno.datagen.auto import run_auto
 
             label, explanation, probe = run_auto(run, pc=pc, k=k, restart=restart,
-                                                 maxiter=maxiter)
+                                                 maxiter=maxiter, total=auto_total)
         elif method == "block":
             strategy = LUStrategy(reuse=True, rtol=rtol)
             run.solve_block(strategy, range(N))
