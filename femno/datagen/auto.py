@@ -286,6 +286,11 @@ def run_auto(run, *, pc="auto", k=20, restart=40, maxiter=None, total=None):
             if name not in race.alive:  # put out while rescuing another's failed solve
                 continue
             if not race.affordable(name):
+                if name in race.first and not race.costs[name]:
+                    # tried once, no timed solve left in the allowance: its first cost
+                    # (set-up included, pessimistic) is its estimate
+                    race.costs[name].append(race.first[name])
+                    continue
                 race.drop(name, f"{name} not probed (the probe's allowance, "
                                 f"{PROBE_SHARE:.0%} of {total} systems, is spent)")
                 continue
@@ -355,7 +360,7 @@ def run_auto(run, *, pc="auto", k=20, restart=40, maxiter=None, total=None):
         probe_txt += "; " + "; ".join(race.dropped)
     if race.stopped:
         probe_txt += "; " + ", ".join(
-            f"{k_} stopped after {t * 1e3:.3g} ms (over {PROBE_BUDGET:g}x the cheapest cost, "
+            f"{k_} stopped after {t * 1e3:.3g} ms (over its probe budget, "
             f"re-solved by {race.rescuer})" for k_, t in race.stopped.items())
     why = (f"{text}; probe on {n_probe} systems, then {first_pick} for the rest"
            f" (median cost {probe_txt})")
@@ -431,15 +436,23 @@ class _Race:
         waste = sum(max(t - c, 0.0) if done else t for t, done in self.spent)
         return max(self.allowance * c, PROBE_MIN_ALLOWANCE_S) - waste
 
+    def _leads(self, name) -> bool:
+        """``name`` is the best measured candidate or made the cheapest solve so far."""
+        return (bool(self.costs[name]) and name == self.best()) or \
+            self.first.get(name, np.inf) <= self.cheapest
+
     def affordable(self, name) -> bool:
         """Whether a solve by ``name`` fits in what is left of the allowance: always for
-        the current best; an untried iterative rival needs room for two cheapest solves
+        the current best; a tried candidate needs room for the excess of its first solve
+        over the cheapest (zero for the cheapest one, whose second, timed solve is free);
+        an untried iterative rival needs room for two cheapest solves
         (its preconditioner set-up is not budgeted; its iterations are cut to what is
         left), a direct one (which cannot be stopped) for PROBE_BUDGET of them."""
-        if not np.isfinite(self.cheapest) or name == self.best() and self.costs[name]:
+        if not np.isfinite(self.cheapest) or self._leads(name):
             return True
-        tried = name in self.first
-        need = (1.0 if tried else 2.0) if self.strategies[name].iterative else PROBE_BUDGET
+        if name in self.first:  # tried: its next solve wastes about its excess cost
+            return self.left() >= self.first[name] - self.cheapest
+        need = 2.0 if self.strategies[name].iterative else PROBE_BUDGET
         return self.left() >= need * self.cheapest
 
     def _budget(self, name):
@@ -452,7 +465,7 @@ class _Race:
             return None if self.first_budget is None else max(self.first_budget,
                                                               PROBE_MIN_BUDGET_S)
         budget = max(PROBE_BUDGET * self.cheapest, PROBE_MIN_BUDGET_S)
-        if name != self.best():
+        if not self._leads(name):
             budget = min(budget, max(self.left(), PROBE_MIN_BUDGET_S))
         return budget
 
