@@ -40,7 +40,16 @@ import scipy.linalg as sla
 from femno.errors import InputError
 from femno.solvers.krylov import default_maxiter
 from femno.solvers.recycle_cg import DeflationSpace, deflated_cg
-from femno.solvers.recycle_ops import SerialOps, orthonormalize_block, same_operator
+from femno.solvers.recycle_ops import (
+    SerialOps,
+    identity_pc,
+    matvec_rows,
+    orthonormalize_block,
+    precond_rows,
+    same_operator,
+)
+from femno.solvers.recycle_ritz import harmonic_ritz as _harmonic_ritz  # noqa: F401
+from femno.solvers.recycle_ritz import update_space as _update_space
 
 __all__ = ["RecycleSpace", "gcrodr", "deflated_cg", "DeflationSpace", "gcrodr_core"]
 
@@ -83,6 +92,7 @@ class RecycleSpace:
         self.Ur = self.Zr = self.Cr = None
         self._key = None
         self._M = None
+        self._pending = None  # ops of a deferred CholeskyQR pass (serial only)
         self.refreshes = 0
         self.last_setup_matvecs = 0
 
@@ -92,15 +102,47 @@ class RecycleSpace:
 
     @property
     def U(self):
+        self._settle()
         return None if self.Ur is None else self.Ur.T
 
     @property
     def C(self):
+        self._settle()
         return None if self.Cr is None else self.Cr.T
 
     @property
     def Z(self):
+        self._settle()
         return None if self.Zr is None else self.Zr.T
+
+    def reorthonormalize(self, ops):
+        """One CholeskyQR pass on ``C`` (``U``, ``Z`` alike), against round-off of the cycles.
+
+        For serial ``ops`` (``ops.local_only``) the pass is deferred until the space
+        is used again for the same operator or read through :attr:`U`, :attr:`C`,
+        :attr:`Z`: a refresh for a new matrix re-orthonormalises :math:`A M^{-1} U`
+        anyway, and gives the same space whether or not the pass was made (the pass
+        is a triangular change of basis ``U <- L^{-1} U``, which the refresh's QR undoes).
+        """
+        if self.Cr is None:
+            return
+        if getattr(ops, "local_only", False):
+            self._pending = ops
+        else:
+            self._reorth(ops)
+
+    def _settle(self):
+        if self._pending is not None:
+            self._reorth(self._pending)
+
+    def _reorth(self, ops):
+        self._pending = None
+        if self.Zr is self.Ur:
+            Cr, Ur = orthonormalize_block(ops, self.Cr, self.Ur, passes=1)
+            Zr = Ur
+        else:
+            Cr, Ur, Zr = orthonormalize_block(ops, self.Cr, self.Ur, self.Zr, passes=1)
+        self._set(Ur, Zr, Cr)
 
     def __repr__(self):
         n = None if self.Ur is None else self.Ur.shape[1]
@@ -124,24 +166,42 @@ class RecycleSpace:
         if self.Ur is None or self.k == 0:
             return self
         if not force and self.is_current(ops, M):
+            if self._pending is not None:
+                self._reorth(ops)
             return self
-        Zr = np.array([ops.precond(u) for u in self.Ur])
-        Cr = np.array([ops.matvec(z) for z in Zr])
-        Cr, Ur, Zr = orthonormalize_block(ops, Cr, self.Ur, Zr)
+        self._pending = None  # the refresh below re-orthonormalises
+        if identity_pc(ops):
+            Cr, Ur = orthonormalize_block(ops, matvec_rows(ops, self.Ur), self.Ur)
+            Zr = Ur
+        else:
+            Zr = precond_rows(ops, self.Ur)
+            Cr, Ur, Zr = orthonormalize_block(ops, matvec_rows(ops, Zr), self.Ur, Zr)
         self.store(ops, Ur, Zr, Cr, M=M)
         self.refreshes += 1
         self.last_setup_matvecs = len(Zr)
         return self
 
     def store(self, ops, Ur, Zr, Cr, *, M=None):
-        """Set the space (row blocks) as valid for the operator of ``ops``."""
+        """Set the space (row blocks) as valid for the operator of ``ops``.
+
+        ``Zr is Ur`` (identity preconditioner) is kept: one array serves both.
+        """
+        self._pending = None
         if Ur is None or len(Ur) == 0:
             self.Ur = self.Zr = self.Cr = None
             self._key = None
             return
-        self.Ur, self.Zr, self.Cr = (np.ascontiguousarray(X) for X in (Ur, Zr, Cr))
+        self._set(Ur, Zr, Cr)
         self._key = ops.fingerprint()
         self._M = M
+
+    def _set(self, Ur, Zr, Cr):
+        if len(Ur) == 0:
+            self.Ur = self.Zr = self.Cr = None
+            self._key = None
+            return
+        self.Ur, self.Cr = np.ascontiguousarray(Ur), np.ascontiguousarray(Cr)
+        self.Zr = self.Ur if Zr is Ur else np.ascontiguousarray(Zr)
 
 
 def _check_mk(m, k):
@@ -152,45 +212,6 @@ def _check_mk(m, k):
     if k >= m:
         raise InputError(f"recycle dimension k={k} must be smaller than the restart length m={m}")
     return int(m), int(k)
-
-
-def _harmonic_ritz(Gbar, WtV, k):
-    """``k`` harmonic Ritz vectors of smallest magnitude: ``Gbar^T Gbar g = t Gbar^T WtV g``.
-
-    Complex pairs contribute their real and imaginary parts; returns an
-    orthonormal real basis ``P`` (columns), possibly with fewer than ``k`` columns.
-    """
-    p = Gbar.shape[1]
-    k = min(k, p)
-    if k == 0:
-        return np.zeros((p, 0))
-    try:
-        theta, G = sla.eig(Gbar.T @ Gbar, Gbar.T @ WtV)
-    except (np.linalg.LinAlgError, ValueError):
-        return np.zeros((p, 0))
-    mag = np.abs(theta)
-    mag[~np.isfinite(mag)] = np.inf
-    cols, used = [], np.zeros(p, bool)
-    for i in np.argsort(mag, kind="stable"):
-        if len(cols) >= k or not np.isfinite(mag[i]):
-            break
-        if used[i]:
-            continue
-        used[i] = True
-        g = G[:, i]
-        if abs(theta[i].imag) > 1e-12 * max(mag[i], _EPS):
-            cols.append(g.real)
-            if len(cols) < k:
-                cols.append(g.imag)
-            j = np.argmin(np.where(used, np.inf, np.abs(theta - np.conj(theta[i]))))  # conjugate
-            used[j] = True
-        else:
-            cols.append(g.real)
-    if not cols:
-        return np.zeros((p, 0))
-    Q, R = np.linalg.qr(np.array(cols).T)
-    d = np.abs(np.diag(R))
-    return Q[:, d > 1e-12 * d.max()]
 
 
 def gcrodr_core(ops, b, *, x0=None, rtol=1e-8, atol=0.0, maxiter=None, callback=None,
@@ -234,10 +255,13 @@ def gcrodr_core(ops, b, *, x0=None, rtol=1e-8, atol=0.0, maxiter=None, callback=
     if k > 0 and recycle.k > 0:
         recycle.prepare(ops, M=M)
         setup_mv = recycle.last_setup_matvecs
+    same = identity_pc(ops)  # M = I: Z is U, the Arnoldi images are V itself
     if k > 0 and recycle.k > 0:  # (may have lost all vectors in the refresh)
-        Ur, Zr, Cr = recycle.Ur[:k], recycle.Zr[:k], recycle.Cr[:k]
+        Ur, Cr = recycle.Ur[:k], recycle.Cr[:k]
+        Zr = Ur if recycle.Zr is recycle.Ur else recycle.Zr[:k]
     else:
-        Ur = Zr = Cr = np.zeros((0, nloc))
+        Ur, Cr = np.zeros((0, nloc)), np.zeros((0, nloc))
+        Zr = Ur if same else np.zeros((0, nloc))
 
     def project(x, r, Cr, Zr):
         if len(Cr):
@@ -263,10 +287,10 @@ def gcrodr_core(ops, b, *, x0=None, rtol=1e-8, atol=0.0, maxiter=None, callback=
         Bas = np.empty((kc + steps + 1, nloc))
         Bas[:kc] = Cr
         V = Bas[kc:]
-        Zv = np.empty((steps, nloc))
+        Zv = V if same else np.empty((steps, nloc))
         H = np.zeros((kc + steps + 1, steps))  # rows: [B; Hbar]
         R = np.zeros((steps + 1, steps))
-        cs, sn = np.zeros(steps), np.zeros(steps)
+        cs, sn = [0.0] * steps, [0.0] * steps  # Givens rotations (Python floats: IEEE double)
         g = np.zeros(steps + 1)
         beta = rnorm
         V[0] = r / beta
@@ -274,12 +298,15 @@ def gcrodr_core(ops, b, *, x0=None, rtol=1e-8, atol=0.0, maxiter=None, callback=
         lucky = bad = False
         j = 0
         for j in range(steps):
-            z = ops.precond(V[j])
-            Zv[j] = z
-            w = ops.matvec(z)
+            if same:
+                w = ops.matvec(V[j])
+            else:
+                z = ops.precond(V[j])
+                Zv[j] = z
+                w = ops.matvec(z)
             it += 1
             p = kc + j + 1
-            h = ops.dots(Bas[:p], w)  # classical Gram-Schmidt, twice
+            h = ops.dots(Bas[:p], w)  # classical Gram-Schmidt, twice (BLAS-2)
             w -= Bas[:p].T @ h
             h2 = ops.dots(Bas[:p], w)
             w -= Bas[:p].T @ h2
@@ -287,11 +314,11 @@ def gcrodr_core(ops, b, *, x0=None, rtol=1e-8, atol=0.0, maxiter=None, callback=
             hn = ops.norm(w)
             H[:p, j] = h
             H[p, j] = hn
-            col = np.append(h[kc:], hn)
+            col = h[kc:].tolist() + [hn]
             for i in range(j):
-                t = cs[i] * col[i] + sn[i] * col[i + 1]
-                col[i + 1] = -sn[i] * col[i] + cs[i] * col[i + 1]
-                col[i] = t
+                c_, s_, a_, b_ = cs[i], sn[i], col[i], col[i + 1]
+                col[i] = c_ * a_ + s_ * b_
+                col[i + 1] = -s_ * a_ + c_ * b_
             rr = float(np.hypot(col[j], col[j + 1]))
             cs[j], sn[j] = (1.0, 0.0) if rr == 0.0 else (col[j] / rr, col[j + 1] / rr)
             col[j], col[j + 1] = rr, 0.0
@@ -321,7 +348,7 @@ def gcrodr_core(ops, b, *, x0=None, rtol=1e-8, atol=0.0, maxiter=None, callback=
         if kc:
             x = x - Zr.T @ (H[:kc, :jj] @ y)
         if k > 0 and not bad:  # deflated restart: new recycle space
-            Ur, Zr, Cr = _update_space(ops, Bas, Zv, H, Ur, Zr, kc, jj, k, lucky)
+            Ur, Zr, Cr = _update_space(ops, Bas, Zv, H, Ur, Zr, kc, jj, k, lucky, same=same)
         r = b - ops.matvec(x)
         x, r = project(x, r, Cr, Zr)
         previous, rnorm = rnorm, ops.norm(r)
@@ -335,39 +362,10 @@ def gcrodr_core(ops, b, *, x0=None, rtol=1e-8, atol=0.0, maxiter=None, callback=
             reason = "breakdown"
             break
     if k > 0:
-        if cycles:  # one CholeskyQR pass against round-off accumulated over the cycles
-            Cr, Ur, Zr = orthonormalize_block(ops, Cr, Ur, Zr, passes=1)
         recycle.store(ops, Ur, Zr, Cr, M=M)
+        if cycles:  # one CholeskyQR pass against round-off accumulated over the cycles
+            recycle.reorthonormalize(ops)  # (deferred for serial ops: see there)
     return x, info(it, reason, setup_mv)
-
-
-def _update_space(ops, Bas, Zv, H, Ur, Zr, kc, jj, k, lucky):
-    """Harmonic Ritz extraction after a cycle (Parks et al. 2006, steps 12-16 / 27-31)."""
-    nb = kc + jj + (0 if lucky else 1)  # rows of W_hat = [C, V_{j+1}]
-    Gbar = np.zeros((nb, kc + jj))
-    WtV = np.zeros((nb, kc + jj))
-    Gbar[:, kc:] = H[:nb, :jj]
-    WtV[kc:kc + jj, kc:] = np.eye(jj)
-    if kc:
-        d = 1.0 / np.sqrt(np.maximum(np.diag(ops.gram(Ur, Ur)), _EPS**2))
-        Gbar[:kc, :kc] = np.diag(d)
-        WtV[:, :kc] = ops.gram(Bas[:nb], Ur) * d
-    P = _harmonic_ritz(Gbar, WtV, k)
-    if P.shape[1] == 0:
-        return Ur, Zr, Bas[:kc]
-    Q, Rq = np.linalg.qr(Gbar @ P)
-    dq = np.abs(np.diag(Rq))
-    keep = dq > 1e-12 * dq.max()
-    Q, Rq, P = Q[:, keep], Rq[np.ix_(keep, keep)], P[:, keep]
-    T = sla.solve_triangular(Rq, P.T, trans="T", lower=False)  # (P R^{-1})^T
-    Cn = Q.T @ Bas[:nb]  # orthonormal up to the orthogonality of [C, V]
-    Un = T[:, kc:] @ Bas[kc:kc + jj]
-    Zn = T[:, kc:] @ Zv[:jj]
-    if kc:
-        Td = T[:, :kc] * d
-        Un += Td @ Ur
-        Zn += Td @ Zr
-    return Un, Zn, Cn
 
 
 def gcrodr(A, b, *, x0=None, M=None, rtol=1e-8, atol=0.0, maxiter=None, callback=None,

@@ -18,6 +18,12 @@ Blocks of vectors are stored **row-wise**, as arrays of shape ``(p, n_local)``
 ``matches(key)``   whether ``key`` is the fingerprint of this operator (global answer)
 ``n``              the global number of unknowns
 
+and optionally (used when present, with the loops / :meth:`gram` above as fallback)
+``precond_rows(X)`` / ``matvec_rows(X)`` (a row block at once), ``row_norms2(X)``
+(:math:`\\|x_i\\|^2` per row), ``identity_pc`` (``True``: ``precond`` is the identity,
+so ``Z = U`` and ``M^{-1}`` images need not be stored) and ``local_only`` (``True``:
+no collective operations, so work may be deferred to any later call).
+
 Every reduction is a single collective, so small dense matrices built from its
 results are identical on every rank and the control flow stays in lock-step.
 
@@ -32,7 +38,8 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-__all__ = ["SerialOps", "MatrixFingerprint", "orthonormalize_block", "same_operator"]
+__all__ = ["SerialOps", "MatrixFingerprint", "orthonormalize_block", "same_operator",
+           "precond_rows", "matvec_rows", "row_norms2", "identity_pc"]
 
 _EPS = np.finfo(np.float64).eps
 
@@ -66,6 +73,23 @@ class MatrixFingerprint:
 
     __hash__ = None
 
+    def matches(self, A) -> bool:
+        """``self == MatrixFingerprint(A)`` without copying ``A``'s arrays."""
+        if self.ref is A and self.arrays is None:
+            return True
+        if self.arrays is None:
+            return False
+        if sp.issparse(A):
+            A = A.tocsr() if A.format != "csr" else A
+            arrays = (A.shape, A.indptr, A.indices, A.data)
+        elif isinstance(A, np.ndarray):
+            arrays = (A.shape, A)
+        else:
+            return False
+        if len(arrays) != len(self.arrays) or arrays[0] != self.arrays[0]:
+            return False
+        return all(np.array_equal(a, b) for a, b in zip(self.arrays[1:], arrays[1:], strict=True))
+
 
 def same_operator(M1, M2) -> bool:
     """Whether two preconditioner callables are the same (``None`` = identity).
@@ -82,10 +106,14 @@ def same_operator(M1, M2) -> bool:
 class SerialOps:
     """Operations on a serial system: ``A`` with ``A @ x`` and ``M`` a callable or None."""
 
+    local_only = True  # no collectives: work may be deferred (RecycleSpace's final pass)
+
     def __init__(self, A, M=None):
         self.A = A
         self.M = M
         self.n = int(A.shape[0])  # global size
+        self.identity_pc = M is None
+        self._block_solve = _superlu_block_solve(M)
 
     def matvec(self, v):
         return np.asarray(self.A @ v, dtype=np.float64).ravel()
@@ -94,6 +122,21 @@ class SerialOps:
         if self.M is None:
             return np.array(v, dtype=np.float64)
         return np.asarray(self.M(v), dtype=np.float64).ravel()
+
+    def precond_rows(self, X):
+        """``M^{-1}`` applied to every row of ``X`` (one SuperLU call for an ILU)."""
+        if self.M is None:
+            return np.array(X, dtype=np.float64)
+        if self._block_solve is not None and len(X):
+            return np.ascontiguousarray(self._block_solve(np.asfortranarray(X.T)).T)
+        return np.array([self.precond(x) for x in X]).reshape(len(X), -1)
+
+    def matvec_rows(self, X):
+        """``A`` applied to every row of ``X`` (row by row: faster than a CSR block product)."""
+        return np.array([self.matvec(x) for x in X]).reshape(len(X), -1)
+
+    def row_norms2(self, X):
+        return np.einsum("ij,ij->i", X, X)
 
     def dots(self, X, v):
         return X @ v
@@ -109,21 +152,62 @@ class SerialOps:
 
     def matches(self, key) -> bool:
         """Whether ``key`` (an earlier :meth:`fingerprint`) is this operator's."""
-        return key is not None and key == self.fingerprint()
+        return key is not None and key.matches(self.A)
+
+
+def _superlu_block_solve(M):
+    """``M``'s SuperLU ``solve`` when ``M`` is :meth:`ILUPreconditioner.apply` (else None).
+
+    SuperLU solves several right-hand sides in one call (supernodal block
+    triangular solves, bit-for-bit the column-by-column result).
+    """
+    owner = getattr(M, "__self__", None)
+    if owner is None or getattr(M, "__func__", None) is None:
+        return None
+    from femno.solvers.precond import ILUPreconditioner
+
+    if not isinstance(owner, ILUPreconditioner) or M.__func__ is not ILUPreconditioner.apply:
+        return None
+    ilu = getattr(owner, "ilu", None)
+    return None if ilu is None else ilu.solve
+
+
+def identity_pc(ops) -> bool:
+    """Whether ``ops.precond`` is the identity (``Z = U``, no images to store)."""
+    return bool(getattr(ops, "identity_pc", False))
+
+
+def precond_rows(ops, X):
+    """``M^{-1} x`` for every row ``x`` of ``X`` (block call when ``ops`` has one)."""
+    f = getattr(ops, "precond_rows", None)
+    return f(X) if f is not None else np.array([ops.precond(x) for x in X]).reshape(len(X), -1)
+
+
+def matvec_rows(ops, X):
+    """``A x`` for every row ``x`` of ``X``."""
+    f = getattr(ops, "matvec_rows", None)
+    return f(X) if f is not None else np.array([ops.matvec(x) for x in X]).reshape(len(X), -1)
+
+
+def row_norms2(ops, X):
+    """Squared global norms of the rows of ``X`` (``diag(gram(X, X))`` as fallback)."""
+    f = getattr(ops, "row_norms2", None)
+    return f(X) if f is not None else np.diag(ops.gram(X, X)).copy()
 
 
 def orthonormalize_block(ops, C, *others, drop_tol=1e-10, passes=2):
     """Orthonormalise the rows of ``C`` and apply the same transform to ``others``.
 
-    CholeskyQR2: ``G = C C^T = R^T R``, ``C <- R^{-T} C``, done twice (two
-    reductions); when ``G`` is numerically singular the block is reduced with an
+    CholeskyQR2: ``G = C C^T = L L^T``, ``C <- L^{-1} C``, done twice (two
+    reductions); the ``others`` get the product of the pass transforms,
+    :math:`T = L_2^{-1} L_1^{-1}`, in one product each; when ``G`` is numerically singular the block is reduced with an
     eigen-decomposition of ``G`` that drops directions with relative eigenvalue
     below ``drop_tol**2``. ``passes=1`` is enough for a nearly orthonormal block. Keeping ``U`` and ``Z`` transformed like ``C``
     preserves ``A M^{-1} U = A Z = C``.
 
     Returns the new ``(C, *others)`` (row blocks with possibly fewer rows).
     """
-    others = list(others)
+    T_all = None
     for _ in range(passes):
         if C.shape[0] == 0:
             break
@@ -143,5 +227,7 @@ def orthonormalize_block(ops, C, *others, drop_tol=1e-10, passes=2):
             else:
                 T = (Q[:, keep] / np.sqrt(w[keep])).T
         C = T @ C
-        others = [T @ X for X in others]
+        T_all = T if T_all is None else T @ T_all
+    if T_all is not None:
+        others = tuple(T_all @ X for X in others)
     return (C, *others)
