@@ -279,8 +279,8 @@ def run_auto(run, *, pc="auto", k=20, restart=40, maxiter=None, total=None):
     rank = {"direct-reuse": 1}
     cands = sorted(cands, key=lambda c: 0 if c[0].endswith("+hypre") else rank.get(c[0], 2))
     race = _Race(run, {name: make() for name, make in cands}, rtol,
-                 allowance=PROBE_SHARE * total)
-    race.first_budget = FIRST_PROBE_MATVECS * _matvec_seconds(run.As[int(run.order[0])])
+                 allowance=PROBE_SHARE * total,
+                 first_budget=FIRST_PROBE_MATVECS * _matvec_seconds(run.As[int(run.order[0])]))
     for rnd in range(per):
         for name in list(race.alive):
             if name not in race.alive:  # put out while rescuing another's failed solve
@@ -372,10 +372,10 @@ def run_auto(run, *, pc="auto", k=20, restart=40, maxiter=None, total=None):
 class _Race:
     """Candidates, their measured steady per-system costs, and failures."""
 
-    def __init__(self, run, strategies, rtol, allowance=np.inf):
+    def __init__(self, run, strategies, rtol, allowance=np.inf, first_budget=None):
         self.run, self.strategies, self.rtol = run, strategies, rtol
         self.allowance = allowance  # x cheapest cost: seconds losing solves may take
-        self.first_budget = None  # seconds for an iterative solve before any finished
+        self.first_budget = first_budget  # seconds for an iterative solve before any finished
         self.spent: list = []  # (cost, completed) of every probe solve
         self.costs = {name: [] for name in strategies}
         self.alive = list(strategies)
