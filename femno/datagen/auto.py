@@ -20,7 +20,9 @@ AMG hierarchy update, triangular solves). The decision:
    reuse (unless :func:`direct_feasible` rules it out), AMG-preconditioned CG
    (symmetric matrices with a positive diagonal) or GMRES (others) with the
    hierarchy updated in place, and the same Krylov method on PETSc with hypre
-   BoomerAMG where petsc4py has hypre (:func:`hypre_available`), and for SPD-like
+   BoomerAMG where petsc4py has hypre (:func:`hypre_available`), CG/GMRES with PETSc's
+   GAMG when the caller gives a near-nullspace (``solve_sequence(near_nullspace=)``,
+   e.g. rigid-body modes; every AMG candidate then gets it), and for SPD-like
    matrices deflated CG with AMG and the deflation space carried along the sorted
    sequence (``dcg+amg``) -- solves two systems
    (one when :math:`N < 8`); the second solve measures the steady cost
@@ -82,7 +84,7 @@ from femno.datagen.strategy import (
 )
 from femno.errors import InputError
 
-__all__ = ["analyze", "run_auto", "hypre_available", "DIRECT_MAX_N", "DIRECT_MAX_ENVELOPE", "lu_envelope",
+__all__ = ["analyze", "run_auto", "hypre_available", "gamg_available", "DIRECT_MAX_N", "DIRECT_MAX_ENVELOPE", "lu_envelope",
            "direct_feasible", "PROBE_BUDGET", "PROBE_SHARE", "PROBE_MIN_ALLOWANCE_S",
            "FIRST_PROBE_MATVECS"]
 
@@ -165,6 +167,13 @@ def hypre_available() -> bool:
     return bool(external_packages().get("hypre"))
 
 
+def gamg_available() -> bool:
+    """Whether PETSc's GAMG can run here (petsc4py importable)."""
+    from femno.solvers.petsc_backend import have_petsc
+
+    return bool(have_petsc())
+
+
 def analyze(As) -> dict:
     """Structure of a sequence of csr matrices.
 
@@ -199,13 +208,18 @@ def _structure_text(info) -> str:
     return f"{info['N']} systems, n={info['n']}, nnz={info['nnz']}, {kind}, {sym}"
 
 
-def run_auto(run, *, pc="auto", k=20, restart=40, maxiter=None, total=None):
+def run_auto(run, *, pc="auto", k=20, restart=40, maxiter=None, total=None,
+             near_nullspace=None, block_size=1):
     """Run ``auto`` on a :class:`~femno.datagen.sequence.SequenceRun`.
 
     ``total``: number of systems the choice serves (default: the run's), which sets
-    the probe's allowance (:data:`PROBE_SHARE`).  Returns ``(label, explanation,
-    probe)`` with ``probe`` the measured steady seconds per system of each candidate.
+    the probe's allowance (:data:`PROBE_SHARE`).  ``near_nullspace``/``block_size``
+    (checked by the caller) go to every AMG candidate and add CG with PETSc's GAMG,
+    probed first.  Returns ``(label, explanation, probe)`` with ``probe`` the
+    measured steady seconds per system of each candidate.
     """
+    nns = {} if near_nullspace is None else {"near_nullspace": near_nullspace,
+                                             "block_size": block_size}
     info = analyze(run.As)
     N = info["N"]
     total = max(N, int(total or 0))
@@ -244,22 +258,28 @@ def run_auto(run, *, pc="auto", k=20, restart=40, maxiter=None, total=None):
         label = "amg-cg" if pc_name in ("amg", "amg-sa", "amg-rs") else f"cg+{pc_name}"
         cands.append((label, lambda: KrylovStrategy(
             "cg", pc=kry_pc, rtol=rtol, maxiter=maxiter, reuse_pc=info["shared_pattern"],
-            label=label)))
+            label=label, **nns)))
         if pc_name in ("amg", "amg-sa") and recycling_available():
             # deflated CG, deflation space carried along the sorted sequence: pays where
             # AMG leaves a few slow modes (elasticity3d zoo family: 81 vs 147 ms/system)
             cands.append(("dcg+amg", lambda: RecycleStrategy("dcg", pc=kry_pc, rtol=rtol,
-                                                             maxiter=maxiter)))
+                                                             maxiter=maxiter, **nns)))
     else:
         cands.append((f"gmres+{pc_name}", lambda: KrylovStrategy(
             "gmres", pc=kry_pc, rtol=rtol, restart=restart, maxiter=maxiter,
-            reuse_pc=info["shared_pattern"])))
+            reuse_pc=info["shared_pattern"], **nns)))
     if pc in ("auto", None) and hypre_available():
         # BoomerAMG through PETSc: CG where CG applies, else GMRES(restart)
         kind = "cg" if spd_like else "gmres"
         cands.append((f"{kind}+hypre", lambda: KrylovStrategy(
             kind, pc="hypre", rtol=rtol, restart=restart, maxiter=maxiter,
-            reuse_pc=info["shared_pattern"], backend="petsc", label=f"{kind}+hypre")))
+            reuse_pc=info["shared_pattern"], backend="petsc", label=f"{kind}+hypre", **nns)))
+    if pc in ("auto", None) and nns and gamg_available():
+        # smoothed aggregation built on the given near-nullspace (rigid-body modes)
+        kind = "cg" if spd_like else "gmres"
+        cands.append((f"{kind}+gamg", lambda: KrylovStrategy(
+            kind, pc="gamg", rtol=rtol, restart=restart, maxiter=maxiter,
+            reuse_pc=info["shared_pattern"], backend="petsc", label=f"{kind}+gamg", **nns)))
     if info["fixed"]:  # too large for LU: one candidate, hierarchy reused
         name, make = cands[-1]
         strategy = make()
@@ -276,8 +296,10 @@ def run_auto(run, *, pc="auto", k=20, restart=40, maxiter=None, total=None):
     per = 2 if N >= 4 * len(cands) else 1
     # BoomerAMG first (cheap set-up, the usual winner from ~1e4 dofs on: its first solve
     # tells how cheap a system can be), then the direct candidate, then the others
+    # (with a near-nullspace: GAMG, built on it, before BoomerAMG)
     rank = {"direct-reuse": 1}
-    cands = sorted(cands, key=lambda c: 0 if c[0].endswith("+hypre") else rank.get(c[0], 2))
+    cands = sorted(cands, key=lambda c: (-1 if c[0].endswith("+gamg") else
+                                         0 if c[0].endswith("+hypre") else rank.get(c[0], 2)))
     race = _Race(run, {name: make() for name, make in cands}, rtol,
                  allowance=PROBE_SHARE * total,
                  first_budget=FIRST_PROBE_MATVECS * _matvec_seconds(run.As[int(run.order[0])]))

@@ -94,7 +94,7 @@ def _resolve_auto(fam, spec, options, seed, order, pc, rtol, solver_options) -> 
         # the probe's allowance is a share of the whole dataset's projected cost
         res = solve_sequence([(s.A, s.b) for s in systems], method="auto", pc=pc, rtol=rtol,
                              sort="none", on_fail="ignore", auto_total=len(order),
-                             **solver_options)
+                             **{**runner.nullspace_options(fam), **solver_options})
         label, explanation = str(res.method), str(res.explanation)
     except ImportError:  # auto strategy not available
         pass

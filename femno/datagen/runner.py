@@ -274,7 +274,7 @@ def solve_block(task: dict) -> dict:
                 res = solve_sequence(
                     [(s.A, s.b) for s in systems], method=task["method"], pc=task["pc"],
                     rtol=task["rtol"], sort="none", on_fail="ignore", x0=x0,
-                    **(task.get("solver_options") or {}),
+                    **{**nullspace_options(family), **(task.get("solver_options") or {})},
                 )
         finally:
             np.random.set_state(state)
@@ -294,6 +294,15 @@ def solve_block(task: dict) -> dict:
         "solve_s": float(getattr(res, "total_s", np.sum(res.times))),
         "pid": os.getpid(),
     }
+
+
+def nullspace_options(family) -> dict:
+    """``solve_sequence`` keywords for the family's AMG near-nullspace (``{}`` if none)."""
+    nns = family.near_nullspace()
+    if nns is None:
+        return {}
+    B, block_size = nns
+    return {"near_nullspace": B, "block_size": int(block_size)}
 
 
 # -- executors -----------------------------------------------------------------------------

@@ -80,6 +80,8 @@ SEQUENCE_METHODS = {
 }
 _DIRECT = ("direct", "direct-reuse", "direct-fresh", "block")
 _AMG = ("amg", "amg-sa", "amg-rs")
+#: sequence preconditioners that run on PETSc (``cg``/``gmres`` only): BoomerAMG, GAMG
+PETSC_PCS = ("hypre", "gamg")
 
 
 @dataclass
@@ -271,18 +273,21 @@ def _check_options(method, pc, rtol, k, restart, maxiter, on_fail, callback):
     if isinstance(pc, str) and pc != "auto":
         from femno.solvers.precond import PRECONDITIONERS, pc_key
 
-        if pc_key(pc) == "hypre":
+        key = pc_key(pc)
+        if key in PETSC_PCS:
+            what = {"hypre": "BoomerAMG", "gamg": "GAMG"}[key]
             if method not in ("cg", "gmres"):
-                raise InputError(f"pc='hypre' (BoomerAMG through PETSc) runs with method 'cg' "
+                raise InputError(f"pc={key!r} ({what} through PETSc) runs with method 'cg' "
                                  f"or 'gmres', not {method!r}")
-            from femno.datagen.auto import hypre_available
+            from femno.datagen.auto import gamg_available, hypre_available
 
-            if not hypre_available():
-                raise InputError("pc='hypre' needs petsc4py built with hypre "
-                                 "(bash .ci/install --petsc, or pip install femno[petsc])")
-        elif pc_key(pc) not in PRECONDITIONERS and not pc_key(pc).startswith("neural:"):
-            raise InputError(f"unknown preconditioner {pc!r}; valid: auto, hypre (cg/gmres on "
-                             f"PETSc), {', '.join(PRECONDITIONERS)}")
+            if not (hypre_available() if key == "hypre" else gamg_available()):
+                raise InputError(f"pc={key!r} needs petsc4py"
+                                 + (" built with hypre" if key == "hypre" else "")
+                                 + " (bash .ci/install --petsc, or pip install femno[petsc])")
+        elif key not in PRECONDITIONERS and not key.startswith("neural:"):
+            raise InputError(f"unknown preconditioner {pc!r}; valid: auto, hypre, gamg "
+                             f"(cg/gmres on PETSc), {', '.join(PRECONDITIONERS)}")
     if method in _DIRECT and pc not in ("auto", None, "none"):
         raise InputError(f"method {method!r} is a direct solver; pc={pc!r} does not apply")
     if method.startswith("amg-cg") and not (pc in ("auto", None) or
@@ -291,10 +296,17 @@ def _check_options(method, pc, rtol, k, restart, maxiter, on_fail, callback):
     return rtol
 
 
-def make_strategy(method, *, pc="auto", rtol=1e-8, k=20, restart=40, maxiter=None):
-    """The :class:`~femno.datagen.strategy.Strategy` of a (non-``auto``) method name."""
+def make_strategy(method, *, pc="auto", rtol=1e-8, k=20, restart=40, maxiter=None,
+                  near_nullspace=None, block_size=1):
+    """The :class:`~femno.datagen.strategy.Strategy` of a (non-``auto``) method name.
+
+    ``near_nullspace`` / ``block_size`` go to the AMG preconditioners
+    (:func:`femno.solvers.krylov`); the other strategies ignore them.
+    """
     if pc in ("auto", None):
         pc = SEQUENCE_METHODS[method][0]
+    nns = {} if near_nullspace is None else {"near_nullspace": near_nullspace,
+                                             "block_size": block_size}
     if method in ("direct", "direct-reuse", "block"):
         return LUStrategy(reuse=True, rtol=rtol)
     if method == "direct-fresh":
@@ -302,24 +314,26 @@ def make_strategy(method, *, pc="auto", rtol=1e-8, k=20, restart=40, maxiter=Non
     if method in ("skr", "recycle", "gcrodr"):
         return RecycleStrategy("gcrodr", pc=pc, rtol=rtol, k=k, restart=restart,
                                maxiter=maxiter, recycle=method != "gcrodr",
-                               label=f"{method}+{pc if isinstance(pc, str) else pc.name}")
+                               label=f"{method}+{pc if isinstance(pc, str) else pc.name}", **nns)
     if method == "dcg":
         return RecycleStrategy("dcg", pc=pc, rtol=rtol, k=k, restart=restart, maxiter=maxiter,
-                               recycle=True)
-    if isinstance(pc, str) and pc.lower() == "hypre":  # BoomerAMG on PETSc, as auto runs it
-        return KrylovStrategy(method, pc="hypre", rtol=rtol, restart=restart, maxiter=maxiter,
-                              reuse_pc=True, backend="petsc", label=f"{method}+hypre")
+                               recycle=True, **nns)
+    if isinstance(pc, str) and pc.lower() in PETSC_PCS:  # BoomerAMG / GAMG on PETSc
+        p = pc.lower()
+        return KrylovStrategy(method, pc=p, rtol=rtol, restart=restart, maxiter=maxiter,
+                              reuse_pc=True, backend="petsc", label=f"{method}+{p}", **nns)
     if method == "gmres":
         return KrylovStrategy("gmres", pc=pc, rtol=rtol, restart=restart, maxiter=maxiter,
-                              reuse_pc=True, label=None)
+                              reuse_pc=True, label=None, **nns)
     return KrylovStrategy("cg", pc=pc, rtol=rtol, maxiter=maxiter,
                           reuse_pc=method != "amg-cg-fresh",
-                          label=method if method.startswith("amg-cg") else None)
+                          label=method if method.startswith("amg-cg") else None, **nns)
 
 
 def solve_sequence(systems, *, method="auto", pc="auto", rtol=1e-8, sort=None, features=None,
                    warm_start=False, x0=None, k=20, restart=40, maxiter=None, progress=False,
-                   on_fail="raise", callback=None, auto_total=None) -> SequenceResult:
+                   on_fail="raise", callback=None, auto_total=None, near_nullspace=None,
+                   block_size=1) -> SequenceResult:
     r"""Solve :math:`A_i x_i = b_i`, :math:`i = 0..N-1`, reusing work between systems.
 
     Every system is validated before anything is solved. Each solution meets
@@ -338,8 +352,15 @@ def solve_sequence(systems, *, method="auto", pc="auto", rtol=1e-8, sort=None, f
         Preconditioner of Krylov methods; ``"auto"``: none for ``skr``, ``recycle``,
         ``gcrodr``, ``gmres`` (as in the SKR paper), AMG for ``cg``, ``amg-cg*``
         and ``dcg``; ``"hypre"``: BoomerAMG through PETSc for ``cg`` and ``gmres``
-        (petsc4py with hypre; ``auto`` may pick it). Direct methods take none.
+        (petsc4py with hypre; ``auto`` may pick it); ``"gamg"``: PETSc's smoothed
+        aggregation (with ``near_nullspace``). Direct methods take none.
     rtol : float, keyword-only
+    near_nullspace : ndarray, shape (n, r), optional, keyword-only
+        Near-nullspace modes shared by all systems (e.g. rigid-body motions,
+        :meth:`femno.fem.Family.near_nullspace`) for the AMG preconditioners (pyamg's
+        ``B``, PETSc GAMG's ``MatSetNearNullSpace``); with it ``auto`` also probes
+        CG with GAMG. ``block_size``: rows per mesh node (nodal coarsening).
+    block_size : int, keyword-only
     sort : None, str or array_like of int, keyword-only
         ``None``: the method's default (``skr`` sorts by the greedy chain, the others
         keep the caller's order); a name from
@@ -401,6 +422,18 @@ def solve_sequence(systems, *, method="auto", pc="auto", rtol=1e-8, sort=None, f
         raise InputError(f"auto_total must be a positive integer or None, got {auto_total!r}")
     As, bs = load_systems(systems)
     N = len(As)
+    nns = {}
+    if near_nullspace is not None:
+        from femno.solvers.precond import check_near_nullspace
+
+        B, bsize = check_near_nullspace(near_nullspace, block_size,
+                                        n=As[0].shape[0] if N else None)
+        if any(A.shape[0] != B.shape[0] for A in As):
+            raise InputError("near_nullspace needs every system to have its "
+                             f"{B.shape[0]} rows")
+        nns = {"near_nullspace": B, "block_size": bsize}
+    elif block_size != 1:
+        raise InputError("block_size applies together with near_nullspace")
     if features is not None:
         features = check_features(features, N)
     if sort is not None and not isinstance(sort, str):
@@ -408,7 +441,7 @@ def solve_sequence(systems, *, method="auto", pc="auto", rtol=1e-8, sort=None, f
     strategy = None
     if method not in ("auto", "block"):
         strategy = make_strategy(method, pc=pc, rtol=rtol, k=k, restart=restart,
-                                 maxiter=maxiter)
+                                 maxiter=maxiter, **nns)
     if method == "block" and not all(same_matrix(A, As[0]) for A in As[1:]):
         raise InputError("method 'block' needs the same matrix for every system "
                          "(only the right-hand side may change); use 'direct'")
@@ -423,7 +456,7 @@ def solve_sequence(systems, *, method="auto", pc="auto", rtol=1e-8, sort=None, f
             from femno.datagen.auto import run_auto
 
             label, explanation, probe = run_auto(run, pc=pc, k=k, restart=restart,
-                                                 maxiter=maxiter, total=auto_total)
+                                                 maxiter=maxiter, total=auto_total, **nns)
         elif method == "block":
             strategy = LUStrategy(reuse=True, rtol=rtol)
             run.solve_block(strategy, range(N))

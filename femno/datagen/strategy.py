@@ -411,7 +411,7 @@ class RecycleStrategy(KrylovStrategy):
     """
 
     def __init__(self, kind, *, pc, rtol, k=20, restart=40, maxiter=None, recycle=True,
-                 label=None):
+                 label=None, **options):
         if not recycling_available():
             raise InputError(f"method {kind!r} needs the recycling solvers of femno.solvers "
                              "(krylov('gcrodr') / krylov('dcg')), which this installation "
@@ -419,7 +419,8 @@ class RecycleStrategy(KrylovStrategy):
         pc_name = pc if isinstance(pc, str) else pc.name
         super().__init__(kind, pc=pc, rtol=rtol, restart=restart, maxiter=maxiter,
                          reuse_pc=True, recycle=bool(recycle), k=int(k),
-                         label=label or f"{kind}{'' if recycle else '-fresh'}+{pc_name}")
+                         label=label or f"{kind}{'' if recycle else '-fresh'}+{pc_name}",
+                         **options)
 
     def reset_recycle(self):
         """Forget the carried space."""

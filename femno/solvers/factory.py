@@ -21,7 +21,7 @@ from femno.solvers import krylov as _k
 from femno.solvers import neural as _nn
 from femno.solvers import recycle as _rc
 from femno.solvers.base import Preconditioner, check_system, report_nonconvergence
-from femno.solvers.precond import SYMMETRIC, make_preconditioner, pc_key
+from femno.solvers.precond import SYMMETRIC, check_near_nullspace, make_preconditioner, pc_key
 from femno.solvers.stats import SolveStats
 
 __all__ = ["krylov", "KrylovSolver", "METHODS", "BACKENDS"]
@@ -209,7 +209,8 @@ def krylov(method: str = "cg", *, pc="none", rtol: float = 1e-8, atol: float = 0
            maxiter: int | None = None, restart: int = 30, backend: str = "scipy",
            on_fail: str = "raise", reuse_pc: bool = False, pc_options: dict | None = None,
            petsc_options: dict | None = None, callback=None, mmax: int = 30,
-           recycle: bool = False, k: int | None = None):
+           recycle: bool = False, k: int | None = None, near_nullspace=None,
+           block_size: int = 1):
     """Krylov solver factory: ``skfem.solve(A, b, solver=krylov("cg", pc="amg"))``.
 
     Solves :math:`A x = b` until :math:`\\|b - A x\\|_2 \\le \\max(\\mathrm{rtol}\\,
@@ -275,6 +276,15 @@ def krylov(method: str = "cg", *, pc="none", rtol: float = 1e-8, atol: float = 0
         Recycle/deflation dimension (default ``min(20, restart // 2)`` for
         ``gcrodr``, ``10`` for ``dcg``); ``gcrodr`` needs ``k < restart``.
         For ``dcdm``: directions to ``A``-orthogonalise against (default 2).
+    near_nullspace : ndarray, shape (n, r), optional
+        Modes the operator nearly annihilates (rigid-body motions for elasticity,
+        :func:`femno.fem.nullspace.rigid_body_modes`), for the AMG preconditioners:
+        pyamg's ``B`` for ``"amg"``/``"amg-sa"``, ``MatSetNearNullSpace`` for PETSc's
+        ``"gamg"`` (and the matrix block size for ``"hypre"``'s nodal coarsening).
+        Other preconditioners ignore it. See :func:`~femno.solvers.precond.check_near_nullspace`.
+    block_size : int
+        Consecutive rows per mesh node (the vector components of one point), with
+        ``near_nullspace``; PETSc's GAMG and hypre coarsen by these blocks.
 
     Returns
     -------
@@ -336,6 +346,13 @@ def krylov(method: str = "cg", *, pc="none", rtol: float = 1e-8, atol: float = 0
     if petsc_options and backend != "petsc":
         raise InputError("petsc_options need backend='petsc'")
 
+    if near_nullspace is not None:
+        near_nullspace, block_size = check_near_nullspace(near_nullspace, block_size)
+        if backend != "petsc" and isinstance(pc, str) and pc_key(pc) in ("amg", "amg-sa"):
+            pc_options = {**(pc_options or {}), "B": near_nullspace}
+    elif block_size != 1:
+        raise InputError("block_size applies together with near_nullspace")
+
     if backend == "petsc" and method == "gcrodr":  # femno's GCRO-DR on PETSc objects
         from femno.solvers.recycle_petsc import PetscGCRODR
 
@@ -354,7 +371,8 @@ def krylov(method: str = "cg", *, pc="none", rtol: float = 1e-8, atol: float = 0
         return PetscKrylov(method, pc=pc, rtol=rtol, atol=atol, maxiter=maxiter,
                            restart=restart, mmax=int(mmax), on_fail=on_fail, reuse_pc=reuse_pc,
                            pc_options=pc_options, petsc_options=petsc_options,
-                           callback=callback)
+                           callback=callback, near_nullspace=near_nullspace,
+                           block_size=block_size)
     if method == "direct":
         from femno.solvers.direct import direct
 

@@ -45,6 +45,7 @@ __all__ = [
     "AMGPreconditioner",
     "PRECONDITIONERS",
     "make_preconditioner",
+    "check_near_nullspace",
 ]
 
 
@@ -453,3 +454,42 @@ def make_preconditioner(name: str, **options) -> Preconditioner:
         return PRECONDITIONERS[key](**options)
     except TypeError as exc:
         raise InputError(f"bad options for preconditioner {name!r}: {exc}") from exc
+
+
+def check_near_nullspace(vectors, block_size=1, *, n=None):
+    r"""Validate near-nullspace modes for AMG: ``(B, block_size)``, ``B`` float64 (n, r).
+
+    ``vectors`` of shape ``(n, r)`` (or ``(n,)``, one mode) are the modes the operator
+    nearly annihilates (e.g. :func:`femno.fem.nullspace.rigid_body_modes`);
+    ``block_size`` the number of consecutive rows per mesh node (divides ``n``).
+    Raises :class:`~femno.errors.InputError` for NaN/inf, a zero or rank-deficient
+    ``B``, or sizes that do not fit ``n``.
+
+    >>> import numpy as np
+    >>> B, bs = check_near_nullspace(np.ones(6), 2)
+    >>> B.shape, bs
+    ((6, 1), 2)
+    """
+    try:
+        B = np.array(vectors, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise InputError(f"near_nullspace must be a numeric array (n, r), got "
+                         f"{type(vectors).__name__}") from None
+    if B.ndim == 1:
+        B = B[:, None]
+    if B.ndim != 2 or B.shape[1] < 1 or B.shape[0] < B.shape[1]:
+        raise InputError(f"near_nullspace must have shape (n, r) with 1 <= r <= n, got {B.shape}")
+    if not np.all(np.isfinite(B)):
+        raise InputError("near_nullspace contains NaN or inf")
+    if n is not None and B.shape[0] != n:
+        raise InputError(f"near_nullspace has {B.shape[0]} rows for a system of size {n}")
+    if isinstance(block_size, bool) or int(block_size) != block_size or block_size < 1:
+        raise InputError(f"block_size must be a positive integer, got {block_size!r}")
+    block_size = int(block_size)
+    if B.shape[0] % block_size:
+        raise InputError(f"block_size {block_size} does not divide the {B.shape[0]} rows")
+    s = np.linalg.svd(B, compute_uv=False)
+    if s[-1] <= 1e-12 * max(s[0], np.finfo(float).tiny):
+        raise InputError(f"near_nullspace columns are linearly dependent (or zero): "
+                         f"singular values {s[0]:.3g} .. {s[-1]:.3g}")
+    return B, block_size

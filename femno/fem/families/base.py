@@ -208,7 +208,28 @@ class Family:
             self._cache["assembler"] = asm
         return self._cache["assembler"]
 
+    def near_nullspace(self):
+        """Near-nullspace of the condensed operator for AMG, or ``None`` (the default).
+
+        ``(B, block_size)``: ``B`` of shape ``(n_free, r)``, float64, the modes the
+        operator nearly annihilates (rigid-body motions for elasticity, see
+        :func:`femno.fem.nullspace.rigid_body_modes`), and the number of consecutive
+        rows per mesh node (``1`` when the free dofs do not come in node blocks).
+        :func:`femno.datagen.solve_sequence` and :func:`femno.generate` pass them to
+        the AMG preconditioners (pyamg's ``B``, PETSc's ``MatSetNearNullSpace``).
+        """
+        return None
+
     # -- shared machinery ----------------------------------------------------------------
+    def free_dofs(self) -> np.ndarray:
+        """Indices (sorted, int64) of the dofs left after the Dirichlet condition."""
+        if "free" not in self._cache:
+            D = np.asarray(self.dirichlet_dofs(), dtype=np.int64)
+            mask = np.ones(self.basis.N, dtype=bool)
+            mask[D] = False
+            self._cache.update(free=np.nonzero(mask)[0], x_bc=np.zeros(self.basis.N))
+        return self._cache["free"]
+
     def assemble(self, params: dict, *, fast: bool = True) -> LinearSystem:
         """Assemble the condensed system for ``params`` (see :meth:`sample`).
 
@@ -219,12 +240,7 @@ class Family:
         """
         if not isinstance(params, dict):
             raise InputError(f"params must be a dict, got {type(params).__name__}")
-        if "free" not in self._cache:
-            D = np.asarray(self.dirichlet_dofs(), dtype=np.int64)
-            mask = np.ones(self.basis.N, dtype=bool)
-            mask[D] = False
-            self._cache.update(free=np.nonzero(mask)[0], x_bc=np.zeros(self.basis.N))
-        free, x_bc = self._cache["free"], self._cache["x_bc"]
+        free, x_bc = self.free_dofs(), self._cache["x_bc"]
         asm = self._assembler() if fast and not self.fixed_matrix else None
         if asm is not None:
             A = asm.assemble(self.matrix_coefficients(params))

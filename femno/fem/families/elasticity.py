@@ -18,6 +18,7 @@ from skfem.helpers import ddot, div, sym_grad
 from femno.errors import InputError
 from femno.fem.bc import boundary_dofs, neumann_load
 from femno.fem.families.base import Family, positive_number
+from femno.fem.nullspace import node_block_size, rigid_body_modes
 
 __all__ = ["Elasticity", "lame"]
 
@@ -111,6 +112,11 @@ class Elasticity(Family):
 
     def assemble_full(self, params, *, matrix=True):
         return (self.stiffness(params["E"]) if matrix else None), self._load_vector(params)
+
+    def near_nullspace(self):
+        """The three rigid-body motions on the free dofs, and the node block size (2)."""
+        free = self.free_dofs()
+        return rigid_body_modes(self.basis, free), node_block_size(self.basis, free)
 
     def features(self, params):
         E = self.coefficient(params["E"], "E")

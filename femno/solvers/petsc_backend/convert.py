@@ -40,7 +40,7 @@ def ownership_range(n: int, comm=None) -> tuple[int, int]:
         v.destroy()
 
 
-def to_petsc_mat(A, comm=None, *, global_rows: bool = False):
+def to_petsc_mat(A, comm=None, *, global_rows: bool = False, block_size: int = 1):
     """Convert a scipy sparse matrix to a PETSc AIJ matrix (values are copied).
 
     Parameters
@@ -54,6 +54,9 @@ def to_petsc_mat(A, comm=None, *, global_rows: bool = False):
     global_rows : bool, keyword-only
         ``A`` is the full ``N x N`` matrix replicated on every rank; each rank keeps its
         rows from :func:`ownership_range`.
+    block_size : int, keyword-only
+        Matrix block size (rows per mesh node, for nodal AMG); it must divide the local
+        row count, else 1 is used.
 
     Returns
     -------
@@ -83,7 +86,8 @@ def to_petsc_mat(A, comm=None, *, global_rows: bool = False):
         np.ascontiguousarray(A.indices, dtype=it),
         np.ascontiguousarray(A.data, dtype=PETSc.ScalarType),
     )
-    M = PETSc.Mat().createAIJ(size=((nloc, N), (nloc, N)), csr=csr, comm=comm)
+    bs = int(block_size) if block_size > 1 and all_ranks(nloc % block_size == 0, comm) else None
+    M = PETSc.Mat().createAIJ(size=((nloc, N), (nloc, N)), csr=csr, comm=comm, bsize=bs)
     M.assemble()
     return M
 
