@@ -40,7 +40,6 @@ import numpy as np
 
 from femno.errors import InputError
 from femno.solvers.base import report_nonconvergence
-from femno.solvers.precond import check_near_nullspace
 from femno.solvers.petsc_backend._import import comm_or_self as _comm
 from femno.solvers.petsc_backend._import import get_petsc, loaded_petsc
 from femno.solvers.petsc_backend.convert import (
@@ -72,6 +71,7 @@ from femno.solvers.petsc_backend.report import (
     residual_history,
     short_reason,
 )
+from femno.solvers.precond import check_near_nullspace
 from femno.solvers.stats import SolveStats
 
 __all__ = ["PetscKrylov", "MAX_RESTARTS"]
