@@ -48,7 +48,7 @@ import numpy as np  # noqa: E402
 import scipy.sparse.linalg as spla  # noqa: E402
 
 from femno.datagen import generate_dataset  # noqa: E402
-from femno.datagen.runner import load_family, sample_params  # noqa: E402
+from femno.datagen.runner import load_family, nullspace_options, sample_params  # noqa: E402
 from femno.datagen.sequence import solve_sequence  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
@@ -113,7 +113,7 @@ def split(fam, seed: int, method: str, pc: str, count: int) -> dict:
         d = time.perf_counter()
         ts.append(b - a), tf.append(c - b), tk.append(d - c)
     res = solve_sequence([s0, *systems], method=method, pc=pc, rtol=1e-8, sort="none",
-                         on_fail="ignore")
+                         on_fail="ignore", **nullspace_options(fam))  # as generate does
     solve = float(np.median(res.times[1:]))
     sample, fast = float(np.median(ts)), float(np.median(tf))
     return {"setup_first_sample_s": setup, "sample_s": sample, "assemble_fast_s": fast,
@@ -172,7 +172,7 @@ def write(rows: list, args) -> None:
     lines = [
         "# Whole pipeline: `femno generate` against the loop a user would write",
         "",
-        f"Run {info['date']} on {m['cpu']}, {m['cores']} cores, OMP_NUM_THREADS={m['omp_threads']}, "
+        f"Written {info['date']} (each row's run date in its note) on {m['cpu']}, {m['cores']} cores, OMP_NUM_THREADS={m['omp_threads']}, "
         f"load average at the end {m['load_avg'][0]:.1f}. "
         f"Command: `python benchmarks/bench_generate.py{' --quick' if args.quick else ''}`.",
         "",
@@ -201,7 +201,7 @@ def write(rows: list, args) -> None:
             f"{100*s['share_sample_assemble']:.1f} % ({100*s['share_sample_assemble_skfem']:.0f} %) |")
     lines += ["", "Per-family notes (from the run): "]
     for r in rows:
-        lines.append(f"* {r['family']} ({r['note']}): generate spent "
+        lines.append(f"* {r['family']} ({r['note']}; run {r.get('run', info['date'])}): generate spent "
                      f"{r['generate']['total_s'] - sum(r['generate'][k] for k in ('time_sample_s', 'time_assemble_s', 'time_solve_s', 'time_write_s')):.1f} s "
                      f"outside sample/assemble/solve/write (auto's probe, layout, features); "
                      f"first sample set-up {r['split']['setup_first_sample_s']:.2f} s. "
@@ -222,7 +222,18 @@ def main(argv=None):
     p.add_argument("--out", type=Path, default=HERE / "results")
     args = p.parse_args(argv)
     rows = [run_family(name, args) for name in args.families]
-    write(rows, args)
+    write(merged(rows, args), args)
+
+
+def merged(rows: list, args) -> list:
+    """The new rows in place of the same families' rows of the results file (others kept,
+    each with the date of its run), in FAMILIES order."""
+    path = args.out / f"generate{'-quick' if args.quick else ''}.json"
+    old = json.loads(path.read_text()) if path.exists() else {"rows": []}
+    now = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    by = {r["family"]: {"run": old.get("date", "?"), **r} for r in old["rows"]}
+    by.update({r["family"]: {**r, "run": now} for r in rows})
+    return [by[f] for f in FAMILIES if f in by]
 
 
 if __name__ == "__main__":

@@ -11,6 +11,9 @@ systems are solved in one process by every method x preconditioner that applies:
 * ``gmres+ilu``, ``gmres+amg`` -- GMRES(40) with ILU / AMG
 * ``skr+ilu``      -- sorted GCRO-DR(40, 20) recycling with ILU (nonsymmetric rows)
 * ``hypre``        -- BoomerAMG through PETSc (CG on SPD rows, GMRES otherwise), loop
+* ``cg+gamg``      -- CG with PETSc's GAMG on the rows whose near-nullspace the user
+                      gives (elasticity: rigid-body modes, :data:`zoo.NEAR_NULLSPACE`;
+                      there every AMG method and ``auto`` get the modes too)
 * ``auto``         -- femno's pick, timed like the others
 
 at rtol 1e-8 (true residual). A method whose projected total exceeds the cap
@@ -47,7 +50,7 @@ import scipy.sparse.linalg as spla  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from zoo import FAMILIES  # noqa: E402
+from zoo import FAMILIES, NEAR_NULLSPACE  # noqa: E402
 
 from femno.datagen import solve_sequence  # noqa: E402
 from femno.datagen.auto import analyze, direct_feasible  # noqa: E402
@@ -83,8 +86,12 @@ def _capped(cap_s, N, *, project=True):
     return cb
 
 
-def run_method(name, systems, cap_s, info):
-    """Seconds for all systems (or None + note), mean iterations, max residual."""
+def run_method(name, systems, cap_s, info, nns=None):
+    """Seconds for all systems (or None + note), mean iterations, max residual.
+
+    ``nns``: ``{"near_nullspace": B, "block_size": bs}`` for the AMG methods, or None.
+    """
+    nns = nns or {}
     N = len(systems)
     t0 = time.perf_counter()
     its = []
@@ -103,7 +110,7 @@ def run_method(name, systems, cap_s, info):
 
             spd = info["symmetric"] and info["positive_diagonal"]
             solver = krylov("cg" if spd else "gmres", pc="hypre", backend="petsc", rtol=RTOL,
-                            restart=40, on_fail="ignore", maxiter=2000)
+                            restart=40, on_fail="ignore", maxiter=2000, **nns)
             res = []
             for A, b in systems:
                 x = solver(A, b)
@@ -120,9 +127,10 @@ def run_method(name, systems, cap_s, info):
         kw = {"auto": dict(method="auto"), "direct": dict(method="direct"),
               "cg+amg": dict(method="amg-cg"), "dcg+amg": dict(method="dcg", pc="amg"),
               "gmres+ilu": dict(method="gmres", pc="ilu"), "gmres+amg": dict(method="gmres", pc="amg"),
-              "skr+ilu": dict(method="skr", pc="ilu")}[name]
+              "skr+ilu": dict(method="skr", pc="ilu"), "cg+gamg": dict(method="cg", pc="gamg")}[name]
+        amg = name in ("auto", "cg+amg", "dcg+amg", "gmres+amg", "cg+gamg")
         r = solve_sequence(systems, rtol=RTOL, callback=_capped(cap_s, N, project=name != "auto"), on_fail="raise",
-                           maxiter=3000, **kw)
+                           maxiter=3000, **kw, **(nns if amg else {}))
         return r.total_s, {"residual": float(r.residuals.max()),
                            "iterations": float(r.iterations.mean()), "method": r.method,
                            "explanation": r.explanation if name == "auto" else ""}
@@ -148,7 +156,7 @@ def _warm_up():
         pass
 
 
-def methods_for(info, *, large, dim3):
+def methods_for(info, *, large, dim3, nns=False):
     spd = info["symmetric"] and info["positive_diagonal"]
     out = []
     if not (large and dim3):
@@ -162,6 +170,8 @@ def methods_for(info, *, large, dim3):
 
         if have_petsc():
             out.append("hypre")
+            if nns and spd:
+                out.append("cg+gamg")
     except ImportError:  # pragma: no cover
         pass
     return out + ["auto"]
@@ -209,9 +219,14 @@ def main(argv=None):
                "direct_feasible": direct_feasible(systems[0][0])[0], "methods": {}}
         best = np.inf
         dim3 = fam in ("darcy3d", "elasticity3d")
-        for m in methods_for(info, large=a.size == "large", dim3=dim3):
+        nns = None
+        if fam in NEAR_NULLSPACE:
+            B, bs = NEAR_NULLSPACE[fam](a.size)
+            nns = {"near_nullspace": B, "block_size": bs}
+            row["near_nullspace"] = f"{B.shape[1]} modes, block size {bs}"
+        for m in methods_for(info, large=a.size == "large", dim3=dim3, nns=nns is not None):
             cap = max(cap0, 10 * best) if np.isfinite(best) else max(cap0, 4 * cap0)
-            total, extra = run_method(m, systems, cap, info)
+            total, extra = run_method(m, systems, cap, info, nns)
             row["methods"][m] = {"total_s": total, **extra}
             if total is not None and m != "auto":
                 best = min(best, total)
@@ -235,13 +250,15 @@ def main(argv=None):
 
 def write_md(out: Path):
     cols = ["spsolve", "direct", "cg+amg", "dcg+amg", "gmres+amg", "gmres+ilu", "skr+ilu",
-            "hypre", "auto"]
+            "hypre", "cg+gamg", "auto"]
     lines = ["# Data-generation zoo: every method on families auto was not tuned on", "",
              "Produced by `python benchmarks/bench_zoo.py --size small|large` "
              "(see its docstring). Seconds per system (total / N, first systems' setup "
              "included), rtol 1e-8. `-` = does not apply; `stop` = stopped at the cap "
              "(projected far slower than the best); `fail` = did not converge / broke down. "
-             "**bold** = best. auto/best is the ratio of totals.", ""]
+             "**bold** = best. auto/best is the ratio of totals. `(+modes)`: the user "
+             "gives the rigid-body near-nullspace (`solve_sequence(near_nullspace=)`), which "
+             "every AMG method and auto get; cg+gamg runs only there.", ""]
     for size in ("small", "large"):
         j = out / f"zoo-{size}.json"
         if not j.exists():
@@ -267,7 +284,8 @@ def write_md(out: Path):
             au = r["methods"]["auto"]
             pick = (au.get("method") or "").replace("auto->", "")
             ratio = f"{r['auto_ratio']:.2f}" if r["auto_ratio"] else "fail"
-            lines.append(f"| {fam} | {r['n']:,} | {r['N']} | " + " | ".join(cells)
+            name = f"{fam} (+modes)" if r.get("near_nullspace") else fam
+            lines.append(f"| {name} | {r['n']:,} | {r['N']} | " + " | ".join(cells)
                          + f" | {pick} | {ratio} |")
         ratios = [r["auto_ratio"] for r in d["rows"].values() if r["auto_ratio"]]
         if ratios:

@@ -304,6 +304,19 @@ def elasticity(size, N, seed, *, dim=2):
     return out
 
 
+def elasticity_modes(size, *, dim=2):
+    """The rigid-body modes of :func:`elasticity`'s free dofs and their node block size,
+    as a user who knows the physics passes them (``solve_sequence(near_nullspace=)``)."""
+    from femno.fem.nullspace import node_block_size, rigid_body_modes
+
+    mesh = _square(GRID[size][3]) if dim == 2 else _cube(GRID[size][4])
+    elem = fem.ElementVector(fem.ElementTriP1() if dim == 2 else fem.ElementTetP1())
+    basis = fem.Basis(mesh, elem)
+    D = basis.get_dofs(lambda x: np.isclose(x[0], 0.0)).all()
+    free = np.setdiff1d(np.arange(basis.N), D)
+    return rigid_body_modes(basis, free), node_block_size(basis, free)
+
+
 def user_file(size, N, seed):
     """A family loaded from a user's file (zoo_user_family.py) through femno's loader."""
     from femno.datagen.runner import load_family
@@ -330,4 +343,10 @@ FAMILIES = {
     "helmholtz": helmholtz,
     "heat": heat,
     "user-file": user_file,
+}
+
+#: near-nullspace modes (B, block_size) the user gives for a family, by size
+NEAR_NULLSPACE = {
+    "elasticity2d": lambda s: elasticity_modes(s, dim=2),
+    "elasticity3d": lambda s: elasticity_modes(s, dim=3),
 }

@@ -306,12 +306,15 @@ def gcrodr_core(ops, b, *, x0=None, rtol=1e-8, atol=0.0, maxiter=None, callback=
                 w = ops.matvec(z)
             it += 1
             p = kc + j + 1
-            h = ops.dots(Bas[:p], w)  # classical Gram-Schmidt, twice (BLAS-2)
+            wn = ops.norm(w)
+            h = ops.dots(Bas[:p], w)  # classical Gram-Schmidt (BLAS-2)
             w -= Bas[:p].T @ h
-            h2 = ops.dots(Bas[:p], w)
-            w -= Bas[:p].T @ h2
-            h += h2
             hn = ops.norm(w)
+            if hn < 0.7071 * wn:  # a second pass where the first cancelled (Kahan-Parlett)
+                h2 = ops.dots(Bas[:p], w)
+                w -= Bas[:p].T @ h2
+                h += h2
+                hn = ops.norm(w)
             H[:p, j] = h
             H[p, j] = hn
             col = h[kc:].tolist() + [hn]
