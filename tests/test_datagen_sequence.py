@@ -295,3 +295,30 @@ def test_auto_drops_failing_krylov_candidate(darcy, probe_always):
     res = solve_sequence(systems, rtol=RTOL, maxiter=1)  # AMG-CG cannot make it in 1 step
     assert res.method == "auto->direct-reuse" and "did not converge" in res.explanation
     assert_matches(res, refs)
+
+
+def test_direct_refines_until_the_residual_stops_halving(monkeypatch):
+    """An inexact factor ((I + E) A^{-1}, ||E|| ~ 1e-2) needs two refinement steps to reach
+    rtol 1e-5 (residuals ~1e-2, 1e-4, 1e-6); one step, as before, is not enough."""
+    import scipy.sparse as sp
+
+    from femno.datagen import strategy as st
+
+    T = sp.diags([-1.0, 2.5, -1.0], [-1, 0, 1], shape=(60, 60), format="csr")
+    rng = np.random.default_rng(0)
+    E = 1e-2 * rng.standard_normal((60, 60)) / np.sqrt(60)
+    exact = st.LUStrategy._apply
+
+    def inexact(self, B):
+        X = exact(self, B)
+        return X + E @ X
+
+    monkeypatch.setattr(st.LUStrategy, "_apply", inexact)
+    b = rng.standard_normal(60)
+    x, stats = st.LUStrategy(rtol=1e-5).solve(T, b)
+    assert stats.converged and np.linalg.norm(b - T @ x) <= 1e-5 * np.linalg.norm(b)
+    X, _, _, res = st.LUStrategy(rtol=1e-5).solve_block(T, np.column_stack([b, 2 * b + 1]))
+    assert np.all(res <= 1e-5)
+    monkeypatch.setattr(st, "REFINE_STEPS", 1)
+    _, stats = st.LUStrategy(rtol=1e-5).solve(T, b)
+    assert not stats.converged
