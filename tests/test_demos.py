@@ -41,3 +41,12 @@ def test_rve_equino_demo(tmp_path):
 def test_neural_warm_start_demo():
     stdout = _run_demo("neural_warm_start.py", "--quick")
     assert "warm start" in stdout.lower() and "spon prediction" in stdout
+
+
+def test_hybrid_inverse_darcy_demo():
+    stdout = _run_demo("hybrid_inverse_darcy.py", "--n", 12, "--obs", 60, "--iters", 40)
+    line = next(ln for ln in stdout.splitlines() if ln.startswith("relative L2 error of log a"))
+    nums = [float(t.strip(",")) for t in line.replace("(constant)", "").split()
+            if t.strip(",").replace(".", "", 1).isdigit()]
+    start, recovered, best = nums
+    assert recovered < 0.5 * start and best <= recovered + 1e-12

@@ -93,8 +93,9 @@ class _SuperLU:
     def nnz(self):
         return int(self._lu.L.nnz + self._lu.U.nnz)
 
-    def solve(self, B):
-        return self._lu.solve(np.asfortranarray(B) if B.ndim == 2 else B)
+    def solve(self, B, transpose=False):
+        return self._lu.solve(np.asfortranarray(B) if B.ndim == 2 else B,
+                              trans="T" if transpose else "N")
 
 
 class _NotPositiveDefinite(Exception):
@@ -133,7 +134,7 @@ class _Cholmod:
     def nnz(self):
         return None  # L() would copy the whole factor; CHOLMOD never pivots: no growth
 
-    def solve(self, B):
+    def solve(self, B, transpose=False):  # symmetric: A^T = A
         return self._f(B)
 
 
@@ -203,14 +204,17 @@ class _Mumps:
             v = -v * 1_000_000
         return v
 
-    def solve(self, B):
+    def solve(self, B, transpose=False):
         if B.ndim == 1:
             self._b.getArray()[:] = B
-            self._ksp.solve(self._b, self._x)
+            if transpose and not self.symmetric:
+                self._ksp.solveTranspose(self._b, self._x)
+            else:
+                self._ksp.solve(self._b, self._x)
             return self._x.getArray().copy()
         X = np.empty_like(B, dtype=np.float64)
         for j in range(B.shape[1]):  # MUMPS multi-rhs via MatMatSolve is no faster here
-            X[:, j] = self.solve(np.ascontiguousarray(B[:, j]))
+            X[:, j] = self.solve(np.ascontiguousarray(B[:, j]), transpose)
         return X
 
     def close(self):
@@ -290,9 +294,10 @@ class SparseFactor:
                 self._impl.factorize(A, False)
                 self._nnz0 = self._impl.nnz()
 
-    def solve(self, B):
-        """``A^{-1} B`` for ``B`` of shape ``(n,)`` or ``(n, k)``."""
-        return self._impl.solve(np.asarray(B, dtype=np.float64))
+    def solve(self, B, *, transpose: bool = False):
+        """``A^{-1} B`` (``A^{-T} B`` with ``transpose``, the same factor) for ``B`` of
+        shape ``(n,)`` or ``(n, k)``."""
+        return self._impl.solve(np.asarray(B, dtype=np.float64), transpose=bool(transpose))
 
     def factor_nnz(self):
         """Entries in the factors, or None where the backend does not say cheaply."""
