@@ -50,3 +50,10 @@ def test_hybrid_inverse_darcy_demo():
             if t.strip(",").replace(".", "", 1).isdigit()]
     start, recovered, best = nums
     assert recovered < 0.5 * start and best <= recovered + 1e-12
+
+
+def test_hybrid_neural_law_demo():
+    stdout = _run_demo("hybrid_neural_law.py", "--n", 12, "--steps", 600)
+    orders = next(ln for ln in stdout.splitlines() if "estimated orders" in ln)
+    assert max(float(t.strip(",")) for t in orders.split(":")[1].split()) > 1.8
+    assert "iterations" in stdout and "L2 difference" in stdout
