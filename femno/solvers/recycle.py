@@ -48,6 +48,7 @@ from femno.solvers.recycle_ops import (
     precond_rows,
     same_operator,
 )
+from femno.solvers.recycle_ops import check_system as _check
 from femno.solvers.recycle_ritz import harmonic_ritz as _harmonic_ritz  # noqa: F401
 from femno.solvers.recycle_ritz import update_space as _update_space
 
@@ -438,16 +439,3 @@ def gcrodr(A, b, *, x0=None, M=None, rtol=1e-8, atol=0.0, maxiter=None, callback
     A, b, x0 = _check(A, b, x0)
     return gcrodr_core(SerialOps(A, M), b, x0=x0, rtol=rtol, atol=atol, maxiter=maxiter,
                        callback=callback, m=m, k=k, recycle=recycle, M=M)
-
-
-def _check(A, b, x0):
-    b = np.asarray(b, dtype=np.float64).ravel()
-    if getattr(A, "shape", None) is None or len(A.shape) != 2 or A.shape[0] != A.shape[1]:
-        raise InputError("A must be a square matrix or operator")
-    if A.shape[0] != b.shape[0]:
-        raise InputError(f"right-hand side has length {b.shape[0]} but A is {A.shape[0]} x {A.shape[1]}")
-    if x0 is not None:
-        x0 = np.asarray(x0, dtype=np.float64).ravel()
-        if x0.shape != b.shape:
-            raise InputError(f"initial guess has shape {x0.shape}, expected {b.shape}")
-    return A, b, x0

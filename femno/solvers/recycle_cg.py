@@ -22,7 +22,7 @@ import numpy as np
 
 from femno.errors import InputError
 from femno.solvers.krylov import default_maxiter
-from femno.solvers.recycle_ops import SerialOps, same_operator
+from femno.solvers.recycle_ops import SerialOps, check_system, same_operator
 
 __all__ = ["DeflationSpace", "deflated_cg", "deflated_cg_core"]
 
@@ -487,9 +487,7 @@ def deflated_cg(A, b, *, x0=None, M=None, rtol=1e-8, atol=0.0, maxiter=None, cal
     >>> info["reason"], info["recycle"].k, bool(np.linalg.norm(A @ x - 1) < 1e-8)
     ('rtol', 4, True)
     """
-    from femno.solvers.recycle import _check
-
-    A, b, x0 = _check(A, b, x0)
+    A, b, x0 = check_system(A, b, x0)
     return deflated_cg_core(SerialOps(A, M), b, x0=x0, rtol=rtol, atol=atol, maxiter=maxiter,
                             callback=callback, k=k, recycle=recycle, harvest=harvest, M=M,
                             thick_restart=thick_restart)

@@ -38,8 +38,10 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
+from femno.errors import InputError
+
 __all__ = ["SerialOps", "MatrixFingerprint", "orthonormalize_block", "same_operator",
-           "precond_rows", "matvec_rows", "row_norms2", "identity_pc"]
+           "precond_rows", "matvec_rows", "row_norms2", "identity_pc", "check_system"]
 
 _EPS = np.finfo(np.float64).eps
 
@@ -231,3 +233,17 @@ def orthonormalize_block(ops, C, *others, drop_tol=1e-10, passes=2):
     if T_all is not None:
         others = tuple(T_all @ X for X in others)
     return (C, *others)
+
+
+def check_system(A, b, x0):
+    """Validate a serial system ``(A, b, x0)`` for the recycling solvers; ``b``, ``x0`` as float64 vectors."""
+    b = np.asarray(b, dtype=np.float64).ravel()
+    if getattr(A, "shape", None) is None or len(A.shape) != 2 or A.shape[0] != A.shape[1]:
+        raise InputError("A must be a square matrix or operator")
+    if A.shape[0] != b.shape[0]:
+        raise InputError(f"right-hand side has length {b.shape[0]} but A is {A.shape[0]} x {A.shape[1]}")
+    if x0 is not None:
+        x0 = np.asarray(x0, dtype=np.float64).ravel()
+        if x0.shape != b.shape:
+            raise InputError(f"initial guess has shape {x0.shape}, expected {b.shape}")
+    return A, b, x0
