@@ -38,6 +38,7 @@ Implementations:
 from __future__ import annotations
 
 import abc
+import importlib
 import inspect
 import os
 import time
@@ -56,9 +57,48 @@ __all__ = [
     "EquiNOMicro",
     "micro_from_spec",
     "range_violations",
+    "register_micro_loader",
+    "micro_loader",
+    "MICRO_LOADERS",
     "MICRO_SPECS",
     "STRAIN_COMPONENTS",
 ]
+
+#: Loaders of trained micro-model files, by model kind: ``loader(path, device=None) -> model``
+#: (an object with a batched ``stress_and_tangent``).  :mod:`femno.multiscale` does not
+#: import :mod:`femno.operators` (operators builds on multiscale, not the reverse): the
+#: operators module of a kind fills its entry at import, with :func:`register_micro_loader`.
+MICRO_LOADERS: dict = {}
+
+#: Lazy plugin loading: kind -> name of the module whose import registers its loader.
+#: :func:`micro_loader` imports that module by name (``importlib``) the first time a kind
+#: is asked for and not yet registered, so ``EquiNOMicro("model.pt")`` works without the
+#: caller importing :mod:`femno.operators.equino` first.  Not an import dependency of
+#: this module: with the plugin absent it raises :class:`~femno.errors.FemnoError`.
+MICRO_LOADER_PLUGINS: dict = {"equino": "femno.operators.equino"}
+
+
+def register_micro_loader(kind: str, loader) -> None:
+    """Register ``loader(path, device=None) -> model`` for micro-model files of ``kind``."""
+    if not callable(loader):
+        raise InputError(f"micro loader for {kind!r} must be callable, got {loader!r}")
+    MICRO_LOADERS[str(kind)] = loader
+
+
+def micro_loader(kind: str):
+    """The registered loader of ``kind`` (importing its plugin module on first use)."""
+    if kind not in MICRO_LOADERS and kind in MICRO_LOADER_PLUGINS:
+        try:
+            importlib.import_module(MICRO_LOADER_PLUGINS[kind])
+        except ImportError as exc:
+            raise FemnoError(f"micro model kind {kind!r} is not available: {exc}") from exc
+    try:
+        return MICRO_LOADERS[kind]
+    except KeyError:
+        raise FemnoError(f"no loader registered for micro model kind {kind!r} (known: "
+                         f"{sorted(MICRO_LOADERS)}); register one with "
+                         "femno.multiscale.micro.register_micro_loader") from None
+
 
 #: Names of the strain components, in order.
 STRAIN_COMPONENTS = ("eps_xx", "eps_yy", "gamma_xy")
@@ -378,16 +418,10 @@ class EquiNOMicro(MicroModel):
     def __init__(self, model_or_path, *, device: str | None = None):
         super().__init__()
         if isinstance(model_or_path, (str, os.PathLike)):
-            from femno.operators.checkpoint import load_model
-
             path = os.fspath(model_or_path)
             if not os.path.isfile(path):
                 raise InputError(f"EquiNO model file {path!r} does not exist")
-            try:
-                import femno.operators.equino  # noqa: F401  (registers the kind "equino")
-            except ImportError as exc:
-                raise FemnoError(f"EquiNO is not available: {exc}") from exc
-            model = load_model(path, kind="equino", device=device)
+            model = micro_loader("equino")(path, device=device)
             self.path = path
         else:
             model, self.path = model_or_path, None
