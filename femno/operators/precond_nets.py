@@ -52,7 +52,7 @@ import torch
 from torch import nn
 
 from femno.errors import InputError
-from femno.operators.checkpoint import register_model
+from femno.operators.checkpoint import load_model, register_model
 from femno.operators.precond_grid import (
     GridLayout,
     JacobiLevels,
@@ -62,11 +62,14 @@ from femno.operators.precond_grid import (
     scaled_matrix,
     stencil_levels,
 )
+from femno.solvers.neural import NET_KINDS, register_neural_loader
 
 __all__ = ["GridLayout", "grid_stencil", "MGCNN", "scaled_matrix", "NET_KINDS"]
 
-#: model kinds that map residuals to directions (nonlinear: flexible methods only)
-NET_KINDS = ("precond-cnn", "precond-gnn", "precond-spd")
+# NET_KINDS (the learned-preconditioner model kinds) is defined by the solver layer that
+# applies them and re-exported here; importing this module registers the model-file
+# loader used by "neural:PATH" (femno.solvers.neural.register_neural_loader).
+register_neural_loader("femno", load_model)
 
 
 ACTIVATIONS = ("linear", "leaky")

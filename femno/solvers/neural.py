@@ -44,11 +44,56 @@ from collections import deque
 
 import numpy as np
 
-from femno.errors import InputError
+from femno.errors import FemnoError, InputError
 from femno.solvers.base import Preconditioner
 from femno.solvers.krylov import default_maxiter
 
-__all__ = ["dcdm", "NeuralPreconditioner", "load_neural_preconditioner"]
+__all__ = ["dcdm", "NeuralPreconditioner", "load_neural_preconditioner", "NET_KINDS",
+           "NEURAL_MODEL_LOADERS", "register_neural_loader", "neural_model_loader"]
+
+#: model kinds that map residuals to directions (nonlinear: flexible methods only); the
+#: SPD factor model ``precond-spd`` has ``factor(A)``, the others ``prepare`` + ``forward``.
+NET_KINDS = ("precond-cnn", "precond-gnn", "precond-spd")
+
+#: Loaders of learned-preconditioner model files: name -> ``loader(path) -> torch.nn.Module``.
+#: The solver layer does not import :mod:`femno.operators` (it sits above): the operators
+#: side registers its checkpoint reader with :func:`register_neural_loader` when
+#: :mod:`femno.operators.precond_nets` is imported.
+NEURAL_MODEL_LOADERS: dict = {}
+
+#: Name of the loader used for ``"neural:PATH"`` and ``NeuralPreconditioner(path)``.
+DEFAULT_NEURAL_LOADER = "femno"
+
+#: Lazy plugin loading: loader name -> module whose import registers it.
+#: :func:`neural_model_loader` imports that module by name (``importlib``) the first time
+#: the loader is asked for and missing, so ``krylov("fcg", pc="neural:MODEL")`` works after
+#: a plain ``import femno``.  Not an import dependency of this module: with the plugin
+#: absent (no torch, say) it raises :class:`~femno.errors.FemnoError`.
+NEURAL_LOADER_PLUGINS: dict = {"femno": "femno.operators.precond_nets"}
+
+
+def register_neural_loader(name: str, loader) -> None:
+    """Register ``loader(path) -> torch.nn.Module`` under ``name``."""
+    if not callable(loader):
+        raise InputError(f"neural model loader {name!r} must be callable, got {loader!r}")
+    NEURAL_MODEL_LOADERS[str(name)] = loader
+
+
+def neural_model_loader(name: str = DEFAULT_NEURAL_LOADER):
+    """The model-file loader registered as ``name`` (importing its plugin on first use)."""
+    if name not in NEURAL_MODEL_LOADERS and name in NEURAL_LOADER_PLUGINS:
+        import importlib
+
+        try:
+            importlib.import_module(NEURAL_LOADER_PLUGINS[name])
+        except ImportError as exc:
+            raise FemnoError(f"learned preconditioners are not available: {exc}") from exc
+    try:
+        return NEURAL_MODEL_LOADERS[name]
+    except KeyError:
+        raise FemnoError(f"no neural model loader registered as {name!r} (known: "
+                         f"{sorted(NEURAL_MODEL_LOADERS)}); register one with "
+                         "femno.solvers.neural.register_neural_loader") from None
 
 
 def _is_torch(v) -> bool:
@@ -254,11 +299,8 @@ class NeuralPreconditioner(Preconditioner):
         super().__init__()
         import torch
 
-        from femno.operators.checkpoint import load_model
-        from femno.operators.precond_nets import NET_KINDS
-
         if not isinstance(model, torch.nn.Module):
-            model = load_model(model)
+            model = neural_model_loader()(model)
         kind = getattr(type(model), "model_kind", None)
         if kind not in NET_KINDS:
             raise InputError(f"model of kind {kind!r} is not a learned preconditioner; "
