@@ -299,10 +299,10 @@ def generate_dataset(family, *, samples, out, method="auto", pc="auto", rtol=1e-
     spec = _spec_of(family)
     fam = runner.load_family(spec, options)
     if warm_start is not None:  # fail early: readable model of this family and mesh
-        from femno.operators.surrogate import Surrogate
+        from femno.datagen.initial_guess import check_initial_guess
 
         warm_start = os.path.abspath(os.fspath(warm_start))
-        Surrogate.load(warm_start, fam, device="cpu")
+        check_initial_guess(warm_start, fam)
     settings = {
         "family": fam.name, "family_spec": spec, "family_options": options,
         "family_config": _family_config(fam), "samples": samples, "seed": seed,

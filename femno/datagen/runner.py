@@ -259,9 +259,9 @@ def solve_block(task: dict) -> dict:
         assemble_s += tb - ta
     x0 = None
     if task.get("warm_start"):  # neural warm start: x0 from a trained surrogate
-        from femno.operators.surrogate import cached_initial_guess
+        from femno.datagen.initial_guess import load_initial_guess
 
-        guess = cached_initial_guess(task["warm_start"], family)
+        guess = load_initial_guess(task["warm_start"], family)
         x0 = lambda i, _: guess.guess(systems[i])  # noqa: E731
     with _LOCK:
         # some libraries draw from the global RNG (pyamg's spectral radius estimate):

@@ -40,10 +40,12 @@ import numpy as np
 import skfem
 import torch
 
+from femno.datagen.initial_guess import register_initial_guess
 from femno.errors import InputError
 
 __all__ = ["Surrogate", "NeuralInitialGuess", "data_meta", "data_meta_of_family",
-           "check_model_data", "mesh_fingerprint", "model_forward", "cached_initial_guess"]
+           "check_model_data", "mesh_fingerprint", "model_forward", "cached_initial_guess",
+           "check_warm_start"]
 
 
 # -------------------------------------------------------------------------- provenance
@@ -332,3 +334,13 @@ def cached_initial_guess(path, family, **options) -> NeuralInitialGuess:
         _GUESS_CACHE[key] = NeuralInitialGuess(Surrogate.load(path, family, device="cpu"),
                                                **options)
     return _GUESS_CACHE[key]
+
+
+def check_warm_start(path, family) -> None:
+    """Raise :class:`~femno.errors.InputError` unless the model file ``path`` fits
+    ``family`` (its data and mesh); used by ``generate_dataset(warm_start=...)``."""
+    Surrogate.load(path, family, device="cpu")
+
+
+# fills the data layer's plug point (femno.datagen does not import operators)
+register_initial_guess("surrogate", cached_initial_guess, check=check_warm_start)
