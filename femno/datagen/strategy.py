@@ -375,7 +375,10 @@ class LUStrategy(Strategy):
                           iterations=0, residuals=[1.0, res], residual=res,
                           residual_kind="true", converged=bool(res <= self.rtol),
                           setup_s=setup_s, solve_s=solve_s,
-                          reason="direct" if np.isfinite(res) else "breakdown")
+                          reason=("breakdown" if not np.isfinite(res) else "direct"
+                                  if res <= self.rtol else
+                                  "iterative refinement stagnated above rtol (the rounding "
+                                  "floor of this matrix; a larger rtol is needed)"))
 
 
 class KrylovStrategy(Strategy):
