@@ -102,3 +102,79 @@ def test_bad_models_and_non_convergence():
     with pytest.raises(ConvergenceError) as exc:
         newton_solve(basis, reaction=lambda u, x: torch.exp(3 * u), source=50.0, maxiter=1)
     assert exc.value.x is not None
+
+
+def _linear_stress(lam, mu):
+    def q(G, x):
+        eps = 0.5 * (G + G.transpose(1, 2))
+        tr = eps.diagonal(dim1=1, dim2=2).sum(1)
+        return lam * tr[:, None, None] * torch.eye(2, dtype=G.dtype) + 2 * mu * eps
+    return q
+
+
+def _svk_stress(lam, mu):  # St Venant-Kirchhoff: P = F S, S = lam tr(E) I + 2 mu E
+    def q(G, x):
+        eye = torch.eye(2, dtype=G.dtype)
+        F = eye + G
+        E = 0.5 * (F.transpose(1, 2) @ F - eye)
+        S = lam * E.diagonal(dim1=1, dim2=2).sum(1)[:, None, None] * eye + 2 * mu * E
+        return F @ S
+    return q
+
+
+def _clamped_bar(n=8):
+    from femno.fem.bc import boundary_dofs
+
+    mesh = skfem.MeshTri.init_tensor(np.linspace(0, 2, 2 * n + 1), np.linspace(0, 1, n + 1))
+    basis = skfem.Basis(mesh, skfem.ElementVector(skfem.ElementTriP1()))
+    return basis, boundary_dofs(basis, lambda x: x[0] < 1e-12)
+
+
+def test_vector_linear_law_reproduces_linear_elasticity_in_one_step():
+    from skfem.models.elasticity import linear_elasticity
+
+    basis, D = _clamped_bar()
+    lam, mu = 1.2, 0.8
+    load = np.array([0.0, -0.05])
+    res = newton_solve(basis, flux=_linear_stress(lam, mu), source=load, dirichlet=D,
+                       rtol=1e-12)
+    assert res.converged and res.iterations <= 2
+
+    @skfem.LinearForm
+    def body(v, w):
+        return load[0] * v[0] + load[1] * v[1]
+
+    K, f = linear_elasticity(lam, mu).assemble(basis), body.assemble(basis)
+    u = skfem.solve(*skfem.condense(K, f, D=D))
+    assert np.linalg.norm(res.u - u) <= 1e-10 * np.linalg.norm(u)
+
+
+def test_hyperelastic_law_quadratic_newton_and_small_load_limit():
+    basis, D = _clamped_bar()
+    lam, mu = 1.2, 0.8
+    res = newton_solve(basis, flux=_svk_stress(lam, mu), source=np.array([0.0, -0.01]),
+                       dirichlet=D, rtol=1e-12)
+    assert res.converged and max(res.orders) > 1.8, (res.residuals, res.orders)
+    lin = newton_solve(basis, flux=_linear_stress(lam, mu), source=np.array([0.0, -0.01]),
+                       dirichlet=D, rtol=1e-12)
+    assert np.linalg.norm(res.u - lin.u) > 1e-3 * np.linalg.norm(lin.u)  # really nonlinear
+    small = [newton_solve(basis, flux=law(lam, mu), source=np.array([0.0, -1e-4]),
+                          dirichlet=D, rtol=1e-12).u for law in (_svk_stress, _linear_stress)]
+    assert np.linalg.norm(small[0] - small[1]) < 1e-3 * np.linalg.norm(small[1])
+
+
+def test_vector_tangent_against_finite_differences():
+    rng = np.random.default_rng(1)
+    G = 0.2 * rng.standard_normal((20, 2, 2))
+    u = rng.standard_normal((20, 2))
+    x = rng.random((20, 2))
+    law = _svk_stress(1.0, 0.5)
+    q, Dt, _, _ = model_terms(law, None, G, u, x)
+    assert q.shape == (20, 2, 2) and Dt.shape == (20, 2, 2, 2, 2)
+    eps = 1e-6
+    for k in range(2):
+        for l in range(2):
+            E = np.zeros((2, 2))
+            E[k, l] = eps
+            fd = (model_terms(law, None, G + E, u, x)[0] - model_terms(law, None, G - E, u, x)[0])
+            assert np.allclose(fd / (2 * eps), Dt[:, :, :, k, l], atol=1e-7)

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import scipy.sparse as sp
 import skfem
-from skfem.helpers import dot, grad
+from skfem.helpers import grad
 
 from femno.errors import ConvergenceError, InputError
 from femno.fem.bc import boundary_dofs
@@ -69,57 +69,82 @@ class NewtonResult:
 
 @skfem.BilinearForm
 def _tangent_flux(u, v, w):
-    # (D grad u) . grad v, D of shape (d, d, ne, nq)
-    Dg = np.einsum("ij...,j...->i...", w.D, grad(u))
-    return dot(Dg, grad(v))
+    # (D : grad du) : grad v, D of shape (*g, *g, ne, nq), g = (d,) or (m, d)
+    G = grad(u)
+    k = G.ndim - 2
+    sub = "abcd"[:k]
+    Dg = np.einsum(f"{sub}{sub.upper()}...,{sub.upper()}...->{sub}...", w.D, G)
+    return np.einsum(f"{sub}...,{sub}...->...", Dg, grad(v))
 
 
 @skfem.BilinearForm
 def _tangent_reaction(u, v, w):
-    return w.c * u * v
+    if u.ndim == 2:  # scalar field values (ne, nq)
+        return w.c * u * v
+    return np.einsum("ij...,j...,i...->...", w.c, u, v)
 
 
 @skfem.LinearForm
 def _residual_form(v, w):
-    return dot(w.q, grad(v)) + w.s * v
+    G = grad(v)
+    k = G.ndim - 2
+    sub = "abcd"[:k]
+    flux_term = np.einsum(f"{sub}...,{sub}...->...", w.q, G)
+    if v.ndim == 2:
+        return flux_term + w.s * v
+    return flux_term + np.einsum("i...,i...->...", w.s, v)
+
+
+def _pointwise_jacobian(out, inp, shape):
+    """d out[k, I] / d inp[k, J] for pointwise maps: (Q, *shape, *shape) by len(I) backward passes."""
+    import torch
+
+    Q = out.shape[0]
+    J = np.zeros((Q, int(np.prod(shape)), int(np.prod(shape))))
+    flat = out.reshape(Q, -1)
+    n = flat.shape[1]
+    for i in range(n):
+        (gi,) = torch.autograd.grad(flat[:, i].sum(), inp, retain_graph=i < n - 1,
+                                    allow_unused=True)
+        if gi is not None:
+            J[:, i, :] = gi.reshape(Q, -1).detach().numpy()
+    return J.reshape((Q, *shape, *shape))
 
 
 def model_terms(flux, reaction, grad_u, u, x):
     r"""Flux, reaction and their derivatives at the quadrature points, from torch.
 
-    ``grad_u`` (Q, d), ``u`` (Q,), ``x`` (Q, d) float64 arrays. Returns ``(q (Q, d),
-    D (Q, d, d), s (Q,), c (Q,))`` as float64 numpy arrays (zeros for a missing term).
+    ``grad_u`` (Q, d) for a scalar field or (Q, m, d) for an ``m``-vector field, ``u``
+    (Q,) or (Q, m), ``x`` (Q, d) float64 arrays. Returns ``(q, D, s, c)``: ``q`` shaped
+    like ``grad_u``, ``D = dq/dgrad_u`` (Q, *g, *g), ``s`` like ``u`` and
+    ``c = ds/du`` (Q, *u, *u), float64 (zeros for a missing term).
     """
     import torch
 
-    Q, d = grad_u.shape
+    Q = grad_u.shape[0]
+    g_shape, u_shape = grad_u.shape[1:], u.shape[1:]
     xt = torch.from_numpy(x)
-    q = np.zeros((Q, d))
-    D = np.zeros((Q, d, d))
-    s = np.zeros(Q)
-    c = np.zeros(Q)
+    q = np.zeros(grad_u.shape)
+    D = np.zeros((Q, *g_shape, *g_shape))
+    s = np.zeros(u.shape)
+    c = np.zeros((Q, *u_shape, *u_shape))
     if flux is not None:
-        G = torch.from_numpy(grad_u).requires_grad_(True)
+        G = torch.from_numpy(np.ascontiguousarray(grad_u)).requires_grad_(True)
         out = flux(G, xt)
-        if not isinstance(out, torch.Tensor) or tuple(out.shape) != (Q, d):
-            raise InputError(f"flux must return a tensor of shape ({Q}, {d}), got "
-                             f"{getattr(out, 'shape', type(out).__name__)}")
-        for i in range(d):
-            (gi,) = torch.autograd.grad(out[:, i].sum(), G, retain_graph=i < d - 1,
-                                        allow_unused=True)
-            if gi is not None:
-                D[:, i, :] = gi.detach().numpy()
+        if not isinstance(out, torch.Tensor) or tuple(out.shape) != tuple(grad_u.shape):
+            raise InputError(f"flux must return a tensor of shape {tuple(grad_u.shape)}, got "
+                             f"{tuple(getattr(out, 'shape', ())) or type(out).__name__}")
+        D = _pointwise_jacobian(out, G, g_shape)
         q = out.detach().numpy().astype(np.float64)
     if reaction is not None:
-        U = torch.from_numpy(u).requires_grad_(True)
+        U = torch.from_numpy(np.ascontiguousarray(u)).requires_grad_(True)
         out = reaction(U, xt)
-        if not isinstance(out, torch.Tensor) or tuple(out.shape) != (Q,):
-            raise InputError(f"reaction must return a tensor of shape ({Q},), got "
-                             f"{getattr(out, 'shape', type(out).__name__)}")
-        (gu,) = torch.autograd.grad(out.sum(), U, allow_unused=True)
+        if not isinstance(out, torch.Tensor) or tuple(out.shape) != tuple(u.shape):
+            raise InputError(f"reaction must return a tensor of shape {tuple(u.shape)}, got "
+                             f"{tuple(getattr(out, 'shape', ())) or type(out).__name__}")
+        cc = _pointwise_jacobian(out, U, u_shape)
+        c = cc if u_shape else cc.reshape(Q)
         s = out.detach().numpy().astype(np.float64)
-        if gu is not None:
-            c = gu.detach().numpy()
     if not (np.all(np.isfinite(q)) and np.all(np.isfinite(s))):
         raise InputError("the model returned NaN or inf at some quadrature points")
     return q, D, s, c
@@ -132,15 +157,18 @@ def newton_solve(basis, *, flux=None, reaction=None, source=None, dirichlet=None
     Parameters
     ----------
     basis : skfem.CellBasis
-        A scalar basis.
+        A scalar basis, or a vector one (``skfem.ElementVector``: ``m = d`` components;
+        then ``grad_u`` is the displacement gradient and ``q`` a stress).
     flux : callable, optional
-        ``flux(grad_u, x) -> q``, torch float64 tensors ``(Q, d) -> (Q, d)`` (e.g. a
-        ``torch.nn.Module`` applied to ``grad_u``, or ``lambda g, x: g`` for the Laplacian).
-        Default: the linear flux :math:`q = \nabla u`.
+        ``flux(grad_u, x) -> q``, torch float64 tensors ``(Q, d) -> (Q, d)`` (vector
+        fields: ``(Q, m, d) -> (Q, m, d)``, e.g. a first Piola-Kirchhoff stress from the
+        displacement gradient), e.g. a ``torch.nn.Module``, or ``lambda g, x: g`` (the
+        Laplacian). Default: that linear flux.
     reaction : callable, optional
-        ``reaction(u, x) -> s``, ``(Q,) -> (Q,)`` torch tensors.
-    source : callable or float, optional
-        ``f(x)`` for numpy points ``x`` of shape (Q, d), or a constant (default 0).
+        ``reaction(u, x) -> s``, ``(Q,) -> (Q,)`` torch tensors (vector: ``(Q, m)``).
+    source : callable, float or array, optional
+        ``f(x)`` for numpy points ``x`` of shape (Q, d) returning (Q,) (vector: (Q, m)),
+        or a constant (a number; an ``(m,)`` vector for vector fields). Default 0.
     dirichlet : array_like of int, optional
         Dofs held at zero (default: the whole boundary).
     u0 : ndarray, shape (basis.N,), optional
@@ -168,14 +196,22 @@ def newton_solve(basis, *, flux=None, reaction=None, source=None, dirichlet=None
     ne, nq = basis.dx.shape
     xq = basis.mapping.F(basis.X)  # (d, ne, nq)
     d = xq.shape[0]
+    m = basis.mesh.dim() if isinstance(basis.elem, skfem.ElementVector) else None
+    u_shape = () if m is None else (m,)
+    g_shape = (d,) if m is None else (m, d)
     x_flat = np.ascontiguousarray(xq.reshape(d, -1).T)
+    Q = ne * nq
     if source is None:
-        fq = np.zeros((ne, nq))
+        fq = np.zeros((Q, *u_shape))
     elif callable(source):
-        fq = np.asarray(source(x_flat), dtype=np.float64).reshape(ne, nq)
+        fq = np.asarray(source(x_flat), dtype=np.float64).reshape(Q, *u_shape)
     else:
-        fq = np.full((ne, nq), float(source))
-    f = _residual_form.assemble(basis, q=np.zeros((d, ne, nq)), s=-fq)  # - int f v
+        fq = np.broadcast_to(np.asarray(source, dtype=np.float64), (Q, *u_shape)).copy()
+
+    def to_qp(a, shape):  # (Q, *shape) -> (*shape, ne, nq) as skfem wants it
+        return np.moveaxis(a.reshape(ne, nq, *shape), (0, 1), (-2, -1))
+
+    f = _residual_form.assemble(basis, q=np.zeros((*g_shape, ne, nq)), s=-to_qp(fq, u_shape))
     u = np.zeros(N) if u0 is None else np.array(u0, dtype=np.float64)
     if u.shape != (N,):
         raise InputError(f"u0 must have shape ({N},), got {u.shape}")
@@ -184,12 +220,14 @@ def newton_solve(basis, *, flux=None, reaction=None, source=None, dirichlet=None
 
     def terms(u):
         ui = basis.interpolate(u)
-        g = np.ascontiguousarray(ui.grad.reshape(d, -1).T)
-        return model_terms(flux, reaction, g, np.array(ui).ravel(), x_flat)
+        g = np.moveaxis(np.asarray(ui.grad), (-2, -1), (0, 1)).reshape(Q, *g_shape)
+        val = np.moveaxis(np.asarray(ui), (-2, -1), (0, 1)).reshape(Q, *u_shape)
+        return model_terms(flux, reaction, np.ascontiguousarray(g),
+                           np.ascontiguousarray(val), x_flat)
 
     def residual(t):
         q, _, s, _ = t
-        R = _residual_form.assemble(basis, q=q.T.reshape(d, ne, nq), s=s.reshape(ne, nq)) + f
+        R = _residual_form.assemble(basis, q=to_qp(q, g_shape), s=to_qp(s, u_shape)) + f
         return R[free]
 
     t = terms(u)
@@ -199,8 +237,8 @@ def newton_solve(basis, *, flux=None, reaction=None, source=None, dirichlet=None
     it = 0
     while hist[-1] > tol and it < maxiter:
         _, Dq, _, c = t
-        J = (_tangent_flux.assemble(basis, D=np.moveaxis(Dq, 0, -1).reshape(d, d, ne, nq))
-             + _tangent_reaction.assemble(basis, c=c.reshape(ne, nq)))
+        J = (_tangent_flux.assemble(basis, D=to_qp(Dq, (*g_shape, *g_shape)))
+             + _tangent_reaction.assemble(basis, c=to_qp(c, (*u_shape, *u_shape))))
         Jf = sp.csr_matrix(J[free][:, free])
         factor.factorize(Jf)
         du = np.zeros(N)
