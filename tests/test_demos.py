@@ -53,7 +53,9 @@ def test_hybrid_inverse_darcy_demo():
 
 
 def test_hybrid_neural_law_demo():
-    stdout = _run_demo("hybrid_neural_law.py", "--n", 12, "--steps", 600)
+    stdout = _run_demo("hybrid_neural_law.py", "--n", 8, "--steps", 600, "--hyperelastic")
     orders = next(ln for ln in stdout.splitlines() if "estimated orders" in ln)
     assert max(float(t.strip(",")) for t in orders.split(":")[1].split()) > 1.8
     assert "iterations" in stdout and "L2 difference" in stdout
+    line = next(ln for ln in stdout.splitlines() if "neural vs exact law" in ln)
+    assert float(line.split()[-1]) < 0.1  # the neural hyperelastic bar is close to the exact one
