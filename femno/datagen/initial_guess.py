@@ -28,13 +28,13 @@ it raises :class:`~femno.errors.FemnoError`.
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from typing import NamedTuple, Protocol
 
 import numpy as np
 
-from femno.errors import FemnoError, InputError
+from femno.errors import InputError
+from femno.registry import Registry
 
 __all__ = ["InitialGuess", "Provider", "PROVIDERS", "PLUGINS", "DEFAULT_PROVIDER",
            "register_initial_guess", "provider", "load_initial_guess", "check_initial_guess"]
@@ -70,19 +70,16 @@ def register_initial_guess(name: str, load: Callable, *, check: Callable | None 
     PROVIDERS[str(name)] = Provider(load, check)
 
 
+def _providers():
+    """The registry over the module's current tables (tests may rebind them)."""
+    return Registry(PROVIDERS, PLUGINS, what="initial-guess provider",
+                    hint="femno.datagen.initial_guess.register_initial_guess",
+                    unavailable="neural warm starts are not available")
+
+
 def provider(name: str = DEFAULT_PROVIDER) -> Provider:
     """The provider ``name``, importing its plugin module (:data:`PLUGINS`) on first use."""
-    if name not in PROVIDERS and name in PLUGINS:
-        try:
-            importlib.import_module(PLUGINS[name])
-        except ImportError as exc:
-            raise FemnoError(f"neural warm starts are not available: {exc}") from exc
-    try:
-        return PROVIDERS[name]
-    except KeyError:
-        raise FemnoError(f"no initial-guess provider {name!r} registered (known: "
-                         f"{sorted(PROVIDERS)}); register one with "
-                         "femno.datagen.initial_guess.register_initial_guess") from None
+    return _providers().get(name)
 
 
 def load_initial_guess(path, family, *, name: str = DEFAULT_PROVIDER) -> InitialGuess:

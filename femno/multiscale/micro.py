@@ -38,7 +38,6 @@ Implementations:
 from __future__ import annotations
 
 import abc
-import importlib
 import inspect
 import os
 import time
@@ -49,6 +48,7 @@ import numpy as np
 
 from femno.errors import FemnoError, InputError
 from femno.multiscale.materials import check_strains
+from femno.registry import Registry
 
 __all__ = [
     "MicroModel",
@@ -78,26 +78,20 @@ MICRO_LOADERS: dict = {}
 MICRO_LOADER_PLUGINS: dict = {"equino": "femno.operators.equino"}
 
 
+def _loaders():
+    """The registry over the module's current tables (tests may rebind them)."""
+    return Registry(MICRO_LOADERS, MICRO_LOADER_PLUGINS, what="micro model loader",
+                    hint="femno.multiscale.micro.register_micro_loader")
+
+
 def register_micro_loader(kind: str, loader) -> None:
     """Register ``loader(path, device=None) -> model`` for micro-model files of ``kind``."""
-    if not callable(loader):
-        raise InputError(f"micro loader for {kind!r} must be callable, got {loader!r}")
-    MICRO_LOADERS[str(kind)] = loader
+    _loaders().register(kind, loader)
 
 
 def micro_loader(kind: str):
     """The registered loader of ``kind`` (importing its plugin module on first use)."""
-    if kind not in MICRO_LOADERS and kind in MICRO_LOADER_PLUGINS:
-        try:
-            importlib.import_module(MICRO_LOADER_PLUGINS[kind])
-        except ImportError as exc:
-            raise FemnoError(f"micro model kind {kind!r} is not available: {exc}") from exc
-    try:
-        return MICRO_LOADERS[kind]
-    except KeyError:
-        raise FemnoError(f"no loader registered for micro model kind {kind!r} (known: "
-                         f"{sorted(MICRO_LOADERS)}); register one with "
-                         "femno.multiscale.micro.register_micro_loader") from None
+    return _loaders().get(kind)
 
 
 #: Names of the strain components, in order.

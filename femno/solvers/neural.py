@@ -44,7 +44,8 @@ from collections import deque
 
 import numpy as np
 
-from femno.errors import FemnoError, InputError
+from femno.errors import InputError
+from femno.registry import Registry
 from femno.solvers.base import Preconditioner
 from femno.solvers.krylov import default_maxiter
 
@@ -72,28 +73,21 @@ DEFAULT_NEURAL_LOADER = "femno"
 NEURAL_LOADER_PLUGINS: dict = {"femno": "femno.operators.precond_nets"}
 
 
+def _loaders():
+    """The registry over the module's current tables (tests may rebind them)."""
+    return Registry(NEURAL_MODEL_LOADERS, NEURAL_LOADER_PLUGINS, what="neural model loader",
+                    hint="femno.solvers.neural.register_neural_loader",
+                    unavailable="learned preconditioners are not available")
+
+
 def register_neural_loader(name: str, loader) -> None:
     """Register ``loader(path) -> torch.nn.Module`` under ``name``."""
-    if not callable(loader):
-        raise InputError(f"neural model loader {name!r} must be callable, got {loader!r}")
-    NEURAL_MODEL_LOADERS[str(name)] = loader
+    _loaders().register(name, loader)
 
 
 def neural_model_loader(name: str = DEFAULT_NEURAL_LOADER):
     """The model-file loader registered as ``name`` (importing its plugin on first use)."""
-    if name not in NEURAL_MODEL_LOADERS and name in NEURAL_LOADER_PLUGINS:
-        import importlib
-
-        try:
-            importlib.import_module(NEURAL_LOADER_PLUGINS[name])
-        except ImportError as exc:
-            raise FemnoError(f"learned preconditioners are not available: {exc}") from exc
-    try:
-        return NEURAL_MODEL_LOADERS[name]
-    except KeyError:
-        raise FemnoError(f"no neural model loader registered as {name!r} (known: "
-                         f"{sorted(NEURAL_MODEL_LOADERS)}); register one with "
-                         "femno.solvers.neural.register_neural_loader") from None
+    return _loaders().get(name)
 
 
 def _is_torch(v) -> bool:
