@@ -111,6 +111,19 @@ def _pointwise_jacobian(out, inp, shape):
     return J.reshape((Q, *shape, *shape))
 
 
+def _evaluate(model, arr, xt, name):
+    """``model(arr, x)`` (pointwise, shape kept) and its Jacobian, as float64 numpy."""
+    import torch
+
+    X = torch.from_numpy(np.ascontiguousarray(arr)).requires_grad_(True)
+    out = model(X, xt)
+    if not isinstance(out, torch.Tensor) or tuple(out.shape) != tuple(arr.shape):
+        raise InputError(f"{name} must return a tensor of shape {tuple(arr.shape)}, got "
+                         f"{tuple(getattr(out, 'shape', ())) or type(out).__name__}")
+    J = _pointwise_jacobian(out, X, arr.shape[1:])
+    return out.detach().numpy().astype(np.float64), J
+
+
 def model_terms(flux, reaction, grad_u, u, x):
     r"""Flux, reaction and their derivatives at the quadrature points, from torch.
 
@@ -129,22 +142,10 @@ def model_terms(flux, reaction, grad_u, u, x):
     s = np.zeros(u.shape)
     c = np.zeros((Q, *u_shape, *u_shape))
     if flux is not None:
-        G = torch.from_numpy(np.ascontiguousarray(grad_u)).requires_grad_(True)
-        out = flux(G, xt)
-        if not isinstance(out, torch.Tensor) or tuple(out.shape) != tuple(grad_u.shape):
-            raise InputError(f"flux must return a tensor of shape {tuple(grad_u.shape)}, got "
-                             f"{tuple(getattr(out, 'shape', ())) or type(out).__name__}")
-        D = _pointwise_jacobian(out, G, g_shape)
-        q = out.detach().numpy().astype(np.float64)
+        q, D = _evaluate(flux, grad_u, xt, "flux")
     if reaction is not None:
-        U = torch.from_numpy(np.ascontiguousarray(u)).requires_grad_(True)
-        out = reaction(U, xt)
-        if not isinstance(out, torch.Tensor) or tuple(out.shape) != tuple(u.shape):
-            raise InputError(f"reaction must return a tensor of shape {tuple(u.shape)}, got "
-                             f"{tuple(getattr(out, 'shape', ())) or type(out).__name__}")
-        cc = _pointwise_jacobian(out, U, u_shape)
+        s, cc = _evaluate(reaction, u, xt, "reaction")
         c = cc if u_shape else cc.reshape(Q)
-        s = out.detach().numpy().astype(np.float64)
     if not (np.all(np.isfinite(q)) and np.all(np.isfinite(s))):
         raise InputError("the model returned NaN or inf at some quadrature points")
     return q, D, s, c
