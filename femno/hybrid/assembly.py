@@ -29,7 +29,7 @@ import numpy as np
 
 from femno.errors import InputError
 from femno.fem.fast_assembly import CondensedAssembler, FormKernel
-from femno.hybrid.solve import csr_tensor
+from femno.hybrid.solve import csr_tensor, float64_tensor
 
 
 def _scatter_function(torch):
@@ -98,11 +98,7 @@ class TorchAssembler:
         return cls(family.basis, terms, family.free_dofs())
 
     def _coef(self, c, t):
-        torch = self._torch
-        if not isinstance(c, torch.Tensor):
-            c = torch.as_tensor(np.asarray(c, dtype=np.float64))
-        if c.dtype != torch.float64:
-            raise InputError(f"coefficient {t} must be float64, got {c.dtype}")
+        c = float64_tensor(c, f"coefficient {t}")
         ne, nq = self.qp_shape
         if c.dim() == 0:
             return c.expand(ne, nq)

@@ -62,7 +62,7 @@ import numpy as np
 
 from femno.errors import InputError
 from femno.hybrid.assembly import TorchAssembler
-from femno.hybrid.solve import AdjointSolver, linear_solve
+from femno.hybrid.solve import AdjointSolver, float64_tensor, linear_solve
 
 __all__ = ["ResidualLoss", "NORMS"]
 
@@ -179,11 +179,7 @@ class ResidualLoss:
                          f"entries per sample, got {u.shape[1]}")
 
     def _load(self, b, B):
-        torch = self._torch
-        if not isinstance(b, torch.Tensor):
-            b = torch.as_tensor(np.asarray(b, dtype=np.float64))
-        if b.dtype != torch.float64:
-            raise InputError(f"loads must be float64, got {b.dtype}")
+        b = float64_tensor(b, "loads")
         if b.dim() == 1:
             b = b.expand(B, -1)
         if tuple(b.shape) != (B, self.n_free):

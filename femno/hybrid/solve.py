@@ -83,6 +83,17 @@ def to_scipy(A):
     return M, rows, cols
 
 
+def float64_tensor(x, what: str):
+    """``x`` as a torch float64 tensor (numbers/arrays converted; a tensor of another dtype
+    is refused with :class:`~femno.errors.InputError` naming ``what``)."""
+    torch = _torch()
+    if not isinstance(x, torch.Tensor):
+        return torch.as_tensor(np.asarray(x, dtype=np.float64))
+    if x.dtype != torch.float64:
+        raise InputError(f"{what} must be float64 (femno's FE numerics), got {x.dtype}")
+    return x
+
+
 def csr_tensor(crow, col, values, shape):
     """A torch CSR tensor (int64 indices; numpy or torch inputs), without torch's beta
     warning. ``values`` keeps its autograd graph."""
