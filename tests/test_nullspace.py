@@ -53,7 +53,13 @@ def test_block_size_of_condensed_dofs():
 
 def test_check_near_nullspace_rejects_bad_input():
     B = np.random.default_rng(0).standard_normal((10, 2))
-    assert check_near_nullspace(B, 2, n=10)[0].shape == (10, 2)
+    C, _ = check_near_nullspace(B, 2, n=10)
+    assert C.shape == (10, 2) and not C.flags.writeable and C is not B
+    assert check_near_nullspace(C, 2)[0] is C  # checked once, passed on without a copy
+    with pytest.raises(InputError, match="rows for a system"):
+        check_near_nullspace(C, n=12)  # the sizes are still checked on the fast path
+    with pytest.raises(InputError, match="does not divide"):
+        check_near_nullspace(C, 3)
     with pytest.raises(InputError, match="NaN"):
         check_near_nullspace(np.full((10, 2), np.nan))
     with pytest.raises(InputError, match="linearly dependent"):
