@@ -23,6 +23,8 @@ module                      what it holds
                             neural flexible CG)
 :mod:`.precond_graph`       matrix-graph networks: message passing for any
                             mesh, SPD IC(0)-pattern factor (NeuralIF-style)
+:mod:`.precond_amg`         learned smoothed aggregation: a graph network sets
+                            the prolongation damping of pyamg's SA hierarchy
 :mod:`.precond_train`       label-free training of learned preconditioners
 ==========================  ===================================================
 

@@ -162,7 +162,8 @@ def _import_model_modules() -> None:
     import importlib
 
     for name in ("femno.operators.equino", "femno.operators.spon", "femno.operators.baselines",
-                 "femno.operators.precond_nets", "femno.operators.precond_graph"):
+                 "femno.operators.precond_nets", "femno.operators.precond_graph",
+                 "femno.operators.precond_amg"):
         try:
             importlib.import_module(name)
         except ModuleNotFoundError as exc:  # module not written yet / optional part absent

@@ -1,6 +1,6 @@
 r"""Networks of femno's learned preconditioners (issue 7).
 
-Three registered model kinds, all used through
+Four registered model kinds, all used through
 :class:`femno.solvers.neural.NeuralPreconditioner`:
 
 =============== ============================================================= ==========
@@ -15,6 +15,9 @@ precond-gnn     :class:`~.precond_graph.DofGraphNet`: message passing over the m
 precond-spd     :class:`~.precond_graph.LearnedIC`: a sparse lower-triangular :math:`L` on the cg, fcg
                 IC(0) pattern predicted from local matrix entries, positive
                 diagonal by softplus; :math:`M = L L^T` is SPD by construction
+precond-amg     :class:`~.precond_amg.LearnedSA`: pyamg's smoothed aggregation  cg, fcg
+                with the prolongation damping of every level set per row by
+                a graph network (an SA V-cycle: symmetric, linear)
 =============== ============================================================= ==========
 
 All three work on the Jacobi-scaled system :math:`\tilde A = D^{-1/2} A D^{-1/2}`,

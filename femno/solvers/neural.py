@@ -53,8 +53,9 @@ __all__ = ["dcdm", "NeuralPreconditioner", "load_neural_preconditioner", "NET_KI
            "NEURAL_MODEL_LOADERS", "register_neural_loader", "neural_model_loader"]
 
 #: model kinds that map residuals to directions (nonlinear: flexible methods only); the
-#: SPD factor model ``precond-spd`` has ``factor(A)``, the others ``prepare`` + ``forward``.
-NET_KINDS = ("precond-cnn", "precond-gnn", "precond-spd")
+#: SPD factor model ``precond-spd`` has ``factor(A)``, learned smoothed aggregation
+#: ``precond-amg`` has ``hierarchy(A)`` (a pyamg V-cycle), the others ``prepare`` + ``forward``.
+NET_KINDS = ("precond-cnn", "precond-gnn", "precond-spd", "precond-amg")
 
 #: Loaders of learned-preconditioner model files: name -> ``loader(path) -> torch.nn.Module``.
 #: The solver layer does not import :mod:`femno.operators` (it sits above): the operators
@@ -271,7 +272,8 @@ class NeuralPreconditioner(Preconditioner):
     Attributes
     ----------
     symmetric : bool
-        True only for ``precond-spd`` (a fixed SPD operator :math:`(L L^T)^{-1}`).
+        True for ``precond-spd`` (a fixed SPD operator :math:`(L L^T)^{-1}`) and
+        ``precond-amg`` (a symmetric SA V-cycle): plain ``cg`` is valid.
     applies : int
         Network applications so far.
 
@@ -303,7 +305,7 @@ class NeuralPreconditioner(Preconditioner):
         self.device = torch.device(device or "cpu")
         self.model = model.to(self.device).eval()
         self.layout = layout
-        self.symmetric = kind == "precond-spd"
+        self.symmetric = kind in ("precond-spd", "precond-amg")
         self.applies = 0
         self._torch = torch
         self._kw = {} if fast or kind != "precond-cnn" else {"fast": False}
@@ -315,6 +317,10 @@ class NeuralPreconditioner(Preconditioner):
     def _setup(self, A):
         import scipy.sparse.linalg as spla
 
+        if self.kind == "precond-amg":  # learned SA: the network runs once per level, here
+            self.ml = self.model.hierarchy(A)
+            self._vcycle = self.ml.aspreconditioner(cycle="V")
+            return
         if self.kind == "precond-spd":
             self.L = self.model.factor(A)
             self.lu = spla.splu(self.L.tocsc(), permc_spec="NATURAL", diag_pivot_thresh=0.0,
@@ -331,6 +337,8 @@ class NeuralPreconditioner(Preconditioner):
         if self.shape is None:
             raise RuntimeError("neural preconditioner used before setup(A)")
         self.applies += 1
+        if self.kind == "precond-amg":
+            return self._vcycle @ np.asarray(r, dtype=np.float64)
         if self.kind == "precond-spd":
             r = np.asarray(r, dtype=np.float64)
             return self.lu.solve(self.lu.solve(r), trans="T")
