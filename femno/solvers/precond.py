@@ -267,6 +267,26 @@ def _seeded_global_rng(seed: int):
         np.random.set_state(state)
 
 
+def _scalar_levels_to_csr(ml) -> bool:
+    """Store pyamg's 1x1-block BSR level matrices (A, P, R) as CSR; True if any changed.
+
+    pyamg's SA keeps ``P``, ``R`` and the coarse ``A`` as BSR even for scalar problems;
+    with 1x1 blocks a BSR product costs about 1.7x a CSR one (a V-cycle at 261k dofs:
+    0.086 s against 0.050 s), the same numbers.  Real blocks (vector problems) stay BSR.
+    """
+    changed = False
+    for level in ml.levels:
+        for name in ("A", "P", "R"):
+            M = getattr(level, name, None)
+            if M is not None and sp.issparse(M) and M.format == "bsr" and M.blocksize == (1, 1):
+                C = sp.csr_matrix(M)
+                if hasattr(M, "symmetry"):
+                    C.symmetry = M.symmetry
+                setattr(level, name, C)
+                changed = True
+    return changed
+
+
 class AMGPreconditioner(Preconditioner):
     """One algebraic-multigrid cycle (pyamg) as preconditioner.
 
@@ -326,6 +346,11 @@ class AMGPreconditioner(Preconditioner):
                 self.ml = self._build(A, **self.options)
         except (TypeError, ValueError) as exc:
             raise InputError(f"{self.name} setup failed: {exc}") from exc
+        if _scalar_levels_to_csr(self.ml):  # smoothers are bound to a level's matrix format
+            from pyamg.relaxation.smoothing import change_smoothers
+
+            with _seeded_global_rng(self.seed):
+                change_smoothers(self.ml, self.presmoother, self.postsmoother)
         self.reused = False
         self.symmetric = bool(getattr(self.ml, "symmetric_smoothing", True))
         self._pattern = (A.indptr.copy(), A.indices.copy())
