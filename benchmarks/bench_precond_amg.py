@@ -21,7 +21,8 @@ Usage::
     python benchmarks/bench_precond_amg.py --model build/darcy_sa.pt --sizes 128 256 512 1000 \
         --sizes3d 16 24 40 --oracle
 
-Writes ``benchmarks/results/precond-amg.{md,json}`` (``--out`` elsewhere).
+Writes ``benchmarks/results/precond-amg.json`` and the table ``precond-amg.table.md``
+(``--out`` elsewhere); ``precond-amg.md`` is the page that reads them.
 """
 
 from __future__ import annotations
@@ -152,7 +153,7 @@ def write(records, orc, args, path: Path):
                      f"{lr['total'] / s['total']:.2f} | {s['complexity']:.3f} / "
                      f"{lr['complexity']:.3f} |")
     table = "\n".join(lines)
-    path.with_suffix(".md.table").write_text(table + "\n")
+    path.with_name(path.name + ".table.md").write_text(table + "\n")
     print(table)
     if orc:
         print(json.dumps(orc, indent=1))
