@@ -160,10 +160,20 @@ def run(args) -> int:
     if args.element:
         options["element"] = args.element
 
-    check_memory(args.family, options)
+    stored = None
     t0 = time.perf_counter()
-    family = load_family(args.family, options)
-    params, system = _sample_and_assemble(args.family, family, args.seed)
+    if args.dataset is not None:
+        stored = _dataset_sample(args)
+        family, params, system = stored["family"], stored["params"], stored["system"]
+        args.family, args.seed = stored["settings"]["family_spec"], stored["settings"]["seed"]
+        fopts = stored["settings"].get("family_options") or {}
+        args.n, args.mesh = fopts.get("n", "the family's default"), fopts.get("mesh")
+    else:
+        if args.family is None:
+            raise InputError("give a FAMILY (or --dataset PATH --sample I)")
+        check_memory(args.family, options)
+        family = load_family(args.family, options)
+        params, system = _sample_and_assemble(args.family, family, args.seed, args.sample)
     assemble_s = time.perf_counter() - t0
 
     method, pc = choose_defaults(family, args.solver, args.pc, args.backend)
@@ -184,6 +194,7 @@ def run(args) -> int:
         "element": system.meta.get("element", args.element),
         "dofs": int(system.dofs),
         "seed": args.seed,
+        "sample": args.sample,
         "solver": method,
         "pc": stats.pc,
         "backend": stats.backend,
@@ -200,6 +211,13 @@ def run(args) -> int:
         result["residual_history"] = list(map(float, stats.residuals))
     field = system.expand(x)
     result.update(solution_norms(system, field))
+    if stored is not None:
+        from femno.datagen.reproduce import compare_with_stored
+
+        st = stored["settings"]
+        result["dataset"] = args.dataset
+        result["dataset_solver"] = f"{st.get('method')}+{st.get('pc')} rtol {st.get('rtol')}"
+        result.update(compare_with_stored(stored, field))
     if args.save:
         _save_field(system, field, args.save)
         result["saved"] = args.save
@@ -254,13 +272,38 @@ def solution_norms(system, field) -> dict:
     return out
 
 
-def _sample_and_assemble(spec: str, family, seed: int):
+def _dataset_sample(args) -> dict:
+    """``--dataset PATH --sample I``: the dataset's family and sample I, rebuilt."""
+    from femno.datagen.reproduce import dataset_sample
+
+    if args.sample is None:
+        raise InputError("--dataset needs --sample I (which sample to rebuild)")
+    given = [name for name, v in (("--mesh", args.mesh), ("--element", args.element),
+                                  ("--option", args.option)) if v]
+    if given:
+        raise InputError(f"{', '.join(given)}: the family and its options come from the "
+                         "dataset's manifest with --dataset")
+    sample = dataset_sample(args.dataset, args.sample)
+    spec = sample["settings"]["family_spec"]
+    if args.family is not None and args.family != spec:
+        raise InputError(f"family {args.family!r} given, but {args.dataset!r} holds {spec!r}")
+    return sample
+
+
+def _sample_and_assemble(spec: str, family, seed: int, index: int | None = None):
     """``family.sample`` then ``family.assemble``; a user family's own bug (``FILE:NAME``)
-    is reported as bad input naming the hook, not as an internal error of femno."""
+    is reported as bad input naming the hook, not as an internal error of femno.
+    ``index`` given: the parameters of dataset sample ``index`` (``default_rng([seed, index])``,
+    :func:`femno.datagen.runner.sample_params`)."""
+    from femno.datagen.runner import sample_params
+
+    if index is not None and index < 0:
+        raise InputError(f"--sample must be >= 0, got {index}")
     user = ":" in spec
     hook = "sample"
     try:
-        params = family.sample(np.random.default_rng(seed))
+        params = (family.sample(np.random.default_rng(seed)) if index is None
+                  else sample_params(family, seed, index))
         hook = "assemble_full"
         return params, family.assemble(params)
     except (InputError, MemoryError):
@@ -337,11 +380,14 @@ def add_parser(sub) -> None:
         "if the solver did not converge.",
         epilog="families: " + ", ".join(FAMILIES) + "\npreconditioners (scipy): "
         + ", ".join(PRECONDITIONERS) + "\npreconditioners (petsc): none, jacobi, sor, ilu, "
-        "ic, gamg, hypre, lu\nexample: femno solve darcy --n 256 --pc amg --json",
+        "ic, gamg, hypre, lu\nexamples:\n  femno solve darcy --n 256 --pc amg --json\n"
+        "  femno solve --dataset data/darcy --sample 17 --json   # re-solve a dataset sample",
         formatter_class=__import__("argparse").RawDescriptionHelpFormatter,
     )
-    p.add_argument("family", help="problem family (darcy, poisson, helmholtz, heat, elasticity), "
-                   "a data_gen recipe (skr-darcy, darcy3d, ...) or FILE.py:NAME (docs/own-family.md)")
+    p.add_argument("family", nargs="?", default=None,
+                   help="problem family (darcy, poisson, helmholtz, heat, elasticity), "
+                   "a data_gen recipe (skr-darcy, darcy3d, ...) or FILE.py:NAME "
+                   "(docs/own-family.md); omitted with --dataset")
     where = p.add_mutually_exclusive_group()
     where.add_argument("--n", type=int, default=64, help="cells per side of the built-in unit-square mesh (default 64)")
     where.add_argument("--mesh", metavar="FILE", help="mesh file (any format meshio reads) instead of the built-in mesh")
@@ -356,6 +402,13 @@ def add_parser(sub) -> None:
                    help="fcg: past directions kept for orthogonalisation (default 30, as PETSc's "
                    "KSPFCG; with a neural preconditioner 30 needs ~half the iterations of 3)")
     p.add_argument("--seed", type=int, default=0, help="random seed of the sample (default 0)")
+    p.add_argument("--sample", type=int, default=None, metavar="I",
+                   help="draw the parameters of dataset sample I (default_rng([seed, I]), "
+                   "as femno generate does) instead of default_rng(seed)")
+    p.add_argument("--dataset", metavar="PATH", default=None,
+                   help="with --sample I: rebuild sample I of this femno generate dataset "
+                   "(family, options and seed from its manifest), re-solve it and report "
+                   "how it matches the stored row (inputs_identical, solution_rel_diff)")
     p.add_argument("--option", "-o", action="append", metavar="KEY=VALUE",
                    help="family option, e.g. -o length=0.1 -o variance=1.0 (repeatable)")
     p.add_argument("--petsc-option", action="append", metavar="KEY=VALUE",
