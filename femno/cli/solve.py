@@ -12,8 +12,13 @@ import numpy as np
 from femno.cli._output import print_json, print_table
 from femno.errors import InputError
 
-SOLVERS = ("auto", "cg", "fcg", "gmres", "fgmres", "minres", "dcdm", "direct")
-CG_LIKE = ("cg", "fcg", "dcg", "dcdm")
+
+def solver_choices() -> tuple:
+    """``--solver`` choices: auto, every registered Krylov method the CLI offers, direct."""
+    from femno.solvers.methods import KRYLOV_METHODS
+
+    return ("auto", *(n for n, m in KRYLOV_METHODS.items() if m.cli), "direct")
+
 #: options whose value must be > 0 (the message families give for them)
 POSITIVE_OPTIONS = ("variance", "length", "mean", "dt", "E", "nu_scale", "contrast")
 
@@ -231,7 +236,9 @@ def run(args) -> int:
         print_table(result.items(), title=f"femno solve {args.family}")
     if not stats.converged:
         hint = ""
-        if method in CG_LIKE:
+        from femno.solvers.methods import KRYLOV_METHODS
+
+        if method in KRYLOV_METHODS and KRYLOV_METHODS[method].spd:
             from femno.solvers.factory import spd_hint
 
             hint = spd_hint(system.A, x=x, b=system.b, reason=stats.reason)
@@ -392,7 +399,7 @@ def add_parser(sub) -> None:
     where.add_argument("--n", type=int, default=64, help="cells per side of the built-in unit-square mesh (default 64)")
     where.add_argument("--mesh", metavar="FILE", help="mesh file (any format meshio reads) instead of the built-in mesh")
     p.add_argument("--element", help="finite element: P1, P2 (triangles), Q1, Q2, Q8 (quads)")
-    p.add_argument("--solver", choices=SOLVERS, default="auto",
+    p.add_argument("--solver", choices=solver_choices(), default="auto",
                    help="Krylov method or direct (default auto: cg for SPD, minres symmetric, else gmres)")
     p.add_argument("--pc", default="auto", help="preconditioner (default auto: AMG for SPD, else ILU)")
     p.add_argument("--backend", choices=("scipy", "petsc"), default="scipy", help="linear-algebra backend")

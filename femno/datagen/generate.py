@@ -57,10 +57,10 @@ def _int(value, name: str, low: int) -> int:
 
 def _methods() -> tuple:
     try:
-        from femno.datagen.sequence import SEQUENCE_METHODS
+        from femno.datagen.sequence import sequence_methods
     except ImportError:  # pragma: no cover - sequence module missing
         return KNOWN_METHODS
-    return tuple(SEQUENCE_METHODS)
+    return tuple(sequence_methods())
 
 
 def _check_solver(method, pc, rtol, solver_options) -> None:

@@ -59,7 +59,7 @@ from femno.datagen.strategy import same_pattern as _same_pattern
 from femno.errors import InputError
 from femno.solvers.base import Preconditioner, check_system
 
-__all__ = ["solve_sequence", "SequenceResult", "SEQUENCE_METHODS", "load_systems",
+__all__ = ["solve_sequence", "SequenceResult", "SEQUENCE_METHODS", "sequence_methods", "load_systems",
            "default_features"]
 
 #: method -> (default pc, sorts by default)
@@ -79,6 +79,19 @@ SEQUENCE_METHODS = {
     "block": (None, False),
 }
 _DIRECT = ("direct", "direct-reuse", "direct-fresh", "block")
+
+
+def sequence_methods() -> dict:
+    """method -> (default pc, sorts by default): :data:`SEQUENCE_METHODS` (femno's
+    strategies) and every registered Krylov method with a ``sequence_pc``
+    (:func:`femno.solvers.methods.register_krylov_method`), run as a plain Krylov
+    strategy with its preconditioner kept from system to system."""
+    from femno.solvers.methods import KRYLOV_METHODS
+
+    extra = {n: (m.sequence_pc, False) for n, m in KRYLOV_METHODS.items()
+             if m.sequence_pc is not None and n not in SEQUENCE_METHODS}
+    return {**SEQUENCE_METHODS, **extra}
+
 _AMG = ("amg", "amg-sa", "amg-rs")
 #: sequence preconditioners that run on PETSc (``cg``/``gmres`` only): BoomerAMG, GAMG
 PETSC_PCS = ("hypre", "gamg")
@@ -233,7 +246,7 @@ def default_features(As, bs, *, max_dim: int = 4096, sketch_dim: int = 1024):
 def _resolve_order(sort, method, features, As, bs):
     N = len(As)
     if sort is None:
-        sort = "greedy" if SEQUENCE_METHODS[method][1] else "none"
+        sort = "greedy" if sequence_methods()[method][1] else "none"
     if isinstance(sort, str):
         if sort not in SORT_METHODS:
             raise InputError(f"unknown sort {sort!r}; valid: {', '.join(SORT_METHODS)}, "
@@ -248,8 +261,8 @@ def _resolve_order(sort, method, features, As, bs):
 
 
 def _check_options(method, pc, rtol, k, restart, maxiter, on_fail, callback):
-    if not isinstance(method, str) or method not in SEQUENCE_METHODS:
-        raise InputError(f"unknown method {method!r}; valid: {', '.join(SEQUENCE_METHODS)}")
+    if not isinstance(method, str) or method not in sequence_methods():
+        raise InputError(f"unknown method {method!r}; valid: {', '.join(sequence_methods())}")
     try:
         rtol = float(rtol)
     except (TypeError, ValueError):
@@ -304,7 +317,7 @@ def make_strategy(method, *, pc="auto", rtol=1e-8, k=20, restart=40, maxiter=Non
     (:func:`femno.solvers.krylov`); the other strategies ignore them.
     """
     if pc in ("auto", None):
-        pc = SEQUENCE_METHODS[method][0]
+        pc = sequence_methods()[method][0]
     nns = {} if near_nullspace is None else {"near_nullspace": near_nullspace,
                                              "block_size": block_size}
     if method in ("direct", "direct-reuse", "block"):
@@ -322,6 +335,9 @@ def make_strategy(method, *, pc="auto", rtol=1e-8, k=20, restart=40, maxiter=Non
         p = pc.lower()
         return KrylovStrategy(method, pc=p, rtol=rtol, restart=restart, maxiter=maxiter,
                               reuse_pc=True, backend="petsc", label=f"{method}+{p}", **nns)
+    if method not in SEQUENCE_METHODS:  # a registered Krylov method (sequence_methods)
+        return KrylovStrategy(method, pc=pc, rtol=rtol, restart=restart, maxiter=maxiter,
+                              reuse_pc=True, **nns)
     if method == "gmres":
         return KrylovStrategy("gmres", pc=pc, rtol=rtol, restart=restart, maxiter=maxiter,
                               reuse_pc=True, label=None, **nns)

@@ -17,33 +17,22 @@ import time
 import numpy as np
 
 from femno.errors import InputError, MissingDependencyError
-from femno.solvers import krylov as _k
-from femno.solvers import neural as _nn
 from femno.solvers import recycle as _rc
 from femno.solvers.base import Preconditioner, check_system, report_nonconvergence
+from femno.solvers.methods import KRYLOV_METHODS, LiveView, krylov_method
 from femno.solvers.precond import SYMMETRIC, check_near_nullspace, make_preconditioner, pc_key
 from femno.solvers.stats import SolveStats
 
 __all__ = ["krylov", "KrylovSolver", "METHODS", "BACKENDS"]
 
-#: method name -> numpy implementation
-METHODS = {
-    "cg": _k.cg,
-    "fcg": _k.fcg,
-    "gmres": _k.gmres,
-    "fgmres": _k.fgmres,
-    "minres": _k.minres,
-    "gcrodr": _rc.gcrodr,
-    "dcg": _rc.deflated_cg,
-    "dcdm": _nn.dcdm,
-}
+
+#: method name -> numpy implementation (a live view of the method registry)
+METHODS = LiveView(lambda: {k: m.solve for k, m in KRYLOV_METHODS.items()}, "METHODS")
 BACKENDS = ("scipy", "petsc")
-_NEEDS_SYMMETRIC_PC = ("cg", "minres", "dcg")
-_RECYCLING = ("gcrodr", "dcg")
 
 
 def _check_pc_symmetry(method: str, name: str, symmetric: bool):
-    if method in _NEEDS_SYMMETRIC_PC and not symmetric:
+    if method in KRYLOV_METHODS and KRYLOV_METHODS[method].symmetric_pc and not symmetric:
         raise InputError(
             f"preconditioner {name!r} is not symmetric, so {method!r} cannot use it; "
             "use method='fcg' (SPD matrices) or 'fgmres'/'gmres'"
@@ -127,23 +116,11 @@ class KrylovSolver:
         A, b, x0 = check_system(A, b, x0)
         setup_s = self._prepare_pc(A)
         M = None if self.pc.name == "none" else self.pc.apply
-        opts = {}
-        if self.method in ("gmres", "fgmres"):
-            opts["restart"] = self.restart
-        elif self.method == "fcg":
-            opts["mmax"] = self.mmax
-        elif self.method == "dcdm":
-            opts["k"] = self.k
-        elif self.method in _RECYCLING:
-            opts["k"] = self.k
-            opts["recycle"] = self.recycle_space if self.recycle else None
-            if self.method == "gcrodr":
-                opts["m"] = self.restart
-            elif not self.recycle:
-                opts["k"] = 0  # dcg without a carried space is plain PCG (no harvest cost)
+        entry = KRYLOV_METHODS[self.method]
+        opts = entry.options(self)
         t = time.perf_counter()
-        x, info = METHODS[self.method](A, b, x0=x0, M=M, rtol=self.rtol, atol=self.atol,
-                                       maxiter=self.maxiter, callback=self.callback, **opts)
+        x, info = entry.solve(A, b, x0=x0, M=M, rtol=self.rtol, atol=self.atol,
+                              maxiter=self.maxiter, callback=self.callback, **opts)
         solve_s = time.perf_counter() - t
         self.info = info
         bnorm = float(np.linalg.norm(b))
@@ -164,7 +141,7 @@ class KrylovSolver:
             msg = (f"{self.method} with preconditioner {self.pc_name!r} did not converge: "
                    f"{info['iterations']} iterations, relative residual {residual:.3e} > "
                    f"rtol {self.rtol:.1e} (reason: {reason})")
-            if self.method in ("cg", "fcg", "dcg", "dcdm"):
+            if entry.spd:
                 hint = spd_hint(A, x=x, b=b, reason=reason)
                 msg += f"; {hint}" if hint else ""
             report_nonconvergence(msg, on_fail=self.on_fail, stats=self.stats, x=x)
@@ -308,8 +285,8 @@ def krylov(method: str = "cg", *, pc="none", rtol: float = 1e-8, atol: float = 0
     method = str(method).lower()
     if backend not in BACKENDS:
         raise InputError(f"unknown backend {backend!r}; valid: {', '.join(BACKENDS)}")
-    if backend == "scipy" and method not in METHODS and method != "direct":
-        raise InputError(f"unknown Krylov method {method!r}; valid: {', '.join(METHODS)}, direct")
+    if backend == "scipy" and method != "direct":
+        krylov_method(method)  # InputError naming the valid ones
     try:
         rtol, atol = float(rtol), float(atol)
     except (TypeError, ValueError) as exc:
@@ -329,7 +306,7 @@ def krylov(method: str = "cg", *, pc="none", rtol: float = 1e-8, atol: float = 0
         if isinstance(k, bool) or int(k) != k or k < 0:
             raise InputError(f"k must be a non-negative integer, got {k!r}")
         k = int(k)
-    elif method in _RECYCLING:
+    elif method in KRYLOV_METHODS and KRYLOV_METHODS[method].recycling:
         if k is None:
             k = min(20, int(restart) // 2) if method == "gcrodr" else 10
         if isinstance(k, bool) or int(k) != k or k < 0:

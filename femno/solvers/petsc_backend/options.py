@@ -14,6 +14,7 @@ import numpy as np
 
 from femno.errors import InputError
 from femno.solvers.base import Preconditioner
+from femno.solvers.methods import LiveView, petsc_methods
 from femno.solvers.petsc_backend._import import get_petsc
 
 __all__ = [
@@ -28,16 +29,10 @@ __all__ = [
     "unused_options",
 ]
 
-#: femno method name -> (PETSc KSP type, PC side, norm type); side/norm as strings.
-METHODS = {
-    "cg": ("cg", "left", "unpreconditioned"),
-    "fcg": ("fcg", "left", "unpreconditioned"),
-    "gmres": ("gmres", "right", "unpreconditioned"),
-    "fgmres": ("fgmres", "right", "unpreconditioned"),
-    "minres": ("minres", "left", "preconditioned"),
-    "bicgstab": ("bcgs", "right", "unpreconditioned"),
-    "preonly": ("preonly", "left", "none"),
-}
+#: femno method name -> (PETSc KSP type, PC side, norm type); side/norm as strings.  A live
+#: view of :func:`femno.solvers.methods.petsc_methods` (registered methods with a ``petsc``
+#: entry, plus PETSc-only ``bicgstab`` and ``preonly``).
+METHODS = LiveView(petsc_methods, "METHODS")
 
 #: femno preconditioner name -> PETSc PC type (``"petsc:<type>"`` passes any PETSc type).
 PCS = {

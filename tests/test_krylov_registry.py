@@ -1,0 +1,121 @@
+"""Adding a Krylov method is one function and one registry entry (issue 19, item 2).
+
+A toy method registered from outside the package (here: preconditioned
+steepest descent) is used from ``krylov()``, ``solve_sequence``, the PETSc backend's
+method table and ``femno solve --solver``; nothing else is edited.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from femno.errors import InputError
+from femno.solvers import krylov
+from femno.solvers.methods import (
+    KRYLOV_METHODS,
+    KrylovMethod,
+    krylov_method,
+    register_krylov_method,
+    unregister_krylov_method,
+)
+
+
+def steepest_descent(A, b, *, x0=None, M=None, rtol=1e-8, atol=0.0, maxiter=None,
+                     callback=None, calls=None):
+    """Preconditioned steepest descent: x += (r.z / z.Az) z, z = M r."""
+    if calls is not None:
+        calls.append(1)
+    x = np.zeros_like(b) if x0 is None else x0.astype(float).copy()
+    bn = np.linalg.norm(b)
+    r = b - A @ x
+    res, its = [np.linalg.norm(r) / bn], 0
+    while res[-1] * bn > max(rtol * bn, atol) and its < (maxiter or 10000):
+        z = r if M is None else M(r)
+        Az = A @ z
+        x += (r @ z) / (z @ Az) * z
+        r = b - A @ x
+        its += 1
+        res.append(np.linalg.norm(r) / bn)
+        if callback is not None:
+            callback(x)
+    return x, {"iterations": its, "residuals": res, "residual_kind": "true",
+               "reason": "rtol" if res[-1] * bn <= max(rtol * bn, atol) else "maxiter"}
+
+
+CALLS: list = []
+
+
+@pytest.fixture()
+def toy():
+    entry = KrylovMethod("sd", steepest_descent, symmetric_pc=True, spd=True,
+                         options=lambda solver: {"calls": CALLS},
+                         petsc=("cg", "left", "unpreconditioned"), sequence_pc="jacobi")
+    register_krylov_method(entry)
+    CALLS.clear()
+    yield entry
+    unregister_krylov_method("sd")
+    assert "sd" not in KRYLOV_METHODS
+
+
+def laplace(n):
+    T = sp.diags([-1.0, 2.0, -1.0], [-1, 0, 1], shape=(n, n))
+    return (sp.kron(T, sp.eye(n)) + sp.kron(sp.eye(n), T)).tocsr()
+
+
+def test_toy_method_through_krylov(toy):
+    A = laplace(12)
+    b = np.ones(A.shape[0])
+    s = krylov("sd", pc="jacobi", rtol=1e-8)
+    x = s(A, b)
+    assert s.stats.method == "sd" and s.stats.converged and CALLS
+    assert np.linalg.norm(b - A @ x) <= 1e-8 * np.linalg.norm(b)
+    cg = krylov("cg", pc="jacobi", rtol=1e-8)
+    cg(A, b)
+    assert s.stats.iterations > cg.stats.iterations  # steepest descent is slower than CG
+    # the registry's symmetric_pc rule applies to it like to cg
+    with pytest.raises(InputError, match="not symmetric"):
+        krylov("sd", pc="ilu")
+
+
+def test_toy_method_through_solve_sequence_and_petsc_table(toy):
+    from femno.datagen import solve_sequence
+    from femno.datagen.sequence import sequence_methods
+    from femno.solvers.petsc_backend.options import METHODS as PETSC_METHODS
+
+    assert sequence_methods()["sd"] == ("jacobi", False)
+    assert PETSC_METHODS["sd"] == ("cg", "left", "unpreconditioned")
+    A = laplace(10)
+    systems = [((1.0 + 0.1 * i) * A, np.ones(A.shape[0])) for i in range(3)]
+    res = solve_sequence(systems, method="sd", rtol=1e-8)
+    assert all(res.converged) and len(CALLS) == 3
+    for (Ai, bi), x in zip(systems, res.solutions, strict=True):
+        assert np.linalg.norm(bi - Ai @ x) <= 1e-8 * np.linalg.norm(bi)
+
+
+def test_toy_method_through_cli(toy, capsys):
+    from femno.cli.main import main
+
+    rc = main(["solve", "poisson", "--n", "12", "--solver", "sd", "--pc", "jacobi", "--json"])
+    out = json.loads(capsys.readouterr().out)
+    assert rc == 0 and out["solver"] == "sd" and out["converged"] and CALLS
+
+
+def test_registration_rules(toy):
+    with pytest.raises(InputError, match="already registered"):
+        register_krylov_method(toy)
+    register_krylov_method(toy, replace=True)
+    for bad in ("cg", "direct", "Sd2", ""):
+        with pytest.raises(InputError):
+            register_krylov_method(KrylovMethod(bad, steepest_descent))
+    with pytest.raises(InputError, match="petsc"):
+        register_krylov_method(KrylovMethod("sd2", steepest_descent, petsc=("cg",)))
+    with pytest.raises(InputError, match="built in"):
+        unregister_krylov_method("gmres")
+    with pytest.raises(InputError, match="valid: cg"):
+        krylov_method("nope")
+    with pytest.raises(InputError, match="unknown Krylov method"):
+        krylov("nope")
