@@ -247,7 +247,7 @@ def test_second_writer_refused_exit_2(tmp_path, capsys):
 @pytest.mark.skipif(sys.platform == "win32", reason="no fcntl")
 def test_two_creators_one_valid_store(reference, tmp_path):
     out = tmp_path / "race.femno"
-    env = {k: v for k, v in os.environ.items() if k != "FEMNO_DATAGEN_KILL"}
+    env = dict(os.environ)
     cmd = [sys.executable, "-m", "femno.cli.main", "generate", *ARGS, "--out", str(out)]
     procs = [subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               text=True) for _ in range(2)]

@@ -24,10 +24,26 @@ KW = dict(samples=N, block=BLOCK, family_options=OPTS, progress=False, rtol=1e-8
 
 @pytest.fixture(scope="session")
 def sequence_env():
-    """Environment of the subprocesses (no FEMNO_DATAGEN_KILL inherited)."""
-    env = dict(os.environ)
-    env.pop("FEMNO_DATAGEN_KILL", None)
-    return env
+    """Environment of the subprocesses."""
+    return dict(os.environ)
+
+
+#: runs ``femno ARGS`` with a block-loop observer that SIGKILLs the process at the
+#: COUNT-th EVENT ("written": arrays stored, no marker; "done": marker written); fault
+#: injection lives here, in the test, through femno.datagen.generate.BLOCK_EVENTS
+KILL_DRIVER = """
+import os, signal, sys
+from femno.datagen import generate as g
+event, count, seen = sys.argv[1], int(sys.argv[2]), []
+def kill(ev, block):
+    if ev == event:
+        seen.append(block)
+        if len(seen) >= count:
+            os.kill(os.getpid(), signal.SIGKILL)
+g.BLOCK_EVENTS.append(kill)
+from femno.cli.main import main
+sys.exit(main(sys.argv[3:]))
+"""
 
 
 def gen(out, **kw):
@@ -115,13 +131,17 @@ def test_dask_same_dataset(reference, tmp_path):
 
 
 def cli(env, out, kill=None, workers=1):
-    e = dict(env)
-    e.pop("FEMNO_DATAGEN_KILL", None)
+    """``femno generate`` in a subprocess; ``kill="after:K"`` SIGKILLs it once the K-th
+    block marker is written, ``"before:K"`` once the K-th block's arrays are (no marker)."""
+    args = ["generate", FAMILY, "--n", "12", "--samples", str(N), "--block", str(BLOCK),
+            "--out", str(out), "--method", METHOD, "--workers", str(workers), "--json"]
     if kill:
-        e["FEMNO_DATAGEN_KILL"] = kill
-    cmd = [sys.executable, "-m", "femno", "generate", FAMILY, "--n", "12", "--samples", str(N),
-           "--block", str(BLOCK), "--out", str(out), "--method", METHOD, "--workers", str(workers), "--json"]
-    return subprocess.run(cmd, capture_output=True, text=True, env=e, timeout=120)
+        when, _, count = kill.partition(":")
+        cmd = [sys.executable, "-c", KILL_DRIVER, {"after": "done", "before": "written"}[when],
+               count, *args]
+    else:
+        cmd = [sys.executable, "-m", "femno", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
 
 
 def test_killed_and_resumed_equals_one_go(reference, sequence_env, tmp_path):
@@ -301,3 +321,16 @@ def test_hypre_pc_as_auto_pins_it(tmp_path):
     with pytest.raises(InputError, match="runs with method 'cg' or 'gmres'"):
         generate_dataset("darcy", samples=2, out=tmp_path / "x.femno", method="skr", pc="hypre",
                          family_options={"n": 8}, progress=False)
+
+
+def test_block_events_order(tmp_path, monkeypatch):
+    """Every block reports "written" (arrays stored) before "done" (marker), once each."""
+    from femno.datagen import generate as g
+
+    events = []
+    monkeypatch.setattr(g, "BLOCK_EVENTS", [lambda ev, b: events.append((ev, b))])
+    gen(tmp_path / "ev.femno")
+    blocks = sorted({b for _, b in events})
+    assert blocks == list(range(-(-N // BLOCK)))
+    for b in blocks:
+        assert [ev for ev, bb in events if bb == b] == ["written", "done"]

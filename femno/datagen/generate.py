@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import sys
 import time
 from datetime import datetime, timezone
@@ -46,7 +45,11 @@ KNOWN_METHODS = ("auto", "skr", "recycle", "gcrodr", "gmres", "cg", "amg-cg", "d
 SORTS = ("greedy", "grouped", "none")
 IDENTITY_KEYS = ("family", "family_config", "samples", "seed", "method", "pc", "rtol", "block",
                  "sort", "solver_options", "warm_start")
-_KILL_ENV = "FEMNO_DATAGEN_KILL"  # test hook: "after:B" / "before:B" -> SIGKILL self
+#: observers ``fn(event, block)`` of the block loop: ``"written"`` once a block's arrays are
+#: in the store (no marker yet), ``"done"`` once its completion marker is.  For monitoring;
+#: the kill-and-resume tests register one that SIGKILLs the process (fault injection from
+#: the test side: production code has no kill switch).
+BLOCK_EVENTS: list = []
 
 
 def _int(value, name: str, low: int) -> int:
@@ -203,10 +206,9 @@ def _features(pool, spec, options, seed, samples) -> np.ndarray:
     return np.concatenate(pool.map_features(runner.features_task, args), axis=0)
 
 
-def _kill_hook():
-    value = os.environ.get(_KILL_ENV, "")
-    when, _, count = value.partition(":")
-    return (when, int(count)) if when in ("after", "before") and count.isdigit() else (None, 0)
+def _notify(event: str, block: int) -> None:
+    for fn in list(BLOCK_EVENTS):
+        fn(event, int(block))
 
 
 def _progress(total, initial, enabled, desc):
@@ -402,7 +404,6 @@ def _discard_damaged(store) -> list[int]:
 
 
 def _run_blocks(store, pool, tasks, *, progress, desc) -> list[dict]:
-    when, count = _kill_hook()
     done_before = store.samples - sum(store.rows(t["block"])[1] - store.rows(t["block"])[0]
                                       for t in tasks)
     info = []
@@ -415,8 +416,7 @@ def _run_blocks(store, pool, tasks, *, progress, desc) -> list[dict]:
                          "stats/converged": res["converged"]})
             tw = time.perf_counter()
             store.write_block(b, data)
-            if when == "before" and len(info) + 1 >= count:
-                os.kill(os.getpid(), signal.SIGKILL)
+            _notify("written", b)
             entry = {"samples": int(res["solution"].shape[0]), "method": res["method"],
                      "explanation": res["explanation"], "sample_s": res.get("sample_s", 0.0),
                      "assemble_s": res["assemble_s"],
@@ -432,8 +432,7 @@ def _run_blocks(store, pool, tasks, *, progress, desc) -> list[dict]:
                 bar.set_postfix_str("  ".join(f"{k} {100 * split[k + '_s'] / split['total_s']:.0f}%"
                                               for k in ("sample", "assemble", "solve", "write")),
                                     refresh=False)
-            if when == "after" and len(info) >= count:
-                os.kill(os.getpid(), signal.SIGKILL)
+            _notify("done", b)
     return info
 
 
