@@ -268,3 +268,22 @@ def test_deflated_cg_thick_restart_and_window_both_converge():
         assert _relerr(x, spla.spsolve(A.tocsc(), 2.0 * b + 1.0)) < 1e-6
         assert space.k == 6 and np.allclose(space.W.T @ (A @ space.W), np.eye(6), atol=1e-8)
     assert _relerr(deflated_cg(A, b, k=6)[0], xref) < 1e-6
+
+
+def test_recycle_and_deflation_spaces_share_one_base():
+    from femno.solvers.recycle import RecycleSpace
+    from femno.solvers.recycle_cg import DeflationSpace
+    from femno.solvers.recycle_ops import CarriedSpace
+
+    A = sp.diags(np.arange(1.0, 31.0), format="csr")
+    U = np.random.default_rng(0).standard_normal((30, 4))
+    for cls, label in ((RecycleSpace, "U"), (DeflationSpace, "W")):
+        space = cls(U)
+        assert isinstance(space, CarriedSpace) and space.k == 4 and space.refreshes == 0
+        assert space.for_matrix(A) is space and space.refreshes == 1
+        assert space.for_matrix(A).refreshes == 1  # already valid: no refresh
+        assert repr(space) == f"{cls.__name__}(k=4, n=30, refreshes=1)"
+        space.clear()
+        assert space.k == 0 and space.refreshes == 0
+        with pytest.raises(InputError, match=f"{label} must be a 2-D array"):
+            cls(np.ones(5))

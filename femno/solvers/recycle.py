@@ -41,6 +41,7 @@ from femno.errors import InputError
 from femno.solvers.krylov import default_maxiter
 from femno.solvers.recycle_cg import DeflationSpace, deflated_cg
 from femno.solvers.recycle_ops import (
+    CarriedSpace,
     SerialOps,
     identity_pc,
     matvec_rows,
@@ -57,7 +58,7 @@ __all__ = ["RecycleSpace", "gcrodr", "deflated_cg", "DeflationSpace", "gcrodr_co
 _EPS = np.finfo(np.float64).eps
 
 
-class RecycleSpace:
+class RecycleSpace(CarriedSpace):
     """A recycle space ``U`` with ``C = A M^{-1} U``, ``C^T C = I``, carried between solves.
 
     Stored row-wise (``k x n``); :attr:`U`, :attr:`C`, :attr:`Z` are the usual
@@ -80,26 +81,11 @@ class RecycleSpace:
     True
     """
 
-    def __init__(self, U=None):
-        self.clear()
-        if U is not None:
-            U = np.asarray(U, dtype=np.float64)
-            if U.ndim != 2:
-                raise InputError(f"U must be a 2-D array (n, k), got shape {U.shape}")
-            self.Ur = np.ascontiguousarray(U.T)
-
     def clear(self):
         """Forget everything (the next solve starts without a recycle space)."""
-        self.Ur = self.Zr = self.Cr = None
-        self._key = None
-        self._M = None
+        super().clear()
+        self.Zr = self.Cr = None
         self._pending = None  # ops of a deferred CholeskyQR pass (serial only)
-        self.refreshes = 0
-        self.last_setup_matvecs = 0
-
-    @property
-    def k(self) -> int:
-        return 0 if self.Ur is None else int(self.Ur.shape[0])
 
     @property
     def U(self):
@@ -145,17 +131,9 @@ class RecycleSpace:
             Cr, Ur, Zr = orthonormalize_block(ops, self.Cr, self.Ur, self.Zr, passes=1)
         self._set(Ur, Zr, Cr)
 
-    def __repr__(self):
-        n = None if self.Ur is None else self.Ur.shape[1]
-        return f"RecycleSpace(k={self.k}, n={n}, refreshes={self.refreshes})"
-
     def is_current(self, ops, M=None) -> bool:
         """True when ``C`` was built for the operator of ``ops`` and preconditioner ``M``."""
         return self.Cr is not None and ops.matches(self._key) and same_operator(self._M, M)
-
-    def for_matrix(self, A, M=None):
-        """Make ``C = A M^{-1} U`` hold for ``A`` and ``M`` (skipped if already so); returns self."""
-        return self.prepare(SerialOps(A, M), M=M)
 
     def update_matrix(self, A, M=None):
         """Recompute ``C = A M^{-1} U`` for ``A`` unconditionally (the published SKR step)."""

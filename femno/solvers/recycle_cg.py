@@ -22,7 +22,7 @@ import numpy as np
 
 from femno.errors import InputError
 from femno.solvers.krylov import default_maxiter
-from femno.solvers.recycle_ops import SerialOps, check_system, same_operator
+from femno.solvers.recycle_ops import CarriedSpace, SerialOps, check_system, same_operator
 
 __all__ = ["DeflationSpace", "deflated_cg", "deflated_cg_core"]
 
@@ -40,7 +40,7 @@ def _a_orthonormal_transform(F, drop_tol=1e-10):
     return (Q[:, keep] / np.sqrt(w[keep])).T
 
 
-class DeflationSpace:
+class DeflationSpace(CarriedSpace):
     """Deflation space ``W`` (``n x k``) with ``AW = A W`` and :math:`W^T A W = I`.
 
     Stored row-wise: a basis ``Wr`` (``k x n``), ``AWr = Wr A`` for the current
@@ -62,23 +62,14 @@ class DeflationSpace:
     True
     """
 
-    def __init__(self, W=None):
-        self.clear()
-        if W is not None:
-            W = np.asarray(W, dtype=np.float64)
-            if W.ndim != 2:
-                raise InputError(f"W must be a 2-D array (n, k), got shape {W.shape}")
-            self.Wr = np.ascontiguousarray(W.T)
+    BASIS, LABEL = "Wr", "W"
 
     def clear(self):
         """Forget the space."""
-        self.Wr = self._AWr = self._MAWr = None
+        super().clear()
+        self._AWr = self._MAWr = None
         self.T = self.Einv = None  # T E T^T = I on the kept part; Einv = T^T T
         self._lazy = None  # (Y, AS, MAS): AWr = Y AS, MAWr = Y MAS, formed on demand
-        self._key = None
-        self._M = None
-        self.refreshes = 0
-        self.last_setup_matvecs = 0
         # adaptive harvest (``harvest=None``): harvest while the space is young or when
         # the iteration count has drifted above its value right after the last harvest
         self.solves = self.harvests = 0
@@ -102,10 +93,6 @@ class DeflationSpace:
     #: exceed DRIFT times those of the first solve after the last harvest
     YOUNG = 3
     DRIFT = 1.15
-
-    @property
-    def k(self) -> int:
-        return 0 if self.Wr is None else int(self.Wr.shape[0])
 
     @property
     def AWr(self):
@@ -140,13 +127,6 @@ class DeflationSpace:
     @property
     def AW(self):
         return self._orthonormal(self.AWr)
-
-    def __repr__(self):
-        return f"DeflationSpace(k={self.k}, refreshes={self.refreshes})"
-
-    def for_matrix(self, A, M=None):
-        """Make ``AW = A W`` with ``W^T A W = I`` hold for ``A`` (skipped if current)."""
-        return self.prepare(SerialOps(A, M), M=M)
 
     def prepare(self, ops, *, M=None, force=False):
         """Make the space current for the operator of ``ops`` (and preconditioner ``M``).

@@ -40,7 +40,7 @@ import scipy.sparse as sp
 
 from femno.errors import InputError
 
-__all__ = ["SerialOps", "MatrixFingerprint", "orthonormalize_block", "same_operator",
+__all__ = ["SerialOps", "MatrixFingerprint", "orthonormalize_block", "same_operator", "CarriedSpace",
            "precond_rows", "matvec_rows", "row_norms2", "identity_pc", "check_system"]
 
 _EPS = np.finfo(np.float64).eps
@@ -247,3 +247,51 @@ def check_system(A, b, x0):
         if x0.shape != b.shape:
             raise InputError(f"initial guess has shape {x0.shape}, expected {b.shape}")
     return A, b, x0
+
+
+class CarriedSpace:
+    """Base of the subspaces a Krylov method carries from solve to solve.
+
+    :class:`~femno.solvers.recycle.RecycleSpace` (GCRO-DR's ``U``, ``C``) and
+    :class:`~femno.solvers.recycle_cg.DeflationSpace` (deflated CG's ``W``) share this
+    bookkeeping: a row-wise basis (``k x n``, attribute :attr:`BASIS`) built from an
+    optional ``(n, k)`` start array, the operator fingerprint and preconditioner it is
+    valid for, and refresh counters.  Subclasses implement ``prepare(ops, *, M, force)``.
+    """
+
+    #: attribute holding the row-wise basis, and its name in messages
+    BASIS, LABEL = "Ur", "U"
+
+    def __init__(self, X=None):
+        self.clear()
+        if X is not None:
+            X = np.asarray(X, dtype=np.float64)
+            if X.ndim != 2:
+                raise InputError(f"{self.LABEL} must be a 2-D array (n, k), got shape {X.shape}")
+            setattr(self, self.BASIS, np.ascontiguousarray(X.T))
+
+    def clear(self):
+        """Forget the space and its validity (subclasses drop their own arrays too)."""
+        setattr(self, self.BASIS, None)
+        self._key = None
+        self._M = None
+        self.refreshes = 0
+        self.last_setup_matvecs = 0
+
+    @property
+    def k(self) -> int:
+        """Number of basis vectors (0 when empty)."""
+        X = getattr(self, self.BASIS)
+        return 0 if X is None else int(X.shape[0])
+
+    def for_matrix(self, A, M=None):
+        """Make the space valid for ``A`` and ``M`` (skipped if it already is); returns self."""
+        return self.prepare(SerialOps(A, M), M=M)
+
+    def prepare(self, ops, *, M=None, force=False):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def __repr__(self):
+        X = getattr(self, self.BASIS)
+        n = None if X is None else X.shape[1]
+        return f"{type(self).__name__}(k={self.k}, n={n}, refreshes={self.refreshes})"
