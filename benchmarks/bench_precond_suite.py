@@ -257,10 +257,14 @@ def _krylov_run(pc: str, *, backend: str = "scipy", modes: bool = True,
     return run
 
 
-def competitors(*, rtol: float = RTOL, maxiter: int = MAXITER, skip=()) -> list:
+def competitors(*, rtol: float = RTOL, maxiter: int = MAXITER, skip=(), model=None) -> list:
     """The classical methods as ``[(name, run)]``, ``run(case) -> dict`` (see module doc).
 
     Methods whose dependency is missing are left out (:data:`MISSING` says why).
+    ``model``: a learned smoothed-aggregation model (``femno train precond --kind amg``)
+    adds the row "learned SA" (``krylov("cg", pc="neural:MODEL")``); its ablation, the
+    same hierarchy with SA's classical damping, is the SA-AMG row (femno's ``amg-sa``
+    stores pyamg's levels as CSR, like the learned hierarchy).
     """
     MISSING.clear()
     out = []
@@ -277,6 +281,9 @@ def competitors(*, rtol: float = RTOL, maxiter: int = MAXITER, skip=()) -> list:
                                         maxiter=maxiter)))
     else:
         MISSING["BoomerAMG"] = MISSING["GAMG"] = "petsc4py does not import"
+    if model is not None:
+        out.append(("learned SA", _krylov_run(f"neural:{model}", modes=False, rtol=rtol,
+                                              maxiter=maxiter)))
     return [(n, r) for n, r in out if n not in set(skip)]
 
 
@@ -292,6 +299,10 @@ METHOD_NOTES = {
                  "(nodal coarsening by block size where the matrix has modes)",
     "GAMG": "krylov('cg', pc='gamg', backend='petsc'): PETSc CG + GAMG (MatSetNearNullSpace "
             "where the matrix has modes)",
+    "learned SA": "krylov('cg', pc='neural:MODEL') with a LearnedSA model (--model; "
+                  "femno.operators.precond_amg, trained on 2-D Darcy only): SA with the "
+                  "prolongation damping set per row by a graph network; no near-nullspace "
+                  "modes (scalar hierarchy); its ablation is the SA-AMG column",
 }
 
 
@@ -492,7 +503,7 @@ def write_report(doc: dict, out: Path):
     out.with_suffix(".json").write_text(json.dumps(doc, indent=1, default=float) + "\n")
     m = doc["machine"]
     lines = [
-        "# Preconditioned CG on an SPD matrix suite (classical baselines)", "",
+        "# Preconditioned CG on an SPD matrix suite (classical AMG, IC(0) and learned SA)", "",
         f"Date: {doc['date']}.  Machine: {m.get('cpu_model', m['processor'])}, "
         f"{m['cpus']} CPUs, {m['platform']}; one thread (OMP_NUM_THREADS={m['threads']}); "
         f"python {m['python']}, numpy {m['numpy']}, scipy {m['scipy']}, pyamg {m['pyamg']}, "
@@ -555,6 +566,8 @@ def main(argv=None) -> dict:
     p.add_argument("--repeat", type=int, default=1,
                    help="rounds per (matrix, method); times are medians over the rounds")
     p.add_argument("--rtol", type=float, default=RTOL, help=argparse.SUPPRESS)
+    p.add_argument("--model", default=None, metavar="MODEL",
+                   help="add a learned-SA row (femno train precond --kind amg --out MODEL)")
     p.add_argument("--maxiter", type=int, default=MAXITER,
                    help="CG iteration cap of every method")
     args = p.parse_args(argv)
@@ -563,7 +576,8 @@ def main(argv=None) -> dict:
     cases = suite(args.scale, args.only)
     build_s = time.perf_counter() - t0
     print(f"built {len(cases)} matrices in {build_s:.1f} s", flush=True)
-    methods = competitors(rtol=args.rtol, maxiter=args.maxiter, skip=args.skip)
+    methods = competitors(rtol=args.rtol, maxiter=args.maxiter, skip=args.skip,
+                          model=args.model)
     for k, v in MISSING.items():
         print(f"skipping {k}: {v}", flush=True)
     t1 = time.perf_counter()
