@@ -22,10 +22,11 @@ femno.errors.FemnoError: no toy loader registered as 'b' (known: ['a']); registe
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable, Mapping
 
 from femno.errors import FemnoError, InputError
 
-__all__ = ["Registry"]
+__all__ = ["Registry", "LiveView"]
 
 
 class Registry:
@@ -68,3 +69,31 @@ class Registry:
         except KeyError:
             raise FemnoError(f"no {self.what} registered as {name!r} (known: "
                              f"{sorted(self.entries)}); register one with {self.hint}") from None
+
+
+class LiveView(Mapping):
+    """A read-only mapping rebuilt from the registry on every access (``build() -> dict``),
+    so that tables derived from a registry (``KRYLOV_METHODS``, ``PRECONDITIONERS``)
+    see later registrations.
+
+    >>> table = {"a": 1}
+    >>> view = LiveView(lambda: {k: 2 * v for k, v in table.items()})
+    >>> table["b"] = 5
+    >>> view["b"], "a" in view, len(view)
+    (10, True, 2)
+    """
+
+    def __init__(self, build: Callable[[], dict], what: str = "table"):
+        self._build, self._what = build, what
+
+    def __getitem__(self, key):
+        return self._build()[key]
+
+    def __iter__(self):
+        return iter(self._build())
+
+    def __len__(self):
+        return len(self._build())
+
+    def __repr__(self):
+        return f"{self._what}({dict(self._build())!r})"

@@ -15,6 +15,7 @@ import scipy.sparse as sp
 
 from femno.errors import InputError
 from femno.solvers import krylov
+from femno.solvers.base import Preconditioner
 from femno.solvers.methods import (
     KRYLOV_METHODS,
     KrylovMethod,
@@ -119,3 +120,62 @@ def test_registration_rules(toy):
         krylov_method("nope")
     with pytest.raises(InputError, match="unknown Krylov method"):
         krylov("nope")
+
+
+class ScaledJacobi(Preconditioner):
+    """A toy preconditioner defined outside femno: z = r / (scale * diag(A))."""
+
+    name = "scaled-jacobi"
+    symmetric = True
+
+    def __init__(self, scale=1.0):
+        super().__init__()
+        self.scale = float(scale)
+
+    def _setup(self, A):
+        self.d = self.scale * A.diagonal()
+
+    def apply(self, r):
+        return np.asarray(r) / self.d
+
+
+@pytest.fixture()
+def toy_pc():
+    from femno.solvers.precond import register_preconditioner, unregister_preconditioner
+
+    register_preconditioner("scaled-jacobi", ScaledJacobi)  # symmetric from the class
+    yield
+    unregister_preconditioner("scaled-jacobi")
+
+
+def test_toy_preconditioner_everywhere(toy_pc, capsys):
+    from femno.cli.main import main
+    from femno.datagen import solve_sequence
+    from femno.solvers.precond import SYMMETRIC, register_preconditioner
+
+    assert SYMMETRIC["scaled-jacobi"]
+    A = laplace(10)
+    b = np.ones(A.shape[0])
+    s = krylov("cg", pc="scaled-jacobi", pc_options={"scale": 2.0})
+    x = s(A, b)
+    ref = krylov("cg", pc="jacobi")
+    ref(A, b)
+    assert s.stats.converged and s.stats.iterations == ref.stats.iterations  # a scaled PC: same CG
+    assert np.linalg.norm(b - A @ x) <= 1e-8 * np.linalg.norm(b)
+    res = solve_sequence([(A, b), (2.0 * A, b)], method="cg", pc="scaled-jacobi")
+    assert all(res.converged)
+    rc = main(["solve", "poisson", "--n", "12", "--solver", "cg", "--pc", "scaled-jacobi",
+               "--json"])
+    assert rc == 0 and json.loads(capsys.readouterr().out)["converged"]
+    with pytest.raises(InputError, match="built-in"):
+        register_preconditioner("ilu", ScaledJacobi, symmetric=False)
+    with pytest.raises(InputError, match="symmetric="):
+        register_preconditioner("toy2", lambda: None)
+    register_preconditioner("toy-ns", ScaledJacobi, symmetric=False)
+    try:
+        with pytest.raises(InputError, match="not symmetric"):
+            krylov("cg", pc="toy-ns")
+    finally:
+        from femno.solvers.precond import unregister_preconditioner
+
+        unregister_preconditioner("toy-ns")

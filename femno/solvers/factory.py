@@ -17,9 +17,10 @@ import time
 import numpy as np
 
 from femno.errors import InputError, MissingDependencyError
+from femno.registry import LiveView
 from femno.solvers import recycle as _rc
 from femno.solvers.base import Preconditioner, check_system, report_nonconvergence
-from femno.solvers.methods import KRYLOV_METHODS, LiveView, krylov_method
+from femno.solvers.methods import KRYLOV_METHODS, krylov_method
 from femno.solvers.precond import SYMMETRIC, check_near_nullspace, make_preconditioner, pc_key
 from femno.solvers.stats import SolveStats
 

@@ -33,7 +33,7 @@ offer it.  :func:`femno.solvers.krylov`, the PETSc backend's method table, the C
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from femno.errors import InputError
@@ -42,7 +42,7 @@ from femno.solvers.neural import dcdm
 from femno.solvers.recycle import deflated_cg, gcrodr
 
 __all__ = ["KrylovMethod", "KRYLOV_METHODS", "register_krylov_method",
-           "unregister_krylov_method", "krylov_method", "LiveView", "petsc_methods",
+           "unregister_krylov_method", "krylov_method", "petsc_methods",
            "PETSC_ONLY_METHODS"]
 
 
@@ -174,28 +174,3 @@ def petsc_methods() -> dict:
     """name -> (KSP type, PC side, norm type) of every method ``backend="petsc"`` runs."""
     out = {m.name: tuple(m.petsc) for m in KRYLOV_METHODS.values() if m.petsc is not None}
     return {**out, **PETSC_ONLY_METHODS}
-
-
-class LiveView(Mapping):
-    """A read-only mapping rebuilt from the registry on every access (``build() -> dict``),
-    so that tables derived from :data:`KRYLOV_METHODS` see later registrations.
-
-    >>> view = LiveView(lambda: {m: len(m) for m in KRYLOV_METHODS})
-    >>> view["gmres"], "cg" in view
-    (5, True)
-    """
-
-    def __init__(self, build: Callable[[], dict], what: str = "table"):
-        self._build, self._what = build, what
-
-    def __getitem__(self, key):
-        return self._build()[key]
-
-    def __iter__(self):
-        return iter(self._build())
-
-    def __len__(self):
-        return len(self._build())
-
-    def __repr__(self):
-        return f"{self._what}({dict(self._build())!r})"

@@ -34,6 +34,7 @@ import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
 from femno.errors import InputError, MissingDependencyError
+from femno.registry import LiveView
 from femno.solvers.base import Preconditioner
 
 __all__ = [
@@ -421,7 +422,10 @@ def _amg_rs(**options):
     return AMGPreconditioner("rs", **options)
 
 
-#: name -> constructor (keyword options only)
+_amg_sa.symmetric = _amg_rs.symmetric = True
+
+#: name -> constructor (keyword options only) with a ``symmetric`` attribute (the class's
+#: own for classes); fill with :func:`register_preconditioner`
 PRECONDITIONERS = {
     "none": NoPreconditioner,
     "jacobi": JacobiPreconditioner,
@@ -433,10 +437,57 @@ PRECONDITIONERS = {
     "amg-sa": _amg_sa,
     "amg-rs": _amg_rs,
 }
+_BUILTIN_PCS = frozenset(PRECONDITIONERS)
 
-#: whether each registered preconditioner is a fixed SPD operator (CG/MINRES may use it)
-SYMMETRIC = {"none": True, "jacobi": True, "ssor": True, "ilu": False, "ilu0": False, "ic": True,
-             "amg": True, "amg-sa": True, "amg-rs": True}
+#: whether each registered preconditioner is a fixed SPD operator (CG/MINRES may use it):
+#: a live view of the constructors' ``symmetric`` attributes
+SYMMETRIC = LiveView(lambda: {k: bool(getattr(f, "symmetric", False))
+                              for k, f in PRECONDITIONERS.items()}, "SYMMETRIC")
+
+
+def register_preconditioner(name: str, factory, *, symmetric: bool | None = None,
+                            replace: bool = False) -> None:
+    """Add a preconditioner: ``make_preconditioner(name, **options)`` calls ``factory(**options)``.
+
+    ``factory`` returns a :class:`~femno.solvers.base.Preconditioner` (not set up);
+    ``symmetric`` says whether it is a fixed SPD operator for SPD matrices, so that
+    ``krylov("cg", pc=name)`` may use it (default: the factory's ``symmetric``
+    attribute, as a Preconditioner subclass has).  ``krylov(pc=name)``,
+    ``femno solve --pc name`` and datagen's Krylov strategies then accept it.
+
+    >>> from femno.solvers.precond import JacobiPreconditioner
+    >>> register_preconditioner("my-jacobi", JacobiPreconditioner)
+    >>> make_preconditioner("my-jacobi").symmetric, SYMMETRIC["my-jacobi"]
+    (True, True)
+    >>> unregister_preconditioner("my-jacobi")
+    """
+    key = str(name)
+    if not key or key != key.lower() or ":" in key:
+        raise InputError(f"preconditioner names are non-empty lower-case strings without ':', "
+                         f"got {name!r}")
+    if key in _BUILTIN_PCS:
+        raise InputError(f"{key!r} is a built-in preconditioner and cannot be registered")
+    if key in PRECONDITIONERS and not replace:
+        raise InputError(f"preconditioner {key!r} is already registered (replace=True)")
+    if not callable(factory):
+        raise InputError(f"preconditioner factory for {key!r} must be callable")
+    if symmetric is None:
+        if not hasattr(factory, "symmetric"):
+            raise InputError(f"say whether preconditioner {key!r} is symmetric (symmetric=...)")
+        symmetric = bool(factory.symmetric)
+
+    def make(**options):
+        return factory(**options)
+
+    make.symmetric = bool(symmetric)
+    PRECONDITIONERS[key] = make
+
+
+def unregister_preconditioner(name: str) -> None:
+    """Remove a registered (non built-in) preconditioner."""
+    if name in _BUILTIN_PCS:
+        raise InputError(f"{name!r} is built in and cannot be removed")
+    PRECONDITIONERS.pop(name, None)
 
 
 def pc_key(name) -> str:

@@ -13,8 +13,9 @@ import math
 import numpy as np
 
 from femno.errors import InputError
+from femno.registry import LiveView
 from femno.solvers.base import Preconditioner
-from femno.solvers.methods import LiveView, petsc_methods
+from femno.solvers.methods import petsc_methods
 from femno.solvers.petsc_backend._import import get_petsc
 
 __all__ = [
