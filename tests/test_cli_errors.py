@@ -80,7 +80,7 @@ CASES = [
     (["generate", "darcy", "--samples", "2", "--out", "{d}/g", "-o", "variance=nan"], 2, "variance must be positive and finite"),
     (["generate", "darcy", "--samples", "2", "--out", "{d}/g", "-o", "variance=inf"], 2, "variance must be positive and finite"),
     (["generate", "darcy", "--samples", "2", "--out", "{d}/g", "-o", "foo=inf"], 2, "option foo must be finite"),
-    (["generate", "darcy", "--samples", "2", "--out", "{d}/g", "--rtol", "-1"], 2, "rtol must be in (0, 1)"),
+    (["generate", "darcy", "--samples", "2", "--out", "{d}/g", "--rtol", "-1"], 2, "rtol must be a positive number below 1"),
     (["generate", "darcy", "--samples", "2", "--out", "{d}/g", "--method", "nosuch"], 2, "unknown method 'nosuch'"),
     (["generate", "darcy", "--samples", "2", "--out", "{d}/g", "--sort", "bad"], 2, "invalid choice: 'bad'"),
     (["generate", "darcy", "--samples", "2", "--out", "{d}/g", "--n", BIG], 2, "use a smaller --n"),

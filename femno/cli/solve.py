@@ -149,9 +149,9 @@ def choose_defaults(family, solver: str, pc: str, backend: str) -> tuple[str, st
 def run(args) -> int:
     from femno.datagen.runner import load_family
     from femno.solvers import direct, krylov
+    from femno.solvers.base import check_tolerances
 
-    if args.rtol <= 0 or not np.isfinite(args.rtol):
-        raise InputError(f"--rtol must be a positive number, got {args.rtol}")
+    args.rtol, _ = check_tolerances(args.rtol, what="--rtol")
     if args.seed < 0:
         raise InputError(f"--seed must be >= 0, got {args.seed}")
     options = parse_key_values(args.option, what="option")

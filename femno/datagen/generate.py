@@ -37,6 +37,7 @@ import numpy as np
 from femno.datagen import runner
 from femno.datagen.store import DatasetStore, read_manifest, writer_lock
 from femno.errors import InputError
+from femno.solvers.base import check_tolerances
 
 __all__ = ["generate_dataset", "KNOWN_METHODS", "IDENTITY_KEYS"]
 
@@ -280,12 +281,7 @@ def generate_dataset(family, *, samples, out, method="auto", pc="auto", rtol=1e-
     block = _int(block, "block", 1)
     workers = _int(workers, "workers", 1)
     seed = _int(seed, "seed", 0)
-    try:
-        rtol = float(rtol)
-    except (TypeError, ValueError):
-        raise InputError(f"rtol must be a positive number, got {rtol!r}") from None
-    if not (np.isfinite(rtol) and 0 < rtol < 1):
-        raise InputError(f"rtol must be in (0, 1), got {rtol!r}")
+    rtol, _ = check_tolerances(rtol)
     methods = _methods()
     if method not in methods:
         raise InputError(f"unknown method {method!r}; valid: {', '.join(methods)}")

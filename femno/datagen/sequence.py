@@ -57,7 +57,7 @@ from femno.datagen.strategy import (
 )
 from femno.datagen.strategy import same_pattern as _same_pattern
 from femno.errors import InputError
-from femno.solvers.base import Preconditioner, check_system
+from femno.solvers.base import Preconditioner, check_system, check_tolerances
 
 __all__ = ["solve_sequence", "SequenceResult", "SEQUENCE_METHODS", "sequence_methods", "load_systems",
            "default_features"]
@@ -263,12 +263,7 @@ def _resolve_order(sort, method, features, As, bs):
 def _check_options(method, pc, rtol, k, restart, maxiter, on_fail, callback):
     if not isinstance(method, str) or method not in sequence_methods():
         raise InputError(f"unknown method {method!r}; valid: {', '.join(sequence_methods())}")
-    try:
-        rtol = float(rtol)
-    except (TypeError, ValueError):
-        raise InputError(f"rtol must be a number, got {rtol!r}") from None
-    if not (math.isfinite(rtol) and 0 < rtol < 1):
-        raise InputError(f"rtol must be in (0, 1), got {rtol!r}")
+    rtol, _ = check_tolerances(rtol)
     for name, v, lo in (("k", k, 0), ("restart", restart, 1)):
         if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
             raise InputError(f"{name} must be an integer >= {lo}, got {v!r}")

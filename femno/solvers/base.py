@@ -11,6 +11,7 @@ that keeps the statistics of its last solve in ``solver.stats``.
 
 from __future__ import annotations
 
+import math
 import time
 from abc import ABC, abstractmethod
 
@@ -77,6 +78,32 @@ class Preconditioner(ABC):
         if self.shape is None:
             raise RuntimeError(f"preconditioner {self.name!r} used before setup(A)")
         return spla.LinearOperator(self.shape, matvec=self.apply, dtype=np.float64)
+
+
+def check_tolerances(rtol, atol=0.0, *, what: str = "rtol") -> tuple[float, float]:
+    r"""femno's one rule for solver tolerances: ``0 < rtol < 1`` and ``atol >= 0``, finite.
+
+    Every entry point (the factory, the recycling methods, ``solve_sequence``,
+    ``generate_dataset``, ``femno solve``) validates through this function, so they
+    accept and refuse the same values with the same message (``what`` names the option).
+
+    >>> check_tolerances("1e-6")
+    (1e-06, 0.0)
+    >>> check_tolerances(1.0, what="--rtol")
+    Traceback (most recent call last):
+    ...
+    femno.errors.InputError: --rtol must be a positive number below 1, got 1.0
+    """
+    try:
+        r, a = float(rtol), float(atol)
+    except (TypeError, ValueError):
+        raise InputError(f"{what} must be a positive number below 1 and atol a non-negative "
+                         f"number, got {rtol!r}, {atol!r}") from None
+    if not (math.isfinite(r) and 0.0 < r < 1.0):
+        raise InputError(f"{what} must be a positive number below 1, got {rtol!r}")
+    if not (math.isfinite(a) and a >= 0.0):
+        raise InputError(f"atol must be a non-negative finite number, got {atol!r}")
+    return r, a
 
 
 def check_system(A, b, x0=None):

@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import math
 import time
 
 import numpy as np
@@ -19,7 +18,7 @@ import numpy as np
 from femno.errors import InputError, MissingDependencyError
 from femno.registry import LiveView
 from femno.solvers import recycle as _rc
-from femno.solvers.base import Preconditioner, check_system, report_nonconvergence
+from femno.solvers.base import Preconditioner, check_system, check_tolerances, report_nonconvergence
 from femno.solvers.methods import KRYLOV_METHODS, krylov_method
 from femno.solvers.precond import SYMMETRIC, check_near_nullspace, make_preconditioner, pc_key
 from femno.solvers.stats import SolveStats
@@ -288,14 +287,7 @@ def krylov(method: str = "cg", *, pc="none", rtol: float = 1e-8, atol: float = 0
         raise InputError(f"unknown backend {backend!r}; valid: {', '.join(BACKENDS)}")
     if backend == "scipy" and method != "direct":
         krylov_method(method)  # InputError naming the valid ones
-    try:
-        rtol, atol = float(rtol), float(atol)
-    except (TypeError, ValueError) as exc:
-        raise InputError(f"rtol and atol must be numbers, got {rtol!r}, {atol!r}") from exc
-    if not (math.isfinite(rtol) and rtol > 0):
-        raise InputError(f"rtol must be a positive finite number, got {rtol!r}")
-    if not (math.isfinite(atol) and atol >= 0):
-        raise InputError(f"atol must be a non-negative finite number, got {atol!r}")
+    rtol, atol = check_tolerances(rtol, atol)
     if maxiter is not None and (int(maxiter) != maxiter or maxiter < 1):
         raise InputError(f"maxiter must be a positive integer or None, got {maxiter!r}")
     if int(restart) != restart or restart < 1:

@@ -27,6 +27,8 @@ from collections import deque
 import numpy as np
 from scipy.linalg import solve_triangular
 
+from femno.solvers.base import check_tolerances
+
 __all__ = ["cg", "fcg", "gmres", "fgmres", "minres", "default_maxiter"]
 
 _EPS = np.finfo(np.float64).eps
@@ -45,10 +47,7 @@ class _Setup:
     """Shared preamble: shapes, tolerances, initial residual, history."""
 
     def __init__(self, A, b, x0, M, rtol, atol, maxiter):
-        if not (np.isfinite(rtol) and rtol > 0):
-            raise ValueError(f"rtol must be a positive finite number, got {rtol!r}")
-        if not (np.isfinite(atol) and atol >= 0):
-            raise ValueError(f"atol must be a non-negative finite number, got {atol!r}")
+        rtol, atol = check_tolerances(rtol, atol)
         self.A = A
         self.b = np.asarray(b, dtype=np.float64).ravel()
         n = self.b.shape[0]

@@ -38,6 +38,7 @@ import numpy as np
 import scipy.linalg as sla
 
 from femno.errors import InputError
+from femno.solvers.base import check_tolerances
 from femno.solvers.krylov import default_maxiter
 from femno.solvers.recycle_cg import DeflationSpace, deflated_cg
 from femno.solvers.recycle_ops import (
@@ -202,10 +203,7 @@ def gcrodr_core(ops, b, *, x0=None, rtol=1e-8, atol=0.0, maxiter=None, callback=
     Returns ``(x_local, info)``.
     """
     m, k = _check_mk(m, k)
-    if not (np.isfinite(rtol) and rtol > 0):
-        raise InputError(f"rtol must be a positive finite number, got {rtol!r}")
-    if not (np.isfinite(atol) and atol >= 0):
-        raise InputError(f"atol must be a non-negative finite number, got {atol!r}")
+    rtol, atol = check_tolerances(rtol, atol)
     b = np.asarray(b, dtype=np.float64).ravel()
     nloc = b.shape[0]
     n = int(ops.n)  # global size

@@ -21,6 +21,7 @@ import math
 import numpy as np
 
 from femno.errors import InputError
+from femno.solvers.base import check_tolerances
 from femno.solvers.krylov import default_maxiter
 from femno.solvers.recycle_ops import CarriedSpace, SerialOps, check_system, same_operator
 
@@ -193,10 +194,7 @@ def deflated_cg_core(ops, b, *, x0=None, rtol=1e-8, atol=0.0, maxiter=None, call
     harvest = int(harvest)
     if harvest < 0:
         raise InputError(f"harvest must be >= 0, got {harvest!r}")
-    if not (np.isfinite(rtol) and rtol > 0):
-        raise InputError(f"rtol must be a positive finite number, got {rtol!r}")
-    if not (np.isfinite(atol) and atol >= 0):
-        raise InputError(f"atol must be a non-negative finite number, got {atol!r}")
+    rtol, atol = check_tolerances(rtol, atol)
     b = np.asarray(b, dtype=np.float64).ravel()
     nloc = b.shape[0]
     maxiter = default_maxiter(ops.n) if maxiter is None else int(maxiter)
