@@ -97,3 +97,27 @@ def test_recipe_script_runs(tmp_path):
     p = subprocess.run([sys.executable, "-m", "femno", "dataset", "inspect", str(out), "--json"],
                        capture_output=True, text=True, timeout=60)
     assert json.loads(p.stdout)["family"] == "skr-thermal"
+
+
+def test_recipes_ship_in_the_package_and_env_file_extends(tmp_path, monkeypatch):
+    """Recipes resolve from the installed package (no data_gen/ needed); $FEMNO_RECIPES
+    adds to them; a missing $FEMNO_RECIPES file is a clear error."""
+    import femno
+    from femno.datagen import runner
+    from femno.errors import InputError
+    from femno.fem.families import recipes as pkg
+
+    assert Path(pkg.__file__).resolve().is_relative_to(Path(femno.__file__).resolve().parent)
+    monkeypatch.delenv("FEMNO_RECIPES", raising=False)
+    assert set(pkg.RECIPES) <= set(runner.recipe_registry())
+    assert runner.load_family("skr-darcy", {"n": 4}).name == "skr-darcy"
+    extra = tmp_path / "mine.py"
+    extra.write_text("from femno.fem.families import Poisson\n"
+                     "class Mine(Poisson):\n    name = 'mine'\n"
+                     "RECIPES = {'mine': Mine}\n")
+    monkeypatch.setenv("FEMNO_RECIPES", str(extra))
+    reg = runner.recipe_registry()
+    assert "mine" in reg and "skr-darcy" in reg
+    monkeypatch.setenv("FEMNO_RECIPES", str(tmp_path / "missing.py"))
+    with pytest.raises(InputError, match="FEMNO_RECIPES"):
+        runner.recipe_registry()

@@ -21,9 +21,9 @@ Executors (:func:`make_pool`):
 Family specifications (:func:`load_family`): a registered name
 (:data:`femno.fem.FAMILIES`), ``"path/to/file.py:Name"`` or ``"package.module:Name"``
 (``Name`` an attribute that is a :class:`~femno.fem.Family` subclass or a key of
-the module's ``RECIPES`` dict), or a recipe name of the registry found at
-``$FEMNO_RECIPES`` (a ``.py`` file) or at ``data_gen/recipes.py`` of a source
-checkout.
+the module's ``RECIPES`` dict), or a recipe name: :data:`femno.fem.families.recipes.RECIPES`
+(shipped in the package) plus the ``RECIPES`` of ``$FEMNO_RECIPES`` (a ``.py`` file; its
+entries override).
 """
 
 from __future__ import annotations
@@ -62,10 +62,7 @@ _LOCK = threading.Lock()  # global-RNG seeding below is process-wide
 # -- families ------------------------------------------------------------------------------
 def _recipes_path() -> Path | None:
     env = os.environ.get("FEMNO_RECIPES")
-    if env:
-        return Path(env).expanduser().resolve()
-    path = Path(__file__).resolve().parents[2] / "data_gen" / "recipes.py"
-    return path if path.is_file() else None
+    return Path(env).expanduser().resolve() if env else None
 
 
 def _load_module(target: str):
@@ -127,11 +124,16 @@ def _family_names(module) -> list[str]:
 
 
 def recipe_registry() -> dict:
-    """The ``RECIPES`` dict (name -> Family subclass) of the recipe module, or ``{}``."""
+    """Recipe name -> Family subclass: the package's recipes and ``$FEMNO_RECIPES``'s."""
+    from femno.fem.families.recipes import RECIPES
+
+    out = dict(RECIPES)
     path = _recipes_path()
-    if path is None or not path.is_file():
-        return {}
-    return dict(getattr(_load_module(str(path)), "RECIPES", {}))
+    if path is not None:
+        if not path.is_file():
+            raise InputError(f"FEMNO_RECIPES={str(path)!r} is not a file")
+        out.update(getattr(_load_module(str(path)), "RECIPES", {}))
+    return out
 
 
 def _family_class(spec: str):
