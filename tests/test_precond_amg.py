@@ -143,3 +143,31 @@ def test_cli_train_amg(tmp_path, capsys):
                "--json"])
     res = json.loads(capsys.readouterr().out)
     assert rc == 0 and res["converged"]
+
+
+def test_learned_sa_takes_the_rigid_body_modes(trained, tmp_path):
+    """Elasticity: with the near-nullspace passed through krylov(), learned SA is SA-quality
+    (as many iterations as SA with B, a fraction of those without)."""
+    from femno.fem import get_family
+
+    fam = get_family("elasticity", n=16)
+    system = fam.assemble(fam.sample(np.random.default_rng(0)))
+    B, bs = fam.near_nullspace()
+    pc = NeuralPreconditioner(trained[0])
+    its = {}
+    for label, kw in (("none", {}), ("modes", {"near_nullspace": B, "block_size": bs})):
+        for name, p in (("sa", "amg-sa"), ("learned", pc)):
+            if name == "learned" and kw:
+                s = krylov("cg", pc=NeuralPreconditioner(trained[0], near_nullspace=B))
+            else:
+                s = krylov("cg", pc=p, **kw)
+            x = s(system.A, system.b)
+            assert np.linalg.norm(system.b - system.A @ x) <= 1e-8 * np.linalg.norm(system.b)
+            its[name, label] = s.stats.iterations
+    assert its["learned", "modes"] <= its["sa", "modes"] + 2
+    assert 2 * its["learned", "modes"] < its["learned", "none"]
+    # the same through the model file and krylov's near_nullspace keyword
+    path = save_model(trained[0], tmp_path / "sa.pt")
+    s = krylov("cg", pc=f"neural:{path}", near_nullspace=B, block_size=bs)
+    s(system.A, system.b)
+    assert s.stats.converged and s.stats.iterations == its["learned", "modes"]

@@ -105,48 +105,61 @@ def sa_level(A: sp.csr_matrix, B: np.ndarray, *, seed: int = 0) -> dict:
     return {"T": T, "G": sp.csr_matrix(DA @ T), "rho": rho, "B": B, "Bc": Bc, "agg": agg}
 
 
-def level_features(A: sp.csr_matrix, level: dict) -> np.ndarray:
+def _scaled_couplings(A: sp.csr_matrix):
+    r"""``(|W|, rowsum(S))``: :math:`|W|` the absolute off-diagonal part of
+    :math:`S = D^{-1/2} A D^{-1/2}` (csr, sorted, no explicit zeros) and S's row sums."""
+    s = 1.0 / np.sqrt(A.diagonal())
+    rows = np.repeat(np.arange(A.shape[0]), np.diff(A.indptr))
+    vals = A.data * s[rows] * s[A.indices]
+    rowsum = np.bincount(rows, weights=vals, minlength=A.shape[0])
+    keep = (A.indices != rows) & (vals != 0)
+    W = sp.csr_matrix((np.abs(vals[keep]), A.indices[keep], np.r_[0, np.cumsum(
+        np.bincount(rows[keep], minlength=A.shape[0]))]), shape=A.shape)
+    return W, rowsum
+
+
+def _row_max(M: sp.csr_matrix) -> np.ndarray:
+    out = np.zeros(M.shape[0])
+    nz = np.diff(M.indptr) > 0
+    if M.nnz:
+        out[nz] = np.maximum.reduceat(M.data, M.indptr[:-1][nz])
+    return out
+
+
+def level_features(A: sp.csr_matrix, level: dict, couplings=None) -> np.ndarray:
     r"""Scale-free node features of one level, (n, :data:`N_FEATURES`) float64.
 
     With :math:`S = D^{-1/2} A D^{-1/2}` and :math:`W = S - I`: the row sum of
     :math:`S` (zero inside a Neumann-like operator, positive at Dirichlet rows), the
     row sum and the largest entry of :math:`|W|`, the share of :math:`|W|` inside the
     row's own aggregate, the log aggregate size, the log row length, and the share of
-    :math:`|D^{-1}AT|` outside the row's own aggregate column(s).
+    :math:`|D^{-1}AT|` outside the row's own aggregate column(s).  ``couplings``: the
+    result of :func:`_scaled_couplings` if already computed.
     """
-    d = A.diagonal()
-    s = 1.0 / np.sqrt(d)
-    S = sp.csr_matrix(sp.diags(s) @ A @ sp.diags(s))
-    W = S - sp.diags(S.diagonal())
-    W = sp.csr_matrix(W)
-    W.eliminate_zeros()
-    absW = abs(W)
-    rows = np.repeat(np.arange(A.shape[0]), np.diff(absW.indptr))
+    absW, srow = _scaled_couplings(A) if couplings is None else couplings
+    n = A.shape[0]
+    rows = np.repeat(np.arange(n), np.diff(absW.indptr))
     agg = level["agg"]
     same = agg[absW.indices] == agg[rows]
-    tot = np.asarray(absW.sum(axis=1)).ravel()
-    inside = np.bincount(rows, weights=absW.data * same, minlength=A.shape[0])
-    mx = np.zeros(A.shape[0])
-    np.maximum.at(mx, rows, absW.data)
+    tot = np.bincount(rows, weights=absW.data, minlength=n)
+    inside = np.bincount(rows, weights=absW.data * same, minlength=n)
     size = np.bincount(agg)[agg]
-    G = abs(level["G"]).tocsr()
+    G = level["G"]
     k = max(1, level["T"].shape[1] // max(1, int(agg.max()) + 1))
-    grows = np.repeat(np.arange(A.shape[0]), np.diff(G.indptr))
+    grows = np.repeat(np.arange(n), np.diff(G.indptr))
+    gabs = np.abs(G.data)
     own = (G.indices // k) == agg[grows]
-    gtot = np.asarray(G.sum(axis=1)).ravel()
-    gout = np.bincount(grows, weights=G.data * ~own, minlength=A.shape[0])
+    gtot = np.bincount(grows, weights=gabs, minlength=n)
+    gout = np.bincount(grows, weights=gabs * ~own, minlength=n)
     safe = np.where(tot > 0, tot, 1.0)
     return np.column_stack([
-        np.asarray(S.sum(axis=1)).ravel(), tot, mx, inside / safe, np.log(size),
+        srow, tot, _row_max(absW), inside / safe, np.log(size),
         np.log1p(np.diff(absW.indptr)), gout / np.where(gtot > 0, gtot, 1.0)])
 
 
-def _mean_graph(A: sp.csr_matrix) -> torch.Tensor:
+def _mean_graph(A: sp.csr_matrix, couplings=None) -> torch.Tensor:
     """Row-normalised |scaled off-diagonal| as a float32 torch CSR (mean aggregation)."""
-    s = 1.0 / np.sqrt(A.diagonal())
-    W = abs(sp.csr_matrix(sp.diags(s) @ A @ sp.diags(s)))
-    W = sp.csr_matrix(W - sp.diags(W.diagonal()))
-    W.eliminate_zeros()
+    W, _ = _scaled_couplings(A) if couplings is None else couplings
     tot = np.asarray(W.sum(axis=1)).ravel()
     W = sp.csr_matrix(sp.diags(1.0 / np.where(tot > 0, tot, 1.0)) @ W)
     return to_torch_csr(W, dtype=torch.float32)
@@ -205,9 +218,10 @@ class LearnedSA(nn.Module):
 
     def omega(self, A: sp.csr_matrix, level: dict) -> np.ndarray:
         """Per-row damping :math:`\\omega_i` of one level, (n,) float64 (inference)."""
-        f = torch.as_tensor(level_features(A, level), dtype=torch.float32)
+        cpl = _scaled_couplings(A)
+        f = torch.as_tensor(level_features(A, level, cpl), dtype=torch.float32)
         with torch.inference_mode():
-            factor = self(f, _mean_graph(A)).double().numpy()
+            factor = self(f, _mean_graph(A, cpl)).double().numpy()
         return (4.0 / 3.0) / level["rho"] * factor
 
     def hierarchy(self, A, *, B=None, classical: bool = False, max_coarse: int = 10,

@@ -256,7 +256,8 @@ def krylov(method: str = "cg", *, pc="none", rtol: float = 1e-8, atol: float = 0
     near_nullspace : ndarray, shape (n, r), optional
         Modes the operator nearly annihilates (rigid-body motions for elasticity,
         :func:`femno.fem.nullspace.rigid_body_modes`), for the AMG preconditioners:
-        pyamg's ``B`` for ``"amg"``/``"amg-sa"``, ``MatSetNearNullSpace`` for PETSc's
+        pyamg's ``B`` for ``"amg"``/``"amg-sa"`` (and a learned SA ``"neural:MODEL"``),
+        ``MatSetNearNullSpace`` for PETSc's
         ``"gamg"`` (and the matrix block size for ``"hypre"``'s nodal coarsening).
         Other preconditioners ignore it. See :func:`~femno.solvers.precond.check_near_nullspace`.
     block_size : int
@@ -320,6 +321,8 @@ def krylov(method: str = "cg", *, pc="none", rtol: float = 1e-8, atol: float = 0
         near_nullspace, block_size = check_near_nullspace(near_nullspace, block_size)
         if backend != "petsc" and isinstance(pc, str) and pc_key(pc) in ("amg", "amg-sa"):
             pc_options = {**(pc_options or {}), "B": near_nullspace}
+        elif isinstance(pc, str) and pc_key(pc).startswith("neural:"):  # learned SA's B
+            pc_options = {**(pc_options or {}), "near_nullspace": near_nullspace}
     elif block_size != 1:
         raise InputError("block_size applies together with near_nullspace")
 

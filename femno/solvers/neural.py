@@ -262,6 +262,10 @@ class NeuralPreconditioner(Preconditioner):
         coarse solver (default: the model's ``config["smooth_levels"]``; see
         :class:`~femno.operators.precond_nets.MGCNN`).  ``2`` makes an
         application 3.8x cheaper at 512^2 with about as many or fewer iterations.
+    near_nullspace : ndarray (n, r), optional, keyword-only
+        ``precond-amg`` only (others ignore it): the near-nullspace modes of the SA
+        hierarchy (rigid-body modes for elasticity); ``krylov(..., near_nullspace=B,
+        pc="neural:MODEL")`` passes them.
 
     Notes
     -----
@@ -291,7 +295,7 @@ class NeuralPreconditioner(Preconditioner):
     name = "neural"
 
     def __init__(self, model, *, layout=None, device=None, fast: bool = True,
-                 smooth_levels: int | None = None):
+                 smooth_levels: int | None = None, near_nullspace=None):
         super().__init__()
         import torch
 
@@ -313,12 +317,14 @@ class NeuralPreconditioner(Preconditioner):
         if smooth_levels is not None and kind != "precond-cnn":
             raise InputError(f"smooth_levels is a CNN option; model kind {kind!r} has none")
         self._prep = {} if smooth_levels is None else {"smooth_levels": int(smooth_levels)}
+        # learned SA builds its hierarchy on these modes (pyamg's B); other kinds ignore them
+        self.near_nullspace = near_nullspace if kind == "precond-amg" else None
 
     def _setup(self, A):
         import scipy.sparse.linalg as spla
 
         if self.kind == "precond-amg":  # learned SA: the network runs once per level, here
-            self.ml = self.model.hierarchy(A)
+            self.ml = self.model.hierarchy(A, B=self.near_nullspace)
             self._vcycle = self.ml.aspreconditioner(cycle="V")
             return
         if self.kind == "precond-spd":
