@@ -179,3 +179,42 @@ def test_toy_preconditioner_everywhere(toy_pc, capsys):
         from femno.solvers.precond import unregister_preconditioner
 
         unregister_preconditioner("toy-ns")
+
+
+def test_toy_sequence_strategy_from_outside(capsys, tmp_path):
+    """A sequence method registered from outside: solve_sequence, its validation and
+    generate_dataset's --method use it."""
+    from femno.datagen import generate_dataset, solve_sequence
+    from femno.datagen.sequence import SEQUENCE_METHODS
+    from femno.datagen.sequence_methods import (
+        SequenceMethod,
+        register_sequence_method,
+        unregister_sequence_method,
+    )
+    from femno.datagen.strategy import KrylovStrategy
+
+    built = []
+
+    def build(o):
+        built.append(o)
+        return KrylovStrategy("cg", pc=o.pc, rtol=o.rtol, maxiter=o.maxiter, reuse_pc=False,
+                              label=f"jacobi-cg+{o.pc}")
+
+    register_sequence_method(SequenceMethod("jacobi-cg", build, default_pc="jacobi",
+                                            pcs=("jacobi", "none")))
+    try:
+        assert SEQUENCE_METHODS["jacobi-cg"] == ("jacobi", False)
+        A = laplace(10)
+        res = solve_sequence([(A, np.ones(A.shape[0])), (2 * A, np.ones(A.shape[0]))],
+                             method="jacobi-cg", rtol=1e-9)
+        assert all(res.converged) and built[-1].pc == "jacobi" and built[-1].rtol == 1e-9
+        with pytest.raises(InputError, match="jacobi-cg"):
+            solve_sequence([(A, np.ones(A.shape[0]))], method="jacobi-cg", pc="ilu")
+        s = generate_dataset("poisson", samples=3, out=tmp_path / "d", method="jacobi-cg",
+                             family_options={"n": 8}, progress=False)
+        assert s["complete"] and s["failures"] == 0
+        with pytest.raises(InputError, match="built-in"):
+            register_sequence_method(SequenceMethod("skr", build))
+    finally:
+        unregister_sequence_method("jacobi-cg")
+    assert "jacobi-cg" not in SEQUENCE_METHODS

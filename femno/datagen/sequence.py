@@ -47,54 +47,32 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from femno.datagen.sorting import SORT_METHODS, check_features, check_permutation, sort_systems
-from femno.datagen.strategy import (
-    KrylovStrategy,
-    LUStrategy,
-    RecycleStrategy,
-    SequenceRun,
-    same_matrix,
+from femno.datagen.sequence_methods import (
+    PETSC_PCS,
+    StrategyOptions,
+    sequence_registry,
 )
+from femno.datagen.sorting import SORT_METHODS, check_features, check_permutation, sort_systems
+from femno.datagen.strategy import LUStrategy, SequenceRun, same_matrix
 from femno.datagen.strategy import same_pattern as _same_pattern
 from femno.errors import InputError
+from femno.registry import LiveView
 from femno.solvers.base import Preconditioner, check_system, check_tolerances
 
 __all__ = ["solve_sequence", "SequenceResult", "SEQUENCE_METHODS", "sequence_methods", "load_systems",
            "default_features"]
 
-#: method -> (default pc, sorts by default)
-SEQUENCE_METHODS = {
-    "auto": (None, False),
-    "skr": ("none", True),
-    "recycle": ("none", False),
-    "gcrodr": ("none", False),
-    "gmres": ("none", False),
-    "cg": ("amg", False),
-    "amg-cg": ("amg", False),
-    "amg-cg-fresh": ("amg", False),
-    "dcg": ("amg", False),
-    "direct": (None, False),
-    "direct-reuse": (None, False),
-    "direct-fresh": (None, False),
-    "block": (None, False),
-}
-_DIRECT = ("direct", "direct-reuse", "direct-fresh", "block")
+#: method -> (default pc, sorts by default): a live view of
+#: :func:`~femno.datagen.sequence_methods.sequence_registry`
+SEQUENCE_METHODS = LiveView(lambda: {n: (m.default_pc, m.sorts)
+                                     for n, m in sequence_registry().items()},
+                            "SEQUENCE_METHODS")
 
 
 def sequence_methods() -> dict:
-    """method -> (default pc, sorts by default): :data:`SEQUENCE_METHODS` (femno's
-    strategies) and every registered Krylov method with a ``sequence_pc``
-    (:func:`femno.solvers.methods.register_krylov_method`), run as a plain Krylov
-    strategy with its preconditioner kept from system to system."""
-    from femno.solvers.methods import KRYLOV_METHODS
-
-    extra = {n: (m.sequence_pc, False) for n, m in KRYLOV_METHODS.items()
-             if m.sequence_pc is not None and n not in SEQUENCE_METHODS}
-    return {**SEQUENCE_METHODS, **extra}
-
-_AMG = ("amg", "amg-sa", "amg-rs")
-#: sequence preconditioners that run on PETSc (``cg``/``gmres`` only): BoomerAMG, GAMG
-PETSC_PCS = ("hypre", "gamg")
+    """method -> (default pc, sorts by default), every registered sequence method
+    (:mod:`femno.datagen.sequence_methods`, including Krylov methods with a ``sequence_pc``)."""
+    return dict(SEQUENCE_METHODS)
 
 
 @dataclass
@@ -267,7 +245,8 @@ def _check_options(method, pc, rtol, k, restart, maxiter, on_fail, callback):
     for name, v, lo in (("k", k, 0), ("restart", restart, 1)):
         if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
             raise InputError(f"{name} must be an integer >= {lo}, got {v!r}")
-    if method in ("skr", "recycle", "gcrodr") and not k < restart:
+    entry = sequence_registry()[method]
+    if entry.needs_k_below_restart and not k < restart:
         raise InputError(f"GCRO-DR needs k < restart, got k={k}, restart={restart}")
     if maxiter is not None and (isinstance(maxiter, bool) or int(maxiter) != maxiter
                                 or maxiter < 1):
@@ -284,9 +263,11 @@ def _check_options(method, pc, rtol, k, restart, maxiter, on_fail, callback):
         key = pc_key(pc)
         if key in PETSC_PCS:
             what = {"hypre": "BoomerAMG", "gamg": "GAMG"}[key]
-            if method not in ("cg", "gmres"):
-                raise InputError(f"pc={key!r} ({what} through PETSc) runs with method 'cg' "
-                                 f"or 'gmres', not {method!r}")
+            if not entry.petsc_pcs:
+                ok = sorted(repr(n) for n, m in sequence_registry().items() if m.petsc_pcs)
+                ok = " or ".join([", ".join(ok[:-1]), ok[-1]] if len(ok) > 1 else ok)
+                raise InputError(f"pc={key!r} ({what} through PETSc) runs with method {ok}, "
+                                 f"not {method!r}")
             from femno.datagen.auto import gamg_available, hypre_available
 
             if not (hypre_available() if key == "hypre" else gamg_available()):
@@ -296,11 +277,12 @@ def _check_options(method, pc, rtol, k, restart, maxiter, on_fail, callback):
         elif key not in PRECONDITIONERS and not key.startswith("neural:"):
             raise InputError(f"unknown preconditioner {pc!r}; valid: auto, hypre, gamg "
                              f"(cg/gmres on PETSc), {', '.join(PRECONDITIONERS)}")
-    if method in _DIRECT and pc not in ("auto", None, "none"):
+    if entry.direct and pc not in ("auto", None, "none"):
         raise InputError(f"method {method!r} is a direct solver; pc={pc!r} does not apply")
-    if method.startswith("amg-cg") and not (pc in ("auto", None) or
-                                            (isinstance(pc, str) and pc.lower() in _AMG)):
-        raise InputError(f"method {method!r} uses AMG; got pc={pc!r} (use method='cg')")
+    if entry.pcs is not None and not (pc in ("auto", None) or
+                                      (isinstance(pc, str) and pc.lower() in entry.pcs)):
+        raise InputError(f"method {method!r} uses AMG ({', '.join(entry.pcs)}); got pc={pc!r} "
+                         "(use method='cg')")
     return rtol
 
 
@@ -311,34 +293,15 @@ def make_strategy(method, *, pc="auto", rtol=1e-8, k=20, restart=40, maxiter=Non
     ``near_nullspace`` / ``block_size`` go to the AMG preconditioners
     (:func:`femno.solvers.krylov`); the other strategies ignore them.
     """
+    entry = sequence_registry()[method]
+    if entry.build is None:
+        raise InputError(f"method {method!r} has no single strategy (solve_sequence chooses)")
     if pc in ("auto", None):
-        pc = sequence_methods()[method][0]
+        pc = entry.default_pc
     nns = {} if near_nullspace is None else {"near_nullspace": near_nullspace,
                                              "block_size": block_size}
-    if method in ("direct", "direct-reuse", "block"):
-        return LUStrategy(reuse=True, rtol=rtol)
-    if method == "direct-fresh":
-        return LUStrategy(reuse=False, rtol=rtol)
-    if method in ("skr", "recycle", "gcrodr"):
-        return RecycleStrategy("gcrodr", pc=pc, rtol=rtol, k=k, restart=restart,
-                               maxiter=maxiter, recycle=method != "gcrodr",
-                               label=f"{method}+{pc if isinstance(pc, str) else pc.name}", **nns)
-    if method == "dcg":
-        return RecycleStrategy("dcg", pc=pc, rtol=rtol, k=k, restart=restart, maxiter=maxiter,
-                               recycle=True, **nns)
-    if isinstance(pc, str) and pc.lower() in PETSC_PCS:  # BoomerAMG / GAMG on PETSc
-        p = pc.lower()
-        return KrylovStrategy(method, pc=p, rtol=rtol, restart=restart, maxiter=maxiter,
-                              reuse_pc=True, backend="petsc", label=f"{method}+{p}", **nns)
-    if method not in SEQUENCE_METHODS:  # a registered Krylov method (sequence_methods)
-        return KrylovStrategy(method, pc=pc, rtol=rtol, restart=restart, maxiter=maxiter,
-                              reuse_pc=True, **nns)
-    if method == "gmres":
-        return KrylovStrategy("gmres", pc=pc, rtol=rtol, restart=restart, maxiter=maxiter,
-                              reuse_pc=True, label=None, **nns)
-    return KrylovStrategy("cg", pc=pc, rtol=rtol, maxiter=maxiter,
-                          reuse_pc=method != "amg-cg-fresh",
-                          label=method if method.startswith("amg-cg") else None, **nns)
+    return entry.build(StrategyOptions(method=method, pc=pc, rtol=rtol, k=k, restart=restart,
+                                       maxiter=maxiter, nns=nns))
 
 
 def solve_sequence(systems, *, method="auto", pc="auto", rtol=1e-8, sort=None, features=None,
