@@ -26,7 +26,7 @@ from collections.abc import Callable, Mapping
 
 from femno.errors import FemnoError, InputError
 
-__all__ = ["Registry", "LiveView"]
+__all__ = ["Registry", "LiveView", "check_plugin_name", "remove_plugin"]
 
 
 class Registry:
@@ -97,3 +97,33 @@ class LiveView(Mapping):
 
     def __repr__(self):
         return f"{self._what}({dict(self._build())!r})"
+
+
+def check_plugin_name(name, *, table: dict, builtin, replace: bool, what: str) -> str:
+    """The rules every plug-in table (Krylov methods, preconditioners, sequence methods)
+    applies to a new entry's name: a non-empty lower-case string without ``:``, not a
+    built-in (``builtin``), not taken unless ``replace``.
+
+    >>> check_plugin_name("mine", table={}, builtin={"cg"}, replace=False, what="Krylov method")
+    'mine'
+    >>> check_plugin_name("cg", table={}, builtin={"cg"}, replace=False, what="Krylov method")
+    Traceback (most recent call last):
+    ...
+    femno.errors.InputError: 'cg' is a built-in Krylov method and cannot be registered
+    """
+    if not isinstance(name, str) or not name or name != name.lower() or ":" in name:
+        raise InputError(f"{what} names are non-empty lower-case strings without ':', "
+                         f"got {name!r}")
+    if name in builtin:
+        raise InputError(f"{name!r} is a built-in {what} and cannot be registered")
+    if name in table and not replace:
+        raise InputError(f"{what} {name!r} is already registered (replace=True)")
+    return name
+
+
+def remove_plugin(name, *, table: dict, builtin) -> None:
+    """Remove a registered entry; built-ins stay (:class:`InputError`)."""
+    if name in builtin:
+        raise InputError(f"{name!r} is built in and cannot be removed")
+    table.pop(name, None)
+

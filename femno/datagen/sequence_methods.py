@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 
 from femno.datagen.strategy import KrylovStrategy, LUStrategy, RecycleStrategy
 from femno.errors import InputError
+from femno.registry import check_plugin_name, remove_plugin
 
 __all__ = ["SequenceMethod", "StrategyOptions", "SEQUENCE_STRATEGIES", "sequence_registry",
            "register_sequence_method", "unregister_sequence_method", "AMG_PCS", "PETSC_PCS"]
@@ -152,13 +153,8 @@ def register_sequence_method(method: SequenceMethod, *, replace: bool = False) -
     """Add a sequence method (``solve_sequence(method=name)``, ``femno generate --method``)."""
     if not isinstance(method, SequenceMethod):
         raise InputError(f"register a SequenceMethod, got {type(method).__name__}")
-    name = method.name
-    if not isinstance(name, str) or not name or name != name.lower():
-        raise InputError(f"sequence method names are non-empty lower-case strings, got {name!r}")
-    if name in _BUILTIN:
-        raise InputError(f"{name!r} is a built-in sequence method and cannot be registered")
-    if name in SEQUENCE_STRATEGIES and not replace:
-        raise InputError(f"sequence method {name!r} is already registered (replace=True)")
+    name = check_plugin_name(method.name, table=SEQUENCE_STRATEGIES, builtin=_BUILTIN,
+                             replace=replace, what="sequence method")
     if not callable(method.build):
         raise InputError(f"sequence method {name!r} needs a callable build(options)")
     SEQUENCE_STRATEGIES[name] = method
@@ -166,6 +162,4 @@ def register_sequence_method(method: SequenceMethod, *, replace: bool = False) -
 
 def unregister_sequence_method(name: str) -> None:
     """Remove a registered (non built-in) sequence method."""
-    if name in _BUILTIN:
-        raise InputError(f"{name!r} is built in and cannot be removed")
-    SEQUENCE_STRATEGIES.pop(name, None)
+    remove_plugin(name, table=SEQUENCE_STRATEGIES, builtin=_BUILTIN)

@@ -37,6 +37,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from femno.errors import InputError
+from femno.registry import check_plugin_name, remove_plugin
 from femno.solvers.krylov import cg, fcg, fgmres, gmres, minres
 from femno.solvers.neural import dcdm
 from femno.solvers.recycle import deflated_cg, gcrodr
@@ -132,13 +133,9 @@ def register_krylov_method(method: KrylovMethod, *, replace: bool = False) -> No
     """Add ``method`` to :data:`KRYLOV_METHODS` (``replace=True`` to overwrite a plug-in)."""
     if not isinstance(method, KrylovMethod):
         raise InputError(f"register a KrylovMethod, got {type(method).__name__}")
-    name = method.name
-    if not isinstance(name, str) or not name or name != name.lower() or ":" in name:
-        raise InputError(f"Krylov method names are non-empty lower-case strings, got {name!r}")
-    if name in ("direct", "auto", "preonly") or name in BUILTIN:
-        raise InputError(f"{name!r} is a built-in solver name and cannot be registered")
-    if name in KRYLOV_METHODS and not replace:
-        raise InputError(f"Krylov method {name!r} is already registered (replace=True)")
+    name = check_plugin_name(method.name, table=KRYLOV_METHODS, replace=replace,
+                             builtin=BUILTIN | {"direct", "auto", "preonly"},
+                             what="Krylov method")
     if not callable(method.solve) or not callable(method.options):
         raise InputError(f"Krylov method {name!r}: solve and options must be callable")
     if method.petsc is not None and (len(method.petsc) != 3
@@ -149,9 +146,7 @@ def register_krylov_method(method: KrylovMethod, *, replace: bool = False) -> No
 
 def unregister_krylov_method(name: str) -> None:
     """Remove a registered (non built-in) method."""
-    if name in BUILTIN:
-        raise InputError(f"{name!r} is built in and cannot be removed")
-    KRYLOV_METHODS.pop(name, None)
+    remove_plugin(name, table=KRYLOV_METHODS, builtin=BUILTIN)
 
 
 def krylov_method(name) -> KrylovMethod:

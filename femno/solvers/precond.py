@@ -34,7 +34,7 @@ import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
 from femno.errors import InputError, MissingDependencyError
-from femno.registry import LiveView
+from femno.registry import LiveView, check_plugin_name, remove_plugin
 from femno.solvers.base import Preconditioner
 
 __all__ = [
@@ -461,14 +461,8 @@ def register_preconditioner(name: str, factory, *, symmetric: bool | None = None
     (True, True)
     >>> unregister_preconditioner("my-jacobi")
     """
-    key = str(name)
-    if not key or key != key.lower() or ":" in key:
-        raise InputError(f"preconditioner names are non-empty lower-case strings without ':', "
-                         f"got {name!r}")
-    if key in _BUILTIN_PCS:
-        raise InputError(f"{key!r} is a built-in preconditioner and cannot be registered")
-    if key in PRECONDITIONERS and not replace:
-        raise InputError(f"preconditioner {key!r} is already registered (replace=True)")
+    key = check_plugin_name(name, table=PRECONDITIONERS, builtin=_BUILTIN_PCS, replace=replace,
+                            what="preconditioner")
     if not callable(factory):
         raise InputError(f"preconditioner factory for {key!r} must be callable")
     if symmetric is None:
@@ -485,9 +479,7 @@ def register_preconditioner(name: str, factory, *, symmetric: bool | None = None
 
 def unregister_preconditioner(name: str) -> None:
     """Remove a registered (non built-in) preconditioner."""
-    if name in _BUILTIN_PCS:
-        raise InputError(f"{name!r} is built in and cannot be removed")
-    PRECONDITIONERS.pop(name, None)
+    remove_plugin(name, table=PRECONDITIONERS, builtin=_BUILTIN_PCS)
 
 
 def pc_key(name) -> str:
