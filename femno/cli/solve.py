@@ -116,7 +116,7 @@ def check_memory(spec, options: dict) -> None:
         return
     if isinstance(options.get("n"), (int, np.integer)) and options["n"] < 1:
         return  # the family's own message ("n must be an integer >= 1")
-    from femno.datagen.runner import _family_class
+    from femno.fem.families.resolve import _family_class
 
     cls = _family_class(spec) if isinstance(spec, str) else spec
     if not isinstance(cls, type):
@@ -147,7 +147,7 @@ def choose_defaults(family, solver: str, pc: str, backend: str) -> tuple[str, st
 
 
 def run(args) -> int:
-    from femno.datagen.runner import load_family
+    from femno.fem.families.resolve import load_family
     from femno.solvers import direct, krylov
     from femno.solvers.base import check_tolerances
 
@@ -302,7 +302,7 @@ def _sample_and_assemble(spec: str, family, seed: int, index: int | None = None)
     is reported as bad input naming the hook, not as an internal error of femno.
     ``index`` given: the parameters of dataset sample ``index`` (``default_rng([seed, index])``,
     :func:`femno.datagen.runner.sample_params`)."""
-    from femno.datagen.runner import sample_params
+    from femno.fem.families.resolve import sample_params
 
     if index is not None and index < 0:
         raise InputError(f"--sample must be >= 0, got {index}")

@@ -23,9 +23,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from femno.datagen.runner import input_arrays, load_family, sample_params
 from femno.datagen.store import DatasetStore
 from femno.errors import InputError
+from femno.fem.families.resolve import input_arrays, load_family, sample_params
 
 __all__ = ["dataset_sample", "compare_with_stored"]
 
