@@ -7,7 +7,7 @@ For each family (Darcy, Poisson) on an unstructured mesh of the unit square
 1. generate a dataset with ``femno generate``'s library call (cached under ``--data-dir``);
 2. split it once (seeded) into train / validation / test, the same split for every model;
 3. train SPON, SPON-MG, FNO and DeepONet with the same loop
-   (:func:`femno.operators.baselines.fit_operator`: mean relative L2 error in the
+   (:func:`femno.operators.fe_training.fit_operator`: mean relative L2 error in the
    mass-matrix norm, Adam, cosine schedule) and the same budget: ``--epochs`` each, or,
    with ``--budget-s``, as many epochs as fit in that many seconds (measured per model);
 4. test: relative L2 error (mass norm), max abs error on the Dirichlet dofs, inference
@@ -133,7 +133,7 @@ def build(name, train, args):
 
 
 def train_model(name, train, val, args, device):
-    from femno.operators.baselines import fit_operator
+    from femno.operators.fe_training import fit_operator
 
     model = build(name, train, args)
     opts = dict(batch_size=args.batch_size, lr=args.lr, seed=args.seed, device=device,
@@ -203,8 +203,8 @@ def warm_start(fam, systems, surrogates, best):
 # ----------------------------------------------------------------------------- per family
 def run_family(family, args, device):
     from femno.datagen.runner import load_family, sample_params
-    from femno.operators.baselines import evaluate_operator
     from femno.operators.fe_data import FEData
+    from femno.operators.fe_training import evaluate_operator
     from femno.operators.surrogate import Surrogate, data_meta
 
     path, info = make_dataset(family, args)

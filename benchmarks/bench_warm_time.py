@@ -45,9 +45,9 @@ def main(argv=None):
     torch.manual_seed(a.seed)
     from femno.datagen.generate import generate_dataset
     from femno.datagen.sequence import solve_sequence
-    from femno.operators.baselines import evaluate_operator, fit_operator
     from femno.operators.checkpoint import save_model
     from femno.operators.fe_data import FEData
+    from femno.operators.fe_training import evaluate_operator, fit_operator
     from femno.operators.spon import make_spon
     from femno.operators.surrogate import NeuralInitialGuess, Surrogate, data_meta
 

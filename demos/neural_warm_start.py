@@ -43,9 +43,10 @@ def main(argv=None):
 
     from femno.datagen.generate import generate_dataset
     from femno.datagen.sequence import solve_sequence
-    from femno.operators.baselines import build_baseline, evaluate_operator, fit_operator
+    from femno.operators.baselines import build_baseline
     from femno.operators.checkpoint import save_model
     from femno.operators.fe_data import FEData
+    from femno.operators.fe_training import evaluate_operator, fit_operator
     from femno.operators.surrogate import NeuralInitialGuess, Surrogate, data_meta
 
     work = args.workdir or tempfile.mkdtemp(prefix="femno_warm_")

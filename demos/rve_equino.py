@@ -25,7 +25,7 @@ import torch
 
 from femno.multiscale.rve_solver import RVESolver
 from femno.multiscale.snapshots import lhs_strains
-from femno.operators.equino import relative_errors, train_equino
+from femno.operators.equino_train import relative_errors, train_equino
 
 
 def main(argv=None):

@@ -9,18 +9,11 @@ from femno.datagen.generate import generate_dataset
 from femno.errors import InputError
 from femno.fem.mesh import unit_square
 from femno.fem.spaces import make_basis
-from femno.operators.baselines import (
-    FNO,
-    DeepONet,
-    bilinear_matrix,
-    build_baseline,
-    evaluate_operator,
-    fit_operator,
-    grid_points,
-    probe_matrix,
-)
+from femno.operators.baselines import FNO, DeepONet, build_baseline
 from femno.operators.checkpoint import load_model, save_model
 from femno.operators.fe_data import FEData
+from femno.operators.fe_training import evaluate_operator, fit_operator
+from femno.operators.grid_transfer import bilinear_matrix, grid_points, probe_matrix
 
 torch.set_num_threads(1)
 

@@ -18,8 +18,9 @@ from femno.multiscale.rve_assembly import laminate_rve
 from femno.multiscale.rve_solver import RVESolver
 from femno.multiscale.snapshots import generate_snapshots, lhs_strains, load_snapshots
 from femno.operators.checkpoint import load_model, save_model
-from femno.operators.equino import EquiNO, relative_errors, train_equino
+from femno.operators.equino import EquiNO
 from femno.operators.equino_fit import fit_coefficients, reduced_solve
+from femno.operators.equino_train import relative_errors, train_equino
 
 
 @pytest.fixture(scope="module")

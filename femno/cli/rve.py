@@ -125,7 +125,7 @@ def evaluate(model_path, test_path, *, device="cpu") -> dict:
     from femno.errors import InputError
     from femno.multiscale.snapshots import load_snapshots
     from femno.operators.checkpoint import load_model
-    from femno.operators.equino import relative_errors
+    from femno.operators.equino_train import relative_errors
 
     model = load_model(model_path, kind="equino", device=device)
     data = load_snapshots(test_path)

@@ -103,9 +103,10 @@ def train_baseline(arch, data, out, *, epochs=100, batch_size=16, lr=1e-3, seed=
     import numpy as np
 
     from femno.errors import InputError
-    from femno.operators.baselines import build_baseline, evaluate_operator, fit_operator
+    from femno.operators.baselines import build_baseline
     from femno.operators.checkpoint import save_model
     from femno.operators.fe_data import FEData
+    from femno.operators.fe_training import evaluate_operator, fit_operator
     from femno.operators.surrogate import data_meta
 
     full = FEData.from_dataset(data, encode=encode)

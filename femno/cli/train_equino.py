@@ -87,7 +87,7 @@ def add_parser(sub) -> None:
 
 def run(args) -> int:
     from femno.datagen.store import require_complete
-    from femno.operators.equino import train_equino
+    from femno.operators.equino_train import train_equino
 
     require_complete(args.snapshots, allow_partial=args.allow_partial)
 

@@ -39,7 +39,7 @@ sparsity pattern, batched over samples with different matrices, differentiable i
 :math:`k^2` weighting as ``"l2"`` up to :math:`h`-scaling, so it is not offered.)
 
 The loss is :math:`\frac1B \sum_k \|r_k\| / \|b_k\|` (the relative residual, like the
-relative :math:`L^2` data loss of :func:`femno.operators.baselines.fit_operator`).
+relative :math:`L^2` data loss of :func:`femno.operators.fe_training.fit_operator`).
 
 >>> import numpy as np, torch
 >>> from femno.fem import Darcy

@@ -15,10 +15,15 @@ module                      what it holds
                             the multigrid variant (``spon``, ``spon-mg``)
 :mod:`.spon_train`          training and evaluation of SPON models
 :mod:`.baselines`           FNO and DeepONet on the same data
+:mod:`.grid_transfer`       FE space <-> regular grid transfers (probe, bilinear)
+:mod:`.fe_training`         training and evaluation of any FE operator model
+                            (mass-matrix relative L2 loss)
 :mod:`.surrogate`           the Surrogate plug point: a model in place of a
                             solve, or as a Krylov initial guess
 :mod:`.equino`              EquiNO: physics-informed POD operator of a
                             periodic RVE (stress and consistent tangent)
+:mod:`.equino_fit`          EquiNO's coefficient fits and reduced solves (LM)
+:mod:`.equino_train`        EquiNO training and evaluation on FE snapshots
 :mod:`.precond_nets`        the grid CNN of learned preconditioners (DCDM,
                             neural flexible CG)
 :mod:`.precond_graph`       matrix-graph networks: message passing for any

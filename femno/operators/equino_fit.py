@@ -22,7 +22,7 @@ collocation strains as wanted: no FE solve is needed.
 
 :func:`fit_coefficients` then fits the two MLPs to the coefficients (supervised,
 float64, Adam then L-BFGS through :func:`femno.operators.training.fit`).
-:func:`femno.operators.equino.train_equino` uses both with ``init="lm"``.  This module
+:func:`femno.operators.equino_train.train_equino` uses both with ``init="lm"``.  This module
 works on any model with EquiNO's attributes and does not import :mod:`.equino`
 (the training driver lives there, so the two modules import each other one way).
 
