@@ -70,8 +70,7 @@ def test_probed_systems_are_solved_once(count_solves, monkeypatch, probe_always)
     # two systems per candidate, then the direct candidate times its backends
     # (CHOLMOD, MUMPS: analysis + one refactorization each; SuperLU once) on the next
     n_probe = int(re.search(r"probe on (\d+) systems", res.explanation).group(1))
-    extra = ({"cg+hypre"} if auto.hypre_available() else set()) | (
-        {"dcg+amg"} if auto.recycling_available() else set())
+    extra = ({"cg+hypre"} if auto.hypre_available() else set()) | {"dcg+amg"}
     assert 4 <= n_probe <= 2 * (2 + len(extra)) + 4  # + a third dcg solve
     assert set(res.probe) == {"direct-reuse", "amg-cg"} | extra
     # every system exactly once: the probe's solutions are the results
@@ -88,7 +87,7 @@ def test_probe_solve_over_budget_is_stopped_and_resolved(count_solves, monkeypat
     res = solve_sequence(systems, rtol=RTOL, maxiter=5000)
     assert res.method == "auto->direct-reuse"
     # every iterative candidate but the first (nothing to budget against) is stopped
-    k = auto.hypre_available() + auto.recycling_available()
+    k = auto.hypre_available() + 1  # + dcg+amg
     assert res.explanation.count("stopped after") == k and "re-solved by" in res.explanation
     counts = sorted(count_solves[id(b)] for _, b in systems)
     assert counts == [1] * (len(systems) - k) + [2] * k  # only the stopped systems twice
@@ -106,7 +105,7 @@ def test_indefinite_sequence_cg_candidate_does_not_cost_the_run(count_solves, pr
     assert res.method == "auto->direct-reuse"
     assert "stopped after" in res.explanation or "did not converge" in res.explanation
     # each CG candidate (pyamg, deflated, BoomerAMG) fails once
-    extra = 1 + auto.hypre_available() + auto.recycling_available()
+    extra = 2 + auto.hypre_available()  # cg+amg, dcg+amg
     assert sum(count_solves[id(b)] for _, b in systems) <= len(systems) + extra
     _assert_solved(res, systems)
 

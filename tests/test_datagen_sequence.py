@@ -9,13 +9,11 @@ import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
 from femno.datagen import SEQUENCE_METHODS, SequenceResult, analyze, solve_sequence
-from femno.datagen.strategy import LUStrategy, recycling_available
+from femno.datagen.strategy import LUStrategy
 from femno.errors import ConvergenceError, InputError
 from femno.fem.families import get_family
 
 RTOL = 1e-10
-needs_recycle = pytest.mark.skipif(not recycling_available(),
-                                   reason="femno.solvers.recycle not available")
 RECYCLING = ("skr", "recycle", "gcrodr", "dcg")
 
 
@@ -50,8 +48,6 @@ def assert_matches(res, refs, tol=1e-7):
 
 
 def run_method(method, systems, **kw):
-    if method in RECYCLING and not recycling_available():
-        pytest.skip("femno.solvers.recycle not available")
     # keep the unpreconditioned paper methods fast on the test size
     if method in ("skr", "recycle", "gcrodr", "gmres"):
         kw.setdefault("pc", "jacobi")
@@ -75,7 +71,6 @@ def test_every_method_matches_spsolve_fixed_poisson(poisson, method):
     assert_matches(res, refs)
 
 
-@needs_recycle
 def test_skr_paper_default_no_preconditioner():
     systems, _, refs = make_sequence("darcy", 12, 5, seed=3)
     res = solve_sequence(systems, method="skr", rtol=RTOL)
@@ -83,7 +78,7 @@ def test_skr_paper_default_no_preconditioner():
     assert_matches(res, refs)
 
 
-@pytest.mark.parametrize("method", ["direct", "amg-cg", pytest.param("skr", marks=needs_recycle)])
+@pytest.mark.parametrize("method", ["direct", "amg-cg", "skr"])
 def test_solutions_in_callers_order_after_sort(darcy, method):
     systems, feats, refs = darcy
     perm = [5, 2, 7, 0, 3, 6, 1, 4]
@@ -100,14 +95,12 @@ def test_solutions_in_callers_order_after_sort(darcy, method):
 
 def test_skr_sorts_by_default_others_do_not(darcy):
     systems, _, refs = darcy
-    if recycling_available():
-        res = solve_sequence(systems, method="skr", pc="jacobi", rtol=RTOL)
-        assert res.order.tolist() != list(range(8)) and "sorted: greedy" in res.explanation
+    res = solve_sequence(systems, method="skr", pc="jacobi", rtol=RTOL)
+    assert res.order.tolist() != list(range(8)) and "sorted: greedy" in res.explanation
     res = solve_sequence(systems, method="direct", rtol=RTOL)
     assert res.order.tolist() == list(range(8)) and res.sort_s == 0.0
 
 
-@needs_recycle
 def test_carried_recycling_beats_fresh_on_fixed_matrix():
     systems, _, refs = make_sequence("poisson", 24, 8, seed=1)
     fresh = solve_sequence(systems, method="gcrodr", rtol=RTOL)
@@ -322,3 +315,15 @@ def test_direct_refines_until_the_residual_stops_halving(monkeypatch):
     monkeypatch.setattr(st, "REFINE_STEPS", 1)
     _, stats = st.LUStrategy(rtol=1e-5).solve(T, b)
     assert not stats.converged
+
+
+def test_check_sequence_options_without_systems():
+    from femno.datagen.sequence import check_sequence_options
+
+    assert check_sequence_options("cg", pc="amg", rtol="1e-7", maxiter=50) == 1e-7
+    with pytest.raises(InputError, match="unknown solver options \\['kk'\\]"):
+        check_sequence_options("skr", kk=3)
+    with pytest.raises(InputError, match="direct solver"):
+        check_sequence_options("direct", pc="ilu")
+    with pytest.raises(InputError, match="positive number below 1"):
+        check_sequence_options("gmres", rtol=2.0)

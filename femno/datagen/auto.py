@@ -78,7 +78,6 @@ from femno.datagen.strategy import (
     KrylovStrategy,
     LUStrategy,
     RecycleStrategy,
-    recycling_available,
     same_matrix,
     same_pattern,
 )
@@ -259,7 +258,7 @@ def run_auto(run, *, pc="auto", k=20, restart=40, maxiter=None, total=None,
         cands.append((label, lambda: KrylovStrategy(
             "cg", pc=kry_pc, rtol=rtol, maxiter=maxiter, reuse_pc=info["shared_pattern"],
             label=label, **nns)))
-        if pc_name in ("amg", "amg-sa") and recycling_available():
+        if pc_name in ("amg", "amg-sa"):
             # deflated CG, deflation space carried along the sorted sequence: pays where
             # AMG leaves a few slow modes (elasticity3d zoo family: 81 vs 147 ms/system)
             cands.append(("dcg+amg", lambda: RecycleStrategy("dcg", pc=kry_pc, rtol=rtol,

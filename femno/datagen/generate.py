@@ -69,15 +69,9 @@ def _methods() -> tuple:
 
 def _check_solver(method, pc, rtol, solver_options) -> None:
     """Validate the solver settings with solve_sequence's own checks, before any work."""
-    from femno.datagen.sequence import solve_sequence
+    from femno.datagen.sequence import check_sequence_options
 
-    try:  # options are checked before the (empty) system list is rejected
-        solve_sequence([], method=method, pc=pc, rtol=rtol, **solver_options)
-    except InputError as exc:
-        if "empty" not in str(exc):
-            raise
-    except TypeError as exc:
-        raise InputError(f"bad solver_options {solver_options}: {exc}") from exc
+    check_sequence_options(method, pc, rtol, **solver_options)
 
 
 def _resolve_auto(fam, spec, options, seed, order, pc, rtol, solver_options) -> tuple:

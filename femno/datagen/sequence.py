@@ -59,7 +59,8 @@ from femno.errors import InputError
 from femno.registry import LiveView
 from femno.solvers.base import Preconditioner, check_system, check_tolerances
 
-__all__ = ["solve_sequence", "SequenceResult", "SEQUENCE_METHODS", "sequence_methods", "load_systems",
+__all__ = ["solve_sequence", "SequenceResult", "SEQUENCE_METHODS", "sequence_methods",
+           "check_sequence_options", "load_systems",
            "default_features"]
 
 #: method -> (default pc, sorts by default): a live view of
@@ -236,6 +237,30 @@ def _resolve_order(sort, method, features, As, bs):
         order, _ = sort_systems(F, method=sort)
         return order, time.perf_counter() - t, sort
     return check_permutation(sort, N), 0.0, "explicit"
+
+
+def check_sequence_options(method="auto", pc="auto", rtol=1e-8, **solver_options) -> float:
+    """Validate :func:`solve_sequence` settings without systems (``femno generate`` calls
+    it before any work); returns ``rtol`` as a float.  ``solver_options`` are the other
+    keywords of :func:`solve_sequence`; an unknown one is an :class:`InputError`.
+
+    >>> check_sequence_options("skr", rtol=1e-6, k=10, restart=30)
+    1e-06
+    >>> check_sequence_options("skr", k=50, restart=30)
+    Traceback (most recent call last):
+    ...
+    femno.errors.InputError: GCRO-DR needs k < restart, got k=50, restart=30
+    """
+    import inspect
+
+    params = inspect.signature(solve_sequence).parameters
+    unknown = sorted(set(solver_options) - set(params) - {"near_nullspace", "block_size"})
+    if unknown:
+        raise InputError(f"unknown solver options {unknown}; solve_sequence takes "
+                         f"{', '.join(p for p in params if p not in ('systems',))}")
+    opts = {name: solver_options.get(name, params[name].default)
+            for name in ("k", "restart", "maxiter", "on_fail", "callback")}
+    return _check_options(method, pc, rtol, **opts)
 
 
 def _check_options(method, pc, rtol, k, restart, maxiter, on_fail, callback):

@@ -36,7 +36,7 @@ from femno.solvers.base import report_nonconvergence
 from femno.solvers.stats import SolveStats
 
 __all__ = ["range_basis", "Strategy", "LUStrategy", "KrylovStrategy", "RecycleStrategy", "SequenceRun",
-           "recycling_available", "same_matrix", "same_pattern"]
+           "same_matrix", "same_pattern"]
 
 
 #: at most this many steps of iterative refinement of a direct solve whose true residual
@@ -413,15 +413,6 @@ class KrylovStrategy(Strategy):
         return x, self.solver.stats
 
 
-def recycling_available() -> bool:
-    """Whether :func:`femno.solvers.krylov` offers ``"gcrodr"`` and ``"dcg"``."""
-    try:
-        from femno.solvers.factory import METHODS
-    except ImportError:  # pragma: no cover
-        return False
-    return "gcrodr" in METHODS and "dcg" in METHODS
-
-
 class RecycleStrategy(KrylovStrategy):
     """GCRO-DR (``kind="gcrodr"``) or deflated CG (``kind="dcg"``) with a carried space.
 
@@ -435,10 +426,6 @@ class RecycleStrategy(KrylovStrategy):
 
     def __init__(self, kind, *, pc, rtol, k=20, restart=40, maxiter=None, recycle=True,
                  label=None, **options):
-        if not recycling_available():
-            raise InputError(f"method {kind!r} needs the recycling solvers of femno.solvers "
-                             "(krylov('gcrodr') / krylov('dcg')), which this installation "
-                             "lacks")
         pc_name = pc if isinstance(pc, str) else pc.name
         super().__init__(kind, pc=pc, rtol=rtol, restart=restart, maxiter=maxiter,
                          reuse_pc=True, recycle=bool(recycle), k=int(k),
