@@ -218,3 +218,27 @@ def test_toy_sequence_strategy_from_outside(capsys, tmp_path):
     finally:
         unregister_sequence_method("jacobi-cg")
     assert "jacobi-cg" not in SEQUENCE_METHODS
+
+
+def test_toy_family_from_outside(capsys, tmp_path):
+    """A family registered by name works in femno solve and generate_dataset."""
+    from femno.cli.main import main
+    from femno.datagen import generate_dataset
+    from femno.fem.families import Darcy, register_family, unregister_family
+
+    class WideDarcy(Darcy):
+        name = "wide-darcy"
+
+    register_family(WideDarcy)
+    try:
+        rc = main(["solve", "wide-darcy", "--n", "10", "--json"])
+        assert rc == 0 and json.loads(capsys.readouterr().out)["family"] == "wide-darcy"
+        s = generate_dataset("wide-darcy", samples=2, out=tmp_path / "w", method="direct",
+                             family_options={"n": 6}, progress=False)
+        assert s["complete"] and s["family"] == "wide-darcy"
+        with pytest.raises(InputError, match="built-in"):
+            register_family(Darcy)
+        with pytest.raises(InputError, match="Family subclass"):
+            register_family(int)
+    finally:
+        unregister_family("wide-darcy")

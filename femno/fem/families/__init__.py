@@ -30,6 +30,8 @@ __all__ = [
     "LinearSystem",
     "FAMILIES",
     "get_family",
+    "register_family",
+    "unregister_family",
     "sample_system",
     "Poisson",
     "Darcy",
@@ -42,6 +44,37 @@ __all__ = [
 FAMILIES: dict[str, type] = {
     cls.name: cls for cls in (Poisson, Darcy, DarcyPWC, Helmholtz, Heat, Elasticity)
 }
+_BUILTIN_FAMILIES = frozenset(FAMILIES)
+
+
+def register_family(cls: type, *, name: str | None = None, replace: bool = False) -> None:
+    """Register a :class:`Family` subclass under ``name`` (default ``cls.name``).
+
+    ``get_family``, ``femno solve NAME``, ``femno generate NAME`` and the dataset tools
+    then accept it by name (workers of ``femno generate --workers K`` must import the
+    module that registers it; ``FILE.py:NAME`` needs no registration at all).
+
+    >>> class Tiny(Poisson):
+    ...     name = "tiny-poisson"
+    >>> register_family(Tiny)
+    >>> sample_system("tiny-poisson", 0).dofs
+    3969
+    >>> unregister_family("tiny-poisson")
+    """
+    from femno.registry import check_plugin_name
+
+    if not (isinstance(cls, type) and issubclass(cls, Family)):
+        raise InputError(f"register a Family subclass, got {cls!r}")
+    key = check_plugin_name(cls.name if name is None else name, table=FAMILIES,
+                            builtin=_BUILTIN_FAMILIES, replace=replace, what="family")
+    FAMILIES[key] = cls
+
+
+def unregister_family(name: str) -> None:
+    """Remove a registered (non built-in) family."""
+    from femno.registry import remove_plugin
+
+    remove_plugin(name, table=FAMILIES, builtin=_BUILTIN_FAMILIES)
 
 
 def get_family(name: str, **options) -> Family:
