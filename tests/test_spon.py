@@ -247,3 +247,22 @@ def test_multigrid_depth_adapts_to_the_mesh(darcy):
     assert model.n_levels > shallow and u.shape == (1, fam.basis.N)
     assert model.hierarchy[-1].pos.shape[0] <= 2 * 8
     assert torch.equal(u[:, other.dirichlet], other.lift[:, other.dirichlet])
+
+
+def test_multigrid_binds_to_a_boundary_dominated_mesh(darcy):
+    """unstructured_disk(32) keeps ~200 boundary nodes on every level: the hierarchy stops
+    where coarsening stalls instead of refusing the mesh (issue 22)."""
+    from femno.operators.fe_torch import MIN_REDUCTION, coarse_hierarchy
+
+    mesh = unstructured_disk(32, seed=0)
+    levels = coarse_hierarchy(mesh, mesh.p)
+    sizes = [lv.pos.shape[0] for lv in levels]
+    assert all(b <= MIN_REDUCTION * a for a, b in zip(sizes, sizes[1:], strict=False))
+    model = make_spon("spon-mg", darcy, width=8, layers=1, seed=0)
+    fam = get_family("darcy", mesh=mesh, length=0.3)
+    other = FEData.from_family(fam, [fam.sample(np.random.default_rng(0))])
+    u = model.predict(other)
+    assert u.shape == (1, fam.basis.N) and torch.isfinite(u).all()
+    assert torch.equal(u[:, other.dirichlet], other.lift[:, other.dirichlet])
+    with pytest.warns(RuntimeWarning, match="supports 4 coarse level"):
+        coarse_hierarchy(mesh, mesh.p, levels=6)

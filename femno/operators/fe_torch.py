@@ -31,6 +31,7 @@ True
 from __future__ import annotations
 
 import dataclasses
+import warnings
 
 import numpy as np
 import scipy.sparse as sp
@@ -291,6 +292,11 @@ def coarse_level(mesh, fine_points: np.ndarray, *, coarse=None, levels: int = 1)
                        rounds=int(levels))
 
 
+#: a coarse level must have at most this share of the previous level's nodes (else the
+#: hierarchy stops there: meshes whose boundary dominates, such as small disks)
+MIN_REDUCTION = 0.85
+
+
 def coarse_hierarchy(mesh, fine_points: np.ndarray, *, coarse=None, levels: int | None = None,
                      coarsest: int = 64) -> list[CoarseLevel]:
     """Nested coarse levels: the first as :func:`coarse_level` (one coarsening round, or
@@ -299,7 +305,10 @@ def coarse_hierarchy(mesh, fine_points: np.ndarray, *, coarse=None, levels: int 
 
     ``levels``: a fixed number of levels; default (``None``): coarsen until the coarsest
     level has at most about ``coarsest`` nodes (so that meshes of one domain at
-    different resolutions end at a similar coarse resolution; at most 8 levels).
+    different resolutions end at a similar coarse resolution; at most 8 levels).  A mesh
+    that cannot be coarsened further (a level would keep more than :data:`MIN_REDUCTION`
+    of the previous one's nodes, e.g. a small disk whose boundary nodes dominate) gets
+    fewer levels (a ``RuntimeWarning`` when ``levels`` was fixed) instead of an error.
 
     >>> from femno.fem.mesh import unstructured_square
     >>> m = unstructured_square(16, seed=0)
@@ -317,7 +326,19 @@ def coarse_hierarchy(mesh, fine_points: np.ndarray, *, coarse=None, levels: int 
     while (len(out) < levels) if levels is not None else (
             len(out) < 8 and out[-1].pos.shape[0] > 1.87 * coarsest):
         prev = out[-1]
-        out.append(_auto_level(prev.pos, prev.edges, prev.boundary, prev.pos.T, rounds=1))
+        try:
+            nxt = _auto_level(prev.pos, prev.edges, prev.boundary, prev.pos.T, rounds=1)
+        except InputError:  # nothing left to coarsen (e.g. only boundary nodes remain)
+            nxt = None
+        if nxt is None or nxt.pos.shape[0] > MIN_REDUCTION * prev.pos.shape[0]:
+            # the mesh supports no deeper level: stop (shared-weight levels need no fixed
+            # depth) instead of refusing the mesh
+            if levels is not None:
+                warnings.warn(f"the mesh supports {len(out)} coarse level(s), not {levels}: "
+                              f"level {len(out)} has {prev.pos.shape[0]} nodes and coarsening "
+                              "it again removes almost none", RuntimeWarning, stacklevel=2)
+            break
+        out.append(nxt)
     return out
 
 
