@@ -46,6 +46,7 @@ examples:
   femno solve darcy --backend petsc --pc hypre --petsc-option pc_hypre_boomeramg_strong_threshold=0.5
   femno generate darcy --samples 1000 --out darcy.femno --workers 2
   femno train spon --data darcy.femno --out spon.pt --arch spon-mg
+  femno eval --model spon.pt --data my_mesh.femno   surrogate errors on your own data
   femno rve solve --rve RVE1 --strain 0.01 0 0 --json
   femno fe2 --macro cook --micro equino:rve1.pt --steps 5 --plot cook.png
   femno solve darcy --n 256 --solver fcg --pc neural:pc.pt
@@ -53,7 +54,7 @@ examples:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from femno.cli import dataset, fe2, generate, info, rve, solve, train
+    from femno.cli import dataset, evaluate, fe2, generate, info, rve, solve, train
 
     parser = FemnoArgumentParser(
         prog="femno", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -65,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_parser(sub)
     dataset.add_parser(sub)
     train.add_parser(sub)
+    evaluate.add_parser(sub)
     rve.add_parser(sub)
     fe2.add_parser(sub)
     return parser

@@ -56,6 +56,7 @@ from femno.fem.spaces import element_name, make_basis
 from femno.operators.fe_torch import mass_matrix, rel_l2, to_torch_sparse
 
 __all__ = ["FEData", "Encoder", "encode_inputs", "mass_matrix", "rel_l2", "check_compatible",
+           "mesh_size", "input_ranges",
            "ENCODINGS"]
 
 ENCODINGS = ("l2", "interp")
@@ -527,3 +528,16 @@ def check_compatible(a: FEData, b: FEData) -> None:
         raise InputError("datasets on different meshes")
     if a.channels != b.channels:
         raise InputError(f"different input channels: {a.channels} vs {b.channels}")
+
+
+def mesh_size(mesh) -> float:
+    """Mean edge length of a skfem mesh (float)."""
+    p = np.asarray(mesh.p, dtype=np.float64)
+    e = np.asarray(mesh.facets if mesh.p.shape[0] == 2 else mesh.edges)
+    return float(np.linalg.norm(p[:, e[0]] - p[:, e[1]], axis=0).mean())
+
+
+def input_ranges(X) -> list:
+    """Per-channel ``[min, max]`` of encoded inputs ``X`` (S, C, n) as plain floats."""
+    X = X.detach().cpu().numpy() if isinstance(X, torch.Tensor) else np.asarray(X)
+    return [[float(X[:, c].min()), float(X[:, c].max())] for c in range(X.shape[1])]

@@ -42,6 +42,7 @@ import torch
 
 from femno.datagen.initial_guess import register_initial_guess
 from femno.errors import InputError
+from femno.operators.fe_data import input_ranges, mesh_size
 
 __all__ = ["Surrogate", "NeuralInitialGuess", "data_meta", "data_meta_of_family",
            "check_model_data", "mesh_fingerprint", "model_forward", "cached_initial_guess",
@@ -67,7 +68,12 @@ def data_meta(data) -> dict:
             "element": data.element, "n_dofs": int(data.n_dofs),
             "n_in_dofs": int(data.n_in_dofs), "mesh": mesh_fingerprint(data.mesh),
             "channels": list(data.channels), "encode": data.encode,
-            "dataset": getattr(data, "path", None)}
+            "dataset": getattr(data, "path", None),
+            # what femno eval compares a new dataset with (extrapolation warnings)
+            "h": mesh_size(data.mesh),
+            "bbox": [np.asarray(data.mesh.p).min(axis=1).tolist(),
+                     np.asarray(data.mesh.p).max(axis=1).tolist()],
+            "input_range": input_ranges(data.X)}
 
 
 def data_meta_of_family(family, *, channels, encode="l2", family_options=None) -> dict:
