@@ -334,3 +334,25 @@ def test_block_events_order(tmp_path, monkeypatch):
     assert blocks == list(range(-(-N // BLOCK)))
     for b in blocks:
         assert [ev for ev, bb in events if bb == b] == ["written", "done"]
+
+
+def test_direct_backend_pinned_once_per_dataset(tmp_path):
+    """A direct dataset of several blocks measures the factorization library once and
+    every block uses it (no per-block probe; the choice is in the manifest)."""
+    from femno.datagen.generate import generate_dataset
+
+    out = tmp_path / "pin.femno"
+    s = generate_dataset("darcy", samples=9, out=out, block=3, method="direct",
+                         family_options={"n": 10}, progress=False)
+    assert s["complete"]
+    resolved = json.loads((out / "femno.json").read_text())["resolved"]
+    backend = resolved["solver_options"]["direct_backend"]
+    for marker in sorted((out / "done").iterdir()):
+        text = json.loads(marker.read_text())["explanation"]
+        assert f"backend {backend}" in text and "probed" not in text
+    # one block: nothing to pin
+    one = generate_dataset("darcy", samples=3, out=tmp_path / "one.femno", block=3,
+                           method="direct", family_options={"n": 10}, progress=False)
+    assert one["complete"]
+    assert json.loads((tmp_path / "one.femno" / "femno.json").read_text())[
+        "resolved"]["solver_options"] == {}

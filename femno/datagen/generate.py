@@ -74,6 +74,30 @@ def _check_solver(method, pc, rtol, solver_options) -> None:
     check_sequence_options(method, pc, rtol, **solver_options)
 
 
+#: direct methods whose factorization library is measured (and then pinned per dataset)
+_PINNED_DIRECT = ("direct", "direct-reuse")
+
+
+def _pin_direct_backend(fam, seed, order, method, rtol, solver_options, *, n_blocks) -> dict:
+    """``{"direct_backend": name}`` measured once for a dataset of several blocks.
+
+    Each block solves from a fresh state, so a direct method would measure CHOLMOD /
+    MUMPS / SuperLU again in every block.  With more than one block the first five
+    systems of the chain choose the library once (the same measurement
+    :class:`~femno.datagen.strategy.LUStrategy` makes); it is stored in the manifest's
+    ``resolved`` settings and every block uses it.  ``{}`` when nothing is to pin.
+    """
+    from femno.datagen.sequence import solve_sequence
+
+    if (method not in _PINNED_DIRECT or n_blocks < 2
+            or solver_options.get("direct_backend", "auto") != "auto"):
+        return {}
+    systems = [fam.assemble(runner.sample_params(fam, seed, int(i))) for i in order[:5]]
+    res = solve_sequence([(s.A, s.b) for s in systems], method=method, rtol=rtol, sort="none",
+                         on_fail="ignore")
+    return {"direct_backend": res.direct_backend} if res.direct_backend else {}
+
+
 def _resolve_auto(fam, spec, options, seed, order, pc, rtol, solver_options) -> tuple:
     """Pin ``method="auto"`` to one concrete method for the whole dataset.
 
@@ -346,8 +370,11 @@ def _generate_locked(fam, spec, options, settings, *, out, seed, samples, method
             if method == "auto":
                 run_method, run_pc, explanation = _resolve_auto(
                     fam, spec, options, seed, order, pc, rtol, solver_options)
+            pinned = _pin_direct_backend(fam, seed, order, run_method, rtol, solver_options,
+                                         n_blocks=-(-samples // int(settings["block"])))
             manifest = {
-                "resolved": {"method": run_method, "pc": run_pc, "explanation": explanation},
+                "resolved": {"method": run_method, "pc": run_pc, "explanation": explanation,
+                             "solver_options": pinned},
                 "format": "femno-dataset", "format_version": 1, "settings": settings,
                 "layout": layout, "sort_s": sort_s, "versions": _versions(),
                 "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -357,9 +384,10 @@ def _generate_locked(fam, spec, options, settings, *, out, seed, samples, method
         order = store.root["sample_index"][:]
         resolved = store.manifest.get("resolved", {})
         run_method, run_pc = resolved.get("method", method), resolved.get("pc", pc)
+        run_options = {**solver_options, **(resolved.get("solver_options") or {})}
         tasks = [{"block": b, "spec": spec, "options": options, "seed": seed,
                   "indices": order[slice(*store.rows(b))].tolist(), "method": run_method,
-                  "pc": run_pc, "rtol": rtol, "solver_options": solver_options,
+                  "pc": run_pc, "rtol": rtol, "solver_options": run_options,
                   "warm_start": warm_start} for b in pending]
         run_info = _run_blocks(store, pool, tasks, progress=progress, desc=fam.name)
     finally:

@@ -104,6 +104,9 @@ class SequenceResult:
         Per system, caller's order.
     probe : dict
         ``auto`` only: measured seconds per system of each probed candidate.
+    direct_backend : str or None
+        The factorization library a direct method chose (the fastest it measured when
+        the sequence ended during its probe; ``None`` for other methods).
     """
 
     solutions: list
@@ -118,6 +121,7 @@ class SequenceResult:
     explanation: str
     stats: list
     probe: dict = field(default_factory=dict)
+    direct_backend: str | None = None
 
     def __len__(self) -> int:
         return len(self.solutions)
@@ -258,6 +262,11 @@ def check_sequence_options(method="auto", pc="auto", rtol=1e-8, **solver_options
     if unknown:
         raise InputError(f"unknown solver options {unknown}; solve_sequence takes "
                          f"{', '.join(p for p in params if p not in ('systems',))}")
+    backend = solver_options.get("direct_backend", "auto")
+    from femno.solvers.factor import DIRECT_BACKENDS
+
+    if backend not in DIRECT_BACKENDS:
+        raise InputError(f"unknown direct backend {backend!r}; valid: {', '.join(DIRECT_BACKENDS)}")
     opts = {name: solver_options.get(name, params[name].default)
             for name in ("k", "restart", "maxiter", "on_fail", "callback")}
     return _check_options(method, pc, rtol, **opts)
@@ -312,7 +321,7 @@ def _check_options(method, pc, rtol, k, restart, maxiter, on_fail, callback):
 
 
 def make_strategy(method, *, pc="auto", rtol=1e-8, k=20, restart=40, maxiter=None,
-                  near_nullspace=None, block_size=1):
+                  near_nullspace=None, block_size=1, direct_backend="auto"):
     """The :class:`~femno.datagen.strategy.Strategy` of a (non-``auto``) method name.
 
     ``near_nullspace`` / ``block_size`` go to the AMG preconditioners
@@ -326,13 +335,13 @@ def make_strategy(method, *, pc="auto", rtol=1e-8, k=20, restart=40, maxiter=Non
     nns = {} if near_nullspace is None else {"near_nullspace": near_nullspace,
                                              "block_size": block_size}
     return entry.build(StrategyOptions(method=method, pc=pc, rtol=rtol, k=k, restart=restart,
-                                       maxiter=maxiter, nns=nns))
+                                       maxiter=maxiter, nns=nns, direct_backend=direct_backend))
 
 
 def solve_sequence(systems, *, method="auto", pc="auto", rtol=1e-8, sort=None, features=None,
                    warm_start=False, x0=None, k=20, restart=40, maxiter=None, progress=False,
                    on_fail="raise", callback=None, auto_total=None, near_nullspace=None,
-                   block_size=1) -> SequenceResult:
+                   block_size=1, direct_backend="auto") -> SequenceResult:
     r"""Solve :math:`A_i x_i = b_i`, :math:`i = 0..N-1`, reusing work between systems.
 
     Every system is validated before anything is solved. Each solution meets
@@ -391,6 +400,11 @@ def solve_sequence(systems, *, method="auto", pc="auto", rtol=1e-8, sort=None, f
         or is only recorded in ``converged``.
     callback : callable, optional, keyword-only
         ``callback(i, x, stats)`` after each solved system (``i``: caller's index).
+    direct_backend : {"auto", "cholmod", "mumps", "superlu"}, keyword-only
+        Direct methods (``direct``, ``direct-reuse``): ``"auto"`` measures the
+        factorization libraries on the first systems
+        (:class:`~femno.datagen.strategy.LUStrategy`); a name pins one (``femno generate``
+        pins the measured one for all blocks of a dataset).
     auto_total : int, optional, keyword-only
         Number of systems ``auto``'s choice will serve (default ``N``): its probe may
         spend at most ``PROBE_SHARE`` of ``auto_total`` x the cheapest per-system cost on
@@ -440,7 +454,7 @@ def solve_sequence(systems, *, method="auto", pc="auto", rtol=1e-8, sort=None, f
     strategy = None
     if method not in ("auto", "block"):
         strategy = make_strategy(method, pc=pc, rtol=rtol, k=k, restart=restart,
-                                 maxiter=maxiter, **nns)
+                                 maxiter=maxiter, direct_backend=direct_backend, **nns)
     if method == "block" and not all(same_matrix(A, As[0]) for A in As[1:]):
         raise InputError("method 'block' needs the same matrix for every system "
                          "(only the right-hand side may change); use 'direct'")
@@ -472,7 +486,18 @@ def solve_sequence(systems, *, method="auto", pc="auto", rtol=1e-8, sort=None, f
         solutions=run.solutions, iterations=run.iterations, times=run.times,
         residuals=run.residuals, converged=run.converged, order=order, sort_s=sort_s,
         total_s=time.perf_counter() - t_start, method=label, explanation=explanation,
-        stats=run.stats, probe=probe)
+        stats=run.stats, probe=probe,
+        direct_backend=_lu_choice(strategy))
+
+
+def _lu_choice(strategy) -> str | None:
+    """The library an LU strategy chose, or the fastest it measured if the run ended
+    inside its probe; ``None`` for other strategies."""
+    if not isinstance(strategy, LUStrategy):
+        return None
+    if strategy.backend is None and strategy.probe:
+        return min(strategy.probe, key=strategy.probe.get)
+    return strategy.backend
 
 
 def _check_guess(g, i, n):

@@ -47,6 +47,7 @@ class StrategyOptions:
     restart: int = 40
     maxiter: int | None = None
     nns: dict = field(default_factory=dict)  # near_nullspace / block_size for AMG
+    direct_backend: str = "auto"  # LU strategies: "auto" (measured) or a pinned backend
 
 
 @dataclass(frozen=True)
@@ -113,7 +114,8 @@ def _dcg(o: StrategyOptions):
 
 
 def _lu(reuse: bool):
-    return lambda o: LUStrategy(reuse=reuse, rtol=o.rtol)
+    return lambda o: LUStrategy(reuse=reuse, rtol=o.rtol,
+                                backend=o.direct_backend if reuse else "auto")
 
 
 #: femno's own sequence methods; fill with :func:`register_sequence_method`
