@@ -426,8 +426,14 @@ class Heat(_ScalarFamily):
         o = self.options
         a = np.exp(float(o["mean"]) + self._log_field(rng))
         coef = self._fourier_coef(rng, o["modes"], 2.0)
-        xi, eta = self.scaled_coords(self.basis.doflocs)
-        return {"a": a, "u_prev": fourier_source(xi, eta, coef)}
+        m = coef.shape[0]
+        key = ("dof-sines", m)
+        if key not in self._cache:  # sin(p pi xi), sin(q pi eta) at the dofs: once per mesh
+            xi, eta = self.scaled_coords(self.basis.doflocs)
+            k = np.arange(1, m + 1)[:, None]
+            self._cache[key] = (np.sin(np.pi * k * xi), np.sin(np.pi * k * eta))
+        sx, sy = self._cache[key]
+        return {"a": a, "u_prev": np.einsum("pn,pq,qn->n", sx, coef, sy)}
 
     def _u_prev(self, params):
         u = np.asarray(params["u_prev"], dtype=np.float64)
