@@ -203,3 +203,24 @@ def test_generate_with_neural_warm_start(darcy, tmp_path):
                          **{**kw, "family_options": {"n": 6}})
     with pytest.raises(InputError, match="different settings"):   # resume needs the same model
         generate_dataset("darcy", out=str(tmp_path / "warm.femno"), **kw)
+
+
+def test_surrogate_warns_when_it_extrapolates(darcy, tmp_path):
+    """In-distribution use is silent; coefficients far outside the training range warn
+    once (issue 22 item 4)."""
+    import warnings
+
+    path, data, model = darcy
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        sur = Surrogate.load(save_model(model, tmp_path / "m.pt"))
+        params = [sample_params(sur.family, 0, int(i)) for i in data.sample_index[:2]]
+        sur.predict_many(params)
+    assert sur.warnings == []
+    hot = [{**p, "a": 50.0 * np.asarray(p["a"])} for p in params]  # 50x the coefficient
+    with pytest.warns(RuntimeWarning, match="coefficients outside the training range"):
+        sur.predict_many(hot)
+    assert len(sur.warnings) == 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        sur.predict_many(hot)  # said once

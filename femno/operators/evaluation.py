@@ -19,43 +19,19 @@ import numpy as np
 import torch
 
 from femno.errors import InputError
-from femno.operators.fe_data import input_ranges, mesh_size
-from femno.operators.surrogate import _mesh_independent, _model_data_meta, model_forward
+from femno.operators.surrogate import (
+    _mesh_independent,
+    _model_data_meta,
+    extrapolation_warnings,
+    model_forward,
+)
 
 __all__ = ["evaluate_model", "domain_report"]
 
-#: a mesh size or domain extent off by more than this factor, or inputs beyond the
-#: training range by more than this share of it, gets a warning
-H_FACTOR, RANGE_SLACK = 1.5, 0.1
-
-
 def domain_report(model, data) -> list[str]:
-    """Warnings (list of str, empty when none) where ``data`` lies outside the model's
-    training data: mesh size, bounding box, encoded input ranges.  Models saved before
-    these were recorded get one warning saying the check is not possible."""
-    meta = _model_data_meta(model)
-    out = []
-    if "h" not in meta:
-        return ["the model does not record its training mesh size and input ranges "
-                "(saved by an older femno): no extrapolation check"]
-    h, h0 = mesh_size(data.mesh), float(meta["h"])
-    if not h0 / H_FACTOR <= h <= h0 * H_FACTOR:
-        out.append(f"mesh size {h:.3g} vs {h0:.3g} in training ({h / h0:.2f}x): another "
-                   "resolution than the model was trained on")
-    lo, hi = np.asarray(data.mesh.p).min(axis=1), np.asarray(data.mesh.p).max(axis=1)
-    lo0, hi0 = np.asarray(meta["bbox"][0]), np.asarray(meta["bbox"][1])
-    span0 = np.maximum(hi0 - lo0, 1e-300)
-    if lo.shape == lo0.shape and (np.any(np.abs(lo - lo0) > 0.1 * span0)
-                                  or np.any(np.abs(hi - hi0) > 0.1 * span0)):
-        out.append(f"domain bounding box {lo.tolist()}..{hi.tolist()} vs "
-                   f"{lo0.tolist()}..{hi0.tolist()} in training: another geometry")
-    for name, (a, b), (a0, b0) in zip(data.channels, input_ranges(data.X),
-                                      meta.get("input_range", []), strict=False):
-        slack = RANGE_SLACK * max(b0 - a0, 1e-300)
-        if a < a0 - slack or b > b0 + slack:
-            out.append(f"input {name!r} spans [{a:.3g}, {b:.3g}], training [{a0:.3g}, "
-                       f"{b0:.3g}]: coefficients outside the training range")
-    return out
+    """Warnings (list of str, empty when none) where ``data`` (:class:`FEData`) lies outside
+    the model's training data (:func:`~femno.operators.surrogate.extrapolation_warnings`)."""
+    return extrapolation_warnings(_model_data_meta(model), data.mesh, data.X, data.channels)
 
 
 def evaluate_model(model, data, *, batch_size: int = 64, worst: int = 5) -> dict:

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+import warnings
 
 import numpy as np
 import skfem
@@ -139,6 +140,42 @@ def model_forward(model, X: torch.Tensor, lift: torch.Tensor) -> torch.Tensor:
     return model(X, lift) if len(params) >= 2 else model(X)
 
 
+#: a mesh size or domain extent off by more than this factor, or inputs beyond the
+#: training range by more than this share of it, gets a warning
+H_FACTOR, RANGE_SLACK = 1.5, 0.1
+
+
+def extrapolation_warnings(meta: dict, mesh, X=None, channels=()) -> list[str]:
+    """Where a mesh (and encoded inputs ``X`` (S, C, n) of ``channels``) lie outside the
+    training data recorded in ``meta`` (:func:`data_meta`): mesh size, bounding box,
+    input ranges.  One warning string per mismatch; models saved before these were
+    recorded get one string saying the check is not possible."""
+    if "h" not in meta:
+        return ["the model does not record its training mesh size and input ranges "
+                "(saved by an older femno): no extrapolation check"]
+    out = []
+    h, h0 = mesh_size(mesh), float(meta["h"])
+    if not h0 / H_FACTOR <= h <= h0 * H_FACTOR:
+        out.append(f"mesh size {h:.3g} vs {h0:.3g} in training ({h / h0:.2f}x): another "
+                   "resolution than the model was trained on")
+    lo, hi = np.asarray(mesh.p).min(axis=1), np.asarray(mesh.p).max(axis=1)
+    lo0, hi0 = np.asarray(meta["bbox"][0]), np.asarray(meta["bbox"][1])
+    span0 = np.maximum(hi0 - lo0, 1e-300)
+    if lo.shape == lo0.shape and (np.any(np.abs(lo - lo0) > 0.1 * span0)
+                                  or np.any(np.abs(hi - hi0) > 0.1 * span0)):
+        out.append(f"domain bounding box {np.round(lo, 4).tolist()}..{np.round(hi, 4).tolist()}"
+                   f" vs {np.round(lo0, 4).tolist()}..{np.round(hi0, 4).tolist()} in training: "
+                   "another geometry")
+    if X is not None:
+        for name, (a, b), (a0, b0) in zip(channels, input_ranges(X), meta.get("input_range", []),
+                                          strict=False):
+            slack = RANGE_SLACK * max(b0 - a0, 1e-300)
+            if a < a0 - slack or b > b0 + slack:
+                out.append(f"input {name!r} spans [{a:.3g}, {b:.3g}], training [{a0:.3g}, "
+                           f"{b0:.3g}]: coefficients outside the training range")
+    return out
+
+
 # --------------------------------------------------------------------------- surrogate
 class Surrogate:
     r"""A trained operator model used as a solver of a parametric family.
@@ -196,6 +233,11 @@ class Surrogate:
         if hasattr(model, "bind"):  # mesh-independent models: build the family's graph
             self.model.bind(family.basis, self.dirichlet)
         self.nonzero_bc = hasattr(family, "boundary_values")
+        #: extrapolation warnings issued so far (mesh at construction, inputs in predict)
+        self.warnings = [w for w in extrapolation_warnings(d, family.mesh)
+                         if "older femno" not in w]
+        for w in self.warnings:
+            warnings.warn(f"surrogate extrapolates: {w}", RuntimeWarning, stacklevel=2)
 
     @classmethod
     def load(cls, path, family=None, *, device=None, **options) -> Surrogate:
@@ -260,6 +302,11 @@ class Surrogate:
         if not all(isinstance(p, dict) for p in params_list):
             raise InputError("every item of params_list must be a parameter dict")
         X = self.encode_params(params_list)
+        for w in extrapolation_warnings(_model_data_meta(self.model), self.family.mesh, X,
+                                        self.channels):
+            if "coefficients outside" in w and w.split(" spans")[0] not in "".join(self.warnings):
+                self.warnings.append(w)
+                warnings.warn(f"surrogate extrapolates: {w}", RuntimeWarning, stacklevel=2)
         L = self._lifts(params_list, lifts)
         with torch.no_grad():
             Y = model_forward(self.model, X, torch.as_tensor(L, dtype=X.dtype, device=X.device))
