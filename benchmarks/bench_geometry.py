@@ -104,7 +104,7 @@ def main(argv=None):
             continue
         lines.append(f"| {r['mesh']} | {r['dofs']:,} | {100 * r['rel_l2_median']:.1f} % | "
                      f"{100 * r['rel_l2_max']:.1f} % | {r['rel_l2_median'] / base:.1f}x | "
-                     f"{'; '.join(w.split(':')[-2].strip()[:60] for w in r['warnings']) or '-'} |")
+                     f"{'; '.join(w.split(':')[-1].strip()[:40] for w in r['warnings']) or '-'} |")
     table = "\n".join(lines)
     out.with_name(out.name + ".table.md").write_text(table + "\n")
     print(table)

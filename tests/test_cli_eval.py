@@ -107,3 +107,16 @@ def test_old_models_get_a_note_not_a_crash(setup):
     for key in ("h", "bbox", "input_range"):
         model.meta["data"].pop(key)
     assert "no extrapolation check" in domain_report(model, setup["data"])[0]
+
+
+def test_warnings_name_geometry_and_mesh_changes(setup):
+    from femno.fem.mesh import lshape, unit_square, unstructured_square
+    from femno.operators.surrogate import data_meta, extrapolation_warnings
+
+    meta = data_meta(setup["data"])  # unit square, 8 cells per side
+    assert extrapolation_warnings(meta, unit_square(8)) == []
+    (w,) = extrapolation_warnings(meta, lshape(6))  # same bounding box, 75 % of it
+    assert "fills 75 %" in w and "another geometry" in w
+    (w,) = extrapolation_warnings(meta, unstructured_square(8, seed=3))
+    assert "another mesh of the same domain" in w
+    assert any("another resolution" in w for w in extrapolation_warnings(meta, unit_square(24)))
