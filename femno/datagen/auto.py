@@ -294,36 +294,44 @@ def run_auto(run, *, pc="auto", k=20, restart=40, maxiter=None, total=None,
         return f"auto->{name}", f"{text}: too few systems to probe; {name}", {}
     per = 2 if N >= 4 * len(cands) else 1
     # BoomerAMG first (cheap set-up, the usual winner from ~1e4 dofs on: its first solve
-    # tells how cheap a system can be), then the direct candidate, then the others
-    # (with a near-nullspace: GAMG, built on it, before BoomerAMG)
-    rank = {"direct-reuse": 1}
+    # tells how cheap a system can be), then pyamg CG (cheap set-up too since its levels
+    # are CSR: on the darcy3d zoo family the direct candidate's first factorization
+    # spent the allowance and amg-cg, 2x faster than BoomerAMG, was never probed), then
+    # the direct candidate, then the others (with a near-nullspace: GAMG, built on it,
+    # before BoomerAMG)
+    rank = {"amg-cg": 1, "direct-reuse": 1.5}
     cands = sorted(cands, key=lambda c: (-1 if c[0].endswith("+gamg") else
                                          0 if c[0].endswith("+hypre") else rank.get(c[0], 2)))
     race = _Race(run, {name: make() for name, make in cands}, rtol,
                  allowance=PROBE_SHARE * total,
                  first_budget=FIRST_PROBE_MATVECS * _matvec_seconds(run.As[int(run.order[0])]))
-    for rnd in range(per):
-        for name in list(race.alive):
-            if name not in race.alive:  # put out while rescuing another's failed solve
+    # iterative candidates take both probe rounds first, the direct candidate last: its
+    # first factorization can spend the whole allowance (darcy3d zoo family: 147 ms, 7x a
+    # BoomerAMG solve) before a cheap iterative candidate had its timed second solve
+    names = [n for n in race.alive if n != "direct-reuse"]
+    schedule = [(rnd, n) for rnd in range(per) for n in names]
+    schedule += [(rnd, "direct-reuse") for rnd in range(per) if "direct-reuse" in race.alive]
+    for rnd, name in schedule:
+        if name not in race.alive:  # put out while rescuing another's failed solve
+            continue
+        if not race.affordable(name):
+            if name in race.first and not race.costs[name]:
+                # tried once, no timed solve left in the allowance: its first cost
+                # (set-up included, pessimistic) is its estimate
+                race.costs[name].append(race.first[name])
                 continue
-            if not race.affordable(name):
-                if name in race.first and not race.costs[name]:
-                    # tried once, no timed solve left in the allowance: its first cost
-                    # (set-up included, pessimistic) is its estimate
-                    race.costs[name].append(race.first[name])
-                    continue
-                race.drop(name, f"{name} not probed (the probe's allowance, "
-                                f"{PROBE_SHARE:.0%} of {total} systems, is spent)")
-                continue
-            first = race.first.get(name)
-            if (rnd > 0 and not race.strategies[name].iterative and first is not None
-                    and first > PROBE_BUDGET * race.cheapest_other(name)):
-                # a factorization that cost over PROBE_BUDGET x another candidate's whole
-                # first solve (setup included) cannot win: no second probe
-                race.drop(name, f"{name} dropped after one solve ({first * 1e3:.3g} ms > "
-                                f"{PROBE_BUDGET:g}x the cheapest other candidate)")
-                continue
-            race.attempt(name, record_cost=rnd == per - 1)
+            race.drop(name, f"{name} not probed (the probe's allowance, "
+                            f"{PROBE_SHARE:.0%} of {total} systems, is spent)")
+            continue
+        first = race.first.get(name)
+        if (rnd > 0 and not race.strategies[name].iterative and first is not None
+                and first > PROBE_BUDGET * race.cheapest_other(name)):
+            # a factorization that cost over PROBE_BUDGET x another candidate's whole
+            # first solve (setup included) cannot win: no second probe
+            race.drop(name, f"{name} dropped after one solve ({first * 1e3:.3g} ms > "
+                            f"{PROBE_BUDGET:g}x the cheapest other candidate)")
+            continue
+        race.attempt(name, record_cost=rnd == per - 1)
     for name in list(race.alive):
         # a carried space is young on its second solve: one more timed solve (on the
         # elasticity3d zoo family the second cost 140 ms, the steady one 74 ms)
