@@ -171,3 +171,21 @@ def test_learned_sa_takes_the_rigid_body_modes(trained, tmp_path):
     s = krylov("cg", pc=f"neural:{path}", near_nullspace=B, block_size=bs)
     s(system.A, system.b)
     assert s.stats.converged and s.stats.iterations == its["learned", "modes"]
+
+
+def test_unaggregated_rows_get_their_own_aggregate(trained):
+    """A decoupled dof (no strong coupling) is left out of pyamg's aggregates: features and
+    the learned hierarchy still cover every row and PCG converges."""
+    (A,) = unstructured_family_matrices("darcy", sizes=(12,), samples=1, seed=0)
+    A = A.tolil()
+    A[5, :] = 0
+    A[:, 5] = 0
+    A[5, 5] = 3.0
+    A = sp.csr_matrix(A)
+    A.eliminate_zeros()
+    lv = sa_level(A, np.ones((A.shape[0], 1)))
+    assert lv["agg"][5] >= lv["n_aggregates"] and len(lv["agg"]) == A.shape[0]
+    b = np.ones(A.shape[0])
+    s = krylov("cg", pc=NeuralPreconditioner(trained[0]), rtol=1e-10)
+    x = s(A, b)
+    assert s.stats.converged and abs(x[5] - 1 / 3) < 1e-12

@@ -87,9 +87,7 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     import torch
 
-    from femno.cli.solve import parse_key_values
     from femno.errors import InputError
-    from femno.operators.precond_train import train_precond
 
     amg = args.kind == "amg"
     args.n = args.n or ([12, 16, 24, 32] if amg else [16, 32, 64])
@@ -104,23 +102,35 @@ def run(args) -> int:
         raise InputError("--n must be >= 2")
     torch.manual_seed(args.seed)
     if amg:
-        return _run_amg(args)
-    _, result, meta = train_precond(
+        meta = _train_amg(args)
+        title = "femno train precond --kind amg"
+    else:
+        meta = _train_net(args)
+        title = "femno train precond"
+    summary = {"out": args.out, **meta}
+    if args.json:
+        print_json(summary)
+    else:
+        print_table(summary.items(), title=title)
+    return 0
+
+
+def _train_net(args) -> dict:
+    """The residual networks and the SPD factor (``--kind dcdm|fcg|spd``)."""
+    from femno.cli.solve import parse_key_values
+    from femno.operators.precond_train import train_precond
+
+    _, _result, meta = train_precond(
         args.family, n=args.n, kind=args.kind, net=args.net, epochs=args.epochs,
         systems=args.samples, per_system=args.per_system, channels=args.channels, act=args.act, loss=args.loss,
         lr=args.lr, smooth_levels=args.smooth_levels, init=args.init,
         seed=args.seed, device=args.device,
         family_options=parse_key_values(args.option, what="option"),
         progress=not args.json, out=args.out)
-    summary = {"out": args.out, **meta}
-    if args.json:
-        print_json(summary)
-    else:
-        print_table(summary.items(), title="femno train precond")
-    return 0
+    return meta
 
 
-def _run_amg(args) -> int:
+def _train_amg(args) -> dict:
     """``--kind amg``: learned smoothed aggregation on unstructured meshes."""
     from femno.cli.solve import parse_key_values
     from femno.operators.checkpoint import save_model
@@ -139,9 +149,4 @@ def _run_amg(args) -> int:
             "two_grid_rate_learned": round(hist["rate_learned"], 4),
             "held_out": hist["validation"]}
     save_model(model, args.out, meta=meta)
-    summary = {"out": args.out, **meta}
-    if args.json:
-        print_json(summary)
-    else:
-        print_table(summary.items(), title="femno train precond --kind amg")
-    return 0
+    return meta

@@ -101,8 +101,9 @@ def sa_level(A: sp.csr_matrix, B: np.ndarray, *, seed: int = 0) -> dict:
     DA = sp.csr_matrix(Dinv @ A)
     x0 = np.random.default_rng(seed).random((A.shape[0], 1))
     rho = float(approximate_spectral_radius(DA, initial_guess=x0, symmetric=True))
-    agg = np.asarray(sp.csr_matrix(AggOp).indices)
-    return {"T": T, "G": sp.csr_matrix(DA @ T), "rho": rho, "B": B, "Bc": Bc, "agg": agg}
+    agg = _aggregate_of_rows(sp.csr_matrix(AggOp))
+    return {"T": T, "G": sp.csr_matrix(DA @ T), "rho": rho, "B": B, "Bc": Bc, "agg": agg,
+            "n_aggregates": int(AggOp.shape[1])}
 
 
 def _scaled_couplings(A: sp.csr_matrix):
@@ -126,6 +127,17 @@ def _row_max(M: sp.csr_matrix) -> np.ndarray:
     return out
 
 
+def _aggregate_of_rows(AggOp: sp.csr_matrix) -> np.ndarray:
+    """Aggregate index of every row, (n,) int64; rows pyamg left unaggregated (no strong
+    coupling: an empty row of ``AggOp``) get singleton ids after the real aggregates."""
+    n, nagg = AggOp.shape
+    agg = np.empty(n, dtype=np.int64)
+    has = np.diff(AggOp.indptr) > 0
+    agg[has] = AggOp.indices[AggOp.indptr[:-1][has]]
+    agg[~has] = nagg + np.arange(int((~has).sum()))
+    return agg
+
+
 def level_features(A: sp.csr_matrix, level: dict, couplings=None) -> np.ndarray:
     r"""Scale-free node features of one level, (n, :data:`N_FEATURES`) float64.
 
@@ -145,7 +157,7 @@ def level_features(A: sp.csr_matrix, level: dict, couplings=None) -> np.ndarray:
     inside = np.bincount(rows, weights=absW.data * same, minlength=n)
     size = np.bincount(agg)[agg]
     G = level["G"]
-    k = max(1, level["T"].shape[1] // max(1, int(agg.max()) + 1))
+    k = max(1, level["T"].shape[1] // max(1, int(level["n_aggregates"])))
     grows = np.repeat(np.arange(n), np.diff(G.indptr))
     gabs = np.abs(G.data)
     own = (G.indices // k) == agg[grows]
