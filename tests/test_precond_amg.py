@@ -188,4 +188,4 @@ def test_unaggregated_rows_get_their_own_aggregate(trained):
     b = np.ones(A.shape[0])
     s = krylov("cg", pc=NeuralPreconditioner(trained[0]), rtol=1e-10)
     x = s(A, b)
-    assert s.stats.converged and abs(x[5] - 1 / 3) < 1e-12
+    assert s.stats.converged and abs(x[5] - 1 / 3) < 1e-9  # rtol 1e-10 of ||b|| = 11
