@@ -54,11 +54,11 @@ def run(args) -> int:
     channels = (meta.get("data") or {}).get("channels")
     data = FEData.from_dataset(args.data, inputs=channels, encode=encode)
     res = evaluate_model(model, data, batch_size=args.batch_size, worst=args.worst)
-    err = res.pop("rel_l2")
+    err, pred = res.pop("rel_l2"), res.pop("pred")
     summary = {"model": args.model, "kind": getattr(type(model), "model_kind", None),
                "data": args.data, "family": data.family, "dofs": int(data.n_dofs), **res}
     if args.plot:
-        _plot(err, data, model, res, args.plot)
+        _plot(err, pred, data, res, args.plot)
         summary["plot"] = args.plot
     if args.json:
         print_json(summary)
@@ -72,7 +72,7 @@ def run(args) -> int:
     return 0
 
 
-def _plot(err, data, model, res, path) -> None:
+def _plot(err, pred, data, res, path) -> None:
     import numpy as np
 
     from femno.errors import optional_import
@@ -83,7 +83,6 @@ def _plot(err, data, model, res, path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import matplotlib.tri as mtri
-    import torch
 
     fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(11, 4.5))
     ax0.hist(100 * err, bins=min(30, max(5, err.size // 3)), color="tab:blue")
@@ -93,19 +92,15 @@ def _plot(err, data, model, res, path) -> None:
     ax0.legend()
     ax0.set_title(f"{err.size} samples, mean {100 * res['rel_l2_mean']:.2f} %")
     worst = int(np.argmax(err))
-    sub = data.subset(np.array([worst]))
     mesh = data.mesh
-    if sub is not None and mesh.p.shape[0] == 2 and data.n_dofs == mesh.p.shape[1]:
-        with torch.no_grad():
-            pred = model.predict(sub) if hasattr(model, "predict") else None
-        if pred is not None:
-            diff = (pred[0].numpy() - sub.Y[0].numpy())
-            tri = mtri.Triangulation(mesh.p[0], mesh.p[1], mesh.t[:3].T)
-            cs = ax1.tripcolor(tri, diff, shading="gouraud", cmap="coolwarm")
-            fig.colorbar(cs, ax=ax1)
-            ax1.set_aspect("equal")
-            ax1.set_title(f"error of the worst sample ({100 * err[worst]:.2f} %)")
-    else:
+    if mesh.p.shape[0] == 2 and mesh.t.shape[0] == 3 and data.n_dofs == mesh.p.shape[1]:
+        diff = pred[worst] - data.Y[worst].numpy()  # P1: dofs are the vertices
+        tri = mtri.Triangulation(mesh.p[0], mesh.p[1], mesh.t.T)
+        cs = ax1.tripcolor(tri, diff, shading="gouraud", cmap="coolwarm")
+        fig.colorbar(cs, ax=ax1)
+        ax1.set_aspect("equal")
+        ax1.set_title(f"error of the worst sample ({100 * err[worst]:.2f} %)")
+    else:  # the error field is drawn for P1 triangles only
         ax1.axis("off")
     fig.tight_layout()
     fig.savefig(path, dpi=120)

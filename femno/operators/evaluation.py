@@ -44,7 +44,8 @@ def evaluate_model(model, data, *, batch_size: int = 64, worst: int = 5) -> dict
         mass-matrix norm), ``boundary_max`` (max abs error on Dirichlet dofs),
         ``worst`` (the ``worst`` dataset sample indices with their errors),
         ``seconds_per_sample`` (forward passes), ``warnings`` (:func:`domain_report`)
-        and ``rel_l2`` (ndarray (S,), per sample).
+        ``rel_l2`` (ndarray (S,), per sample) and ``pred`` (ndarray (S, n_dofs), the
+        predictions).
     """
     if data.Y is None:
         raise InputError("evaluation needs a dataset with solutions")
@@ -82,4 +83,5 @@ def evaluate_model(model, data, *, batch_size: int = 64, worst: int = 5) -> dict
             "rel_l2_max": float(err.max()), "boundary_max": float(e["boundary_max"]),
             "worst": [{"sample": int(index[i]), "rel_l2": float(err[i])} for i in order],
             "seconds_per_sample": seconds / max(err.size, 1),
-            "warnings": domain_report(model, data), "rel_l2": err}
+            "warnings": domain_report(model, data), "rel_l2": err,
+            "pred": pred.detach().cpu().numpy() if isinstance(pred, torch.Tensor) else pred}
