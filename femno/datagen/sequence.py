@@ -48,6 +48,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from femno.datagen.sequence_methods import (
+    AMG_PCS,
     PETSC_PCS,
     StrategyOptions,
     sequence_registry,
@@ -315,8 +316,9 @@ def _check_options(method, pc, rtol, k, restart, maxiter, on_fail, callback):
         raise InputError(f"method {method!r} is a direct solver; pc={pc!r} does not apply")
     if entry.pcs is not None and not (pc in ("auto", None) or
                                       (isinstance(pc, str) and pc.lower() in entry.pcs)):
-        raise InputError(f"method {method!r} uses AMG ({', '.join(entry.pcs)}); got pc={pc!r} "
-                         "(use method='cg')")
+        what = "AMG" if set(entry.pcs) <= set(AMG_PCS) else "the preconditioners"
+        raise InputError(f"method {method!r} uses {what} ({', '.join(entry.pcs)}); got "
+                         f"pc={pc!r} (use method='cg')")
     return rtol
 
 

@@ -273,7 +273,7 @@ class Surrogate:
 
         model = load_model(path, device=device)
         if family is None:
-            from femno.datagen.runner import load_family
+            from femno.fem.families.resolve import load_family
 
             d = _model_data_meta(model)
             family = load_family(d.get("family_spec") or d["family"], d.get("family_options"))
@@ -283,7 +283,7 @@ class Surrogate:
     def encode_params(self, params_list) -> torch.Tensor:
         """Encoded inputs ``(S, C, n_in)`` of a list of parameter dicts (the channels and
         encoding of :class:`~femno.operators.fe_data.FEData`)."""
-        from femno.datagen.runner import input_arrays
+        from femno.fem.families.resolve import input_arrays
         from femno.operators.fe_data import encode_inputs
 
         raw_list = [input_arrays(p) for p in params_list]
