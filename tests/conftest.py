@@ -36,3 +36,18 @@ def probe_always(monkeypatch):
 
     assert not hasattr(auto, "PROBE_SKIP_BANDWIDTH")
     monkeypatch.setattr(auto, "PROBE_SHARE", float("inf"))
+
+
+def assert_scipy_petsc_agree(method, pc, A, b, *, rtol=1e-9, solution_tol):
+    """The same method and femno preconditioner on scipy and on PETSc (PCPYTHON bridge):
+    both converge, iteration counts within 1, solutions within ``solution_tol`` (relative)."""
+    import numpy as np
+
+    from femno.solvers import krylov
+
+    a = krylov(method, pc=pc, rtol=rtol)
+    p = krylov(method, pc=pc, rtol=rtol, backend="petsc")
+    xa, xp = a(A, b), p(A, b)
+    assert a.stats.converged and p.stats.converged
+    assert abs(a.stats.iterations - p.stats.iterations) <= 1
+    assert np.linalg.norm(xa - xp) <= solution_tol * np.linalg.norm(xa)

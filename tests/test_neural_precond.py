@@ -268,13 +268,10 @@ def test_fcg_scipy_and_petsc_agree(darcy):
                petsc_options={"ksp_fcg_mmax": 30, "ksp_fcg_truncation_type": "notay"})
     assert np.linalg.norm(p(A, b) - xa) > 1e-6 * np.linalg.norm(xa)
     # a converging learned preconditioner: same count (within 1) and solution
-    spd = NeuralPreconditioner(LearnedIC(seed=0))
-    a = krylov("fcg", pc=spd, rtol=1e-9)
-    p = krylov("fcg", pc=spd, rtol=1e-9, backend="petsc")
-    xa, xp = a(A, b), p(A, b)
-    assert a.stats.converged and p.stats.converged
-    assert abs(a.stats.iterations - p.stats.iterations) <= 1
-    assert np.linalg.norm(xa - xp) <= 1e-8 * np.linalg.norm(xa)
+    from conftest import assert_scipy_petsc_agree
+
+    assert_scipy_petsc_agree("fcg", NeuralPreconditioner(LearnedIC(seed=0)), A, b,
+                             solution_tol=1e-8)
 
 
 test_fcg_scipy_and_petsc_agree = pytest.mark.petsc(test_fcg_scipy_and_petsc_agree)

@@ -102,14 +102,10 @@ def test_vcycle_is_symmetric_and_cg_converges(darcy, trained, tmp_path):
 
 def test_petsc_cg_with_learned_sa(darcy, trained):
     pytest.importorskip("petsc4py")
+    from conftest import assert_scipy_petsc_agree
+
     A, b = darcy
-    pc = NeuralPreconditioner(trained[0])
-    a = krylov("cg", pc=pc, rtol=1e-9)
-    p = krylov("cg", pc=pc, rtol=1e-9, backend="petsc")
-    xa, xp = a(A, b), p(A, b)
-    assert a.stats.converged and p.stats.converged
-    assert abs(a.stats.iterations - p.stats.iterations) <= 1
-    assert np.linalg.norm(xa - xp) <= 1e-7 * np.linalg.norm(xa)
+    assert_scipy_petsc_agree("cg", NeuralPreconditioner(trained[0]), A, b, solution_tol=1e-7)
 
 
 test_petsc_cg_with_learned_sa = pytest.mark.petsc(test_petsc_cg_with_learned_sa)
