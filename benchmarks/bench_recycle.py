@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import cProfile
 import io
 import json
@@ -53,6 +54,7 @@ import zoo  # noqa: E402
 from femno.datagen.sequence import solve_sequence  # noqa: E402
 from femno.solvers import factory  # noqa: E402
 from femno.solvers import recycle as _recycle  # noqa: E402
+from femno.solvers.methods import KRYLOV_METHODS  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -91,12 +93,13 @@ def load_before(rev: str):
 @contextlib.contextmanager
 def use_recycle(mod):
     """Route ``krylov("gcrodr")`` (hence ``skr``) through module ``mod``."""
-    old = factory.METHODS["gcrodr"], factory._rc
-    factory.METHODS["gcrodr"], factory._rc = mod.gcrodr, mod
+    old = KRYLOV_METHODS["gcrodr"], factory._rc
+    KRYLOV_METHODS["gcrodr"] = dataclasses.replace(old[0], solve=mod.gcrodr)
+    factory._rc = mod
     try:
         yield
     finally:
-        factory.METHODS["gcrodr"], factory._rc = old
+        KRYLOV_METHODS["gcrodr"], factory._rc = old
 
 
 @contextlib.contextmanager
