@@ -152,3 +152,58 @@ def test_fourier_load_by_affine_decomposition(name):
     assert fam._cache[("fourier-load", 3)].shape == (9, fam.basis.N)
     with pytest.raises(InputError, match="finite"):
         fam.assemble({**p, "coef": np.full((3, 3), np.inf)})
+
+
+def test_per_element_coefficient_on_q_dependent_kernel():
+    """A coefficient constant per element takes the q-summed kernel: same data as the
+    generic einsum over quadrature points and as scikit-fem (Q1, kernel mode "full")."""
+    from femno.fem.families.scalar import _diffusion
+
+    mesh = skfem.MeshQuad.init_tensor(np.linspace(0, 1, 6), np.linspace(0, 1.3, 5) ** 1.5)
+    basis = skfem.CellBasis(mesh, skfem.ElementQuad1())
+    kern = FormKernel(_diffusion, basis, a=1.0)
+    assert kern.mode == "full"
+    ne, nq = basis.dx.shape
+    c = np.random.default_rng(0).uniform(0.5, 2.0, ne)
+    per_element = np.repeat(c[:, None], nq, axis=1)
+    fast = kern.weights(per_element)
+    nearly = per_element.copy()
+    nearly[:, 0] *= 1 + 1e-15  # not constant per element: the einsum path
+    generic = kern.weights(nearly)
+    assert kern._qsum is not None
+    assert np.allclose(fast, generic, rtol=1e-13, atol=0)
+    free = basis.complement_dofs(basis.get_dofs())
+    A = CondensedAssembler(basis.N, free, [kern]).assemble([per_element])
+    K = _diffusion.assemble(basis, a=per_element)[free][:, free]
+    assert abs(A - K).max() <= 1e-13 * abs(K).max()
+
+
+@pytest.mark.parametrize("cell", ["hex", "tet"])
+def test_darcy3d_fast_path_matches_skfem(cell):
+    from femno.fem.families.recipes import Darcy3D
+
+    fam = Darcy3D(n=4, cell=cell)
+    p = fam.sample(np.random.default_rng(3))
+    fast, slow = fam.assemble(p), fam.assemble(p, fast=False)
+    assert fam._cache["assembler"] is not None
+    assert abs(fast.A - slow.A).max() <= 1e-13 * abs(slow.A).max()
+    assert np.array_equal(fast.b, slow.b)
+
+
+@pytest.mark.parametrize("name, opts", [("ConvDiff", {}), ("ConvDiff", {"dominated": True}),
+                                        ("Anisotropic", {}), ("Elasticity3D", {"n": 3})])
+def test_benchmark_zoo_families_fast_path(name, opts):
+    """The zoo's Family files (benchmarks/zoo_families.py) reassemble what scikit-fem
+    assembles, and the nonsymmetric ones are nonsymmetric (bench_generate relies on both)."""
+    from pathlib import Path
+
+    from femno.datagen.runner import load_family
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "zoo_families.py"
+    fam = load_family(f"{path}:{name}", {"n": 8, **opts})
+    p = fam.sample(np.random.default_rng(1))
+    fast, slow = fam.assemble(p), fam.assemble(p, fast=False)
+    assert fam._cache["assembler"] is not None
+    assert abs(fast.A - slow.A).max() <= 1e-13 * abs(slow.A).max()
+    asym = abs(fast.A - fast.A.T).max() / abs(fast.A).max()
+    assert (asym > 1e-3) if name == "ConvDiff" else (asym < 1e-13)
