@@ -179,6 +179,10 @@ def option_entries(
         entries["sub_pc_type"] = t
     if t == "gamg" and reuse_pc:
         entries["pc_gamg_reuse_interpolation"] = True
+        # the smoothers' Chebyshev bounds must follow the new matrix: with the SA
+        # eigenvalue estimate of the first matrix reused, a stiffer sample made the
+        # V-cycle indefinite (3-D elasticity: CG broke down, residual 3.5 after 5 its)
+        entries["pc_gamg_use_sa_esteig"] = False
     prefix = _PC_OPTION_PREFIX.get(t, "pc_")
     for key, val in pc_options.items():
         k = key.lstrip("-")
