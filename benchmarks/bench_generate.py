@@ -62,7 +62,31 @@ FAMILIES = {
     "helmholtz": ({"n": 512}, {"n": 100}, "indefinite K - M(k^2), k0 = 10"),
     "elasticity": ({"n": 360}, {"n": 70}, "2-D plane strain, vector P1, E log-normal"),
     "poisson": ({"n": 512}, {"n": 100}, "fixed matrix, random source"),
+    # the zoo's families (bench_zoo.py) as user files, written against femno's Family
+    "zoo-convdiff-mild": ({"n": 500}, {"n": 100}, "zoo: nonsymmetric P1 convection-diffusion, |w| <= 20"),
+    "zoo-convdiff-dominated": ({"n": 500, "dominated": True}, {"n": 100, "dominated": True},
+                               "zoo: convection-dominated, eps 1e-3, streamline diffusion"),
+    "zoo-anisotropic": ({"n": 500}, {"n": 100}, "zoo: rotated anisotropic diffusion, ratio 1e-3"),
+    "zoo-darcy3d-tet": ({"n": 63, "cell": "tet"}, {"n": 21, "cell": "tet"},
+                        "zoo: 3-D P1 tetrahedra (femno's darcy3d recipe, cell='tet')"),
+    "zoo-elasticity3d": ({"n": 43}, {"n": 15}, "zoo: 3-D vector P1 elasticity with rigid-body modes"),
+    "zoo-user-file": ({"n": 500}, {"n": 100},
+                      "zoo: a user's file without matrix_terms (scikit-fem assembly every sample)"),
 }
+
+#: row -> family spec where it is not the row name (a user file: FILE.py:NAME)
+SPECS = {
+    "darcy-p2": "darcy",
+    "zoo-convdiff-mild": f"{HERE / 'zoo_families.py'}:ConvDiff",
+    "zoo-convdiff-dominated": f"{HERE / 'zoo_families.py'}:ConvDiff",
+    "zoo-anisotropic": f"{HERE / 'zoo_families.py'}:Anisotropic",
+    "zoo-darcy3d-tet": "darcy3d",
+    "zoo-elasticity3d": f"{HERE / 'zoo_families.py'}:Elasticity3D",
+    "zoo-user-file": f"{HERE / 'zoo_user_family.py'}:ReactionDiffusion",
+}
+
+#: rows whose naive loop (3-D sparse LU) is timed on one sample only
+NAIVE_ONE = {"zoo-darcy3d-tet", "zoo-elasticity3d"}
 
 
 def machine() -> dict:
@@ -127,12 +151,13 @@ def split(fam, seed: int, method: str, pc: str, count: int) -> dict:
 def run_family(name: str, args) -> dict:
     big, small, note = FAMILIES[name]
     options = dict(small if args.quick else big)
-    spec = "darcy" if name == "darcy-p2" else name
+    spec = SPECS.get(name, name)
     fam = load_family(spec, options)
     row = {"family": name, "spec": spec, "options": options, "note": note,
            "dofs": int(fam.assemble(sample_params(fam, args.seed, 0)).dofs)}
     print(f"== {name} {options}: {row['dofs']} dofs", flush=True)
-    row["naive"] = naive(load_family(spec, options), args.seed, args.naive_samples)
+    row["naive"] = naive(load_family(spec, options), args.seed,
+                         1 if name in NAIVE_ONE else args.naive_samples)
     print(f"   naive   {row['naive']['samples_per_s']:.3f} samples/s", flush=True)
     tmp = Path(tempfile.mkdtemp(prefix="femno-bench-gen-"))
     try:
@@ -204,7 +229,8 @@ def write(rows: list, args) -> None:
         lines.append(f"* {r['family']} ({r['note']}; run {r.get('run', info['date'])}): generate spent "
                      f"{r['generate']['total_s'] - sum(r['generate'][k] for k in ('time_sample_s', 'time_assemble_s', 'time_solve_s', 'time_write_s')):.1f} s "
                      f"outside sample/assemble/solve/write (auto's probe, layout, features); "
-                     f"first sample set-up {r['split']['setup_first_sample_s']:.2f} s. "
+                     f"first sample set-up {r['split']['setup_first_sample_s']:.2f} s; naive timed on "
+                     f"{r['naive']['samples']} sample(s). "
                      f"{r['generate']['explanation']}")
     (out / f"generate{tag}.md").write_text("\n".join(lines) + "\n")
     print(f"wrote {out / f'generate{tag}.md'}")

@@ -78,9 +78,15 @@ class _Modes(Family):
         self._phase = (rng.integers(0, 4, (self.K, dim)), rng.uniform(0, 2 * np.pi, (self.K, dim)))
 
     def field(self, theta):
-        """The coefficient at the quadrature points, shape (nelems, nqp)."""
-        x = self.quadrature_points.T.reshape(-1, *self.qp_shape)  # (dim, nelems, nqp)
-        return _modes(x, theta, self._phase)
+        """The coefficient at the quadrature points, shape (nelems, nqp).
+
+        The K modes are evaluated once per mesh (an affine decomposition), then combined.
+        """
+        if "modes" not in self._cache:
+            x = self.quadrature_points.T.reshape(-1, *self.qp_shape)  # (dim, nelems, nqp)
+            self._cache["modes"] = np.stack([_modes(x, np.eye(self.K)[k], self._phase)
+                                             for k in range(self.K)])
+        return np.tensordot(np.asarray(theta, dtype=np.float64), self._cache["modes"], axes=1)
 
     def _rhs(self):
         if "rhs" not in self._cache:
