@@ -34,8 +34,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
 import cProfile
+import dataclasses
 import io
 import json
 import os
