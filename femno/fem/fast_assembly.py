@@ -119,7 +119,7 @@ class FormKernel:
             return (coef * self.dx) @ self.data
         if self.nq > 1 and np.array_equal(coef, np.broadcast_to(coef[:, :1], coef.shape)):
             # a coefficient constant per element: x_el = c_e sum_q dx_eq k_l(e, q), with the
-            # q-sums computed once (a per-element Darcy on hexahedra: 2x faster)
+            # q-sums computed once (per-element Darcy on 250k hexahedra: 0.23 -> 0.17 s per sample)
             if self._qsum is None:
                 self._qsum = np.einsum("eq,leq->el", self.dx, self.data)
             return self._qsum * coef[:, :1]

@@ -310,7 +310,8 @@ class Darcy3D(Darcy):
         return a
 
     def matrix_terms(self):
-        """One diffusion term; its per-element coefficient makes the fast path a scatter."""
+        """Darcy's one diffusion term, declared again beside this class's assemble_full
+        (the fast path is taken only where both come from the same class)."""
         return [(_diffusion, {"a": 1.0})]
 
     def matrix_coefficients(self, params):
@@ -320,7 +321,8 @@ class Darcy3D(Darcy):
         """scikit-fem's quadrature assembly (``assemble(fast=False)``; ~30 s on 250k hexahedra).
 
         :meth:`assemble` fills a fixed pattern instead (:mod:`femno.fem.fast_assembly`;
-        ``a`` is constant per element, so the kernel is stored per element).
+        ``a`` is constant per element: P1 tetrahedra store the kernel per element, Q1
+        hexahedra its quadrature sums).
         """
         a = self._element_values(params)
         K = _diffusion.assemble(self.basis, a=self.coefficient(a, "a")).tocsr() if matrix else None
