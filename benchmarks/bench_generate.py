@@ -43,6 +43,7 @@ import subprocess  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
+from typing import NamedTuple  # noqa: E402
 
 import numpy as np  # noqa: E402
 import scipy.sparse.linalg as spla  # noqa: E402
@@ -53,40 +54,45 @@ from femno.datagen.sequence import solve_sequence  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 
-#: family -> (options at ~2.5e5 dofs, options for --quick at ~1e4 dofs, note)
+class Row(NamedTuple):
+    """One benchmark row: options at ~2.5e5 and at ~1e4 dofs (``--quick``), a note, the
+    family spec when it is not the row's name (a user file: ``FILE.py:NAME``), and how many
+    samples the naive loop is timed on when it cannot afford ``--naive-samples`` (3-D LU)."""
+
+    big: dict
+    small: dict
+    note: str
+    spec: str | None = None
+    naive_samples: int | None = None
+
+
+_ZOO = f"{HERE / 'zoo_families.py'}"
 FAMILIES = {
-    "darcy": ({"n": 512}, {"n": 100}, "P1, log-normal a at quadrature points"),
-    "darcy-pwc": ({"n": 512}, {"n": 100}, "P1, 4x4 checkerboard a"),
-    "darcy-p2": ({"n": 256, "element": "P2"}, {"n": 50, "element": "P2"}, "P2 Darcy"),
-    "heat": ({"n": 512}, {"n": 100}, "one implicit Euler step, M + dt K(a)"),
-    "helmholtz": ({"n": 512}, {"n": 100}, "indefinite K - M(k^2), k0 = 10"),
-    "elasticity": ({"n": 360}, {"n": 70}, "2-D plane strain, vector P1, E log-normal"),
-    "poisson": ({"n": 512}, {"n": 100}, "fixed matrix, random source"),
+    "darcy": Row({"n": 512}, {"n": 100}, "P1, log-normal a at quadrature points"),
+    "darcy-pwc": Row({"n": 512}, {"n": 100}, "P1, 4x4 checkerboard a"),
+    "darcy-p2": Row({"n": 256, "element": "P2"}, {"n": 50, "element": "P2"}, "P2 Darcy", "darcy"),
+    "heat": Row({"n": 512}, {"n": 100}, "one implicit Euler step, M + dt K(a)"),
+    "helmholtz": Row({"n": 512}, {"n": 100}, "indefinite K - M(k^2), k0 = 10"),
+    "elasticity": Row({"n": 360}, {"n": 70}, "2-D plane strain, vector P1, E log-normal"),
+    "poisson": Row({"n": 512}, {"n": 100}, "fixed matrix, random source"),
     # the zoo's families (bench_zoo.py) as user files, written against femno's Family
-    "zoo-convdiff-mild": ({"n": 500}, {"n": 100}, "zoo: nonsymmetric P1 convection-diffusion, |w| <= 20"),
-    "zoo-convdiff-dominated": ({"n": 500, "dominated": True}, {"n": 100, "dominated": True},
-                               "zoo: convection-dominated, eps 1e-3, streamline diffusion"),
-    "zoo-anisotropic": ({"n": 500}, {"n": 100}, "zoo: rotated anisotropic diffusion, ratio 1e-3"),
-    "zoo-darcy3d-tet": ({"n": 63, "cell": "tet"}, {"n": 21, "cell": "tet"},
-                        "zoo: 3-D P1 tetrahedra (femno's darcy3d recipe, cell='tet')"),
-    "zoo-elasticity3d": ({"n": 43}, {"n": 15}, "zoo: 3-D vector P1 elasticity with rigid-body modes"),
-    "zoo-user-file": ({"n": 500}, {"n": 100},
-                      "zoo: a user's file without matrix_terms (scikit-fem assembly every sample)"),
+    "zoo-convdiff-mild": Row({"n": 500}, {"n": 100},
+                             "zoo: nonsymmetric P1 convection-diffusion, |w| <= 20",
+                             f"{_ZOO}:ConvDiff"),
+    "zoo-convdiff-dominated": Row({"n": 500, "dominated": True}, {"n": 100, "dominated": True},
+                                  "zoo: convection-dominated, eps 1e-3, streamline diffusion",
+                                  f"{_ZOO}:ConvDiff"),
+    "zoo-anisotropic": Row({"n": 500}, {"n": 100}, "zoo: rotated anisotropic diffusion, ratio 1e-3",
+                           f"{_ZOO}:Anisotropic"),
+    "zoo-darcy3d-tet": Row({"n": 63, "cell": "tet"}, {"n": 21, "cell": "tet"},
+                           "zoo: 3-D P1 tetrahedra (femno's darcy3d recipe, cell='tet')",
+                           "darcy3d", 1),
+    "zoo-elasticity3d": Row({"n": 43}, {"n": 15}, "zoo: 3-D vector P1 elasticity with rigid-body modes",
+                            f"{_ZOO}:Elasticity3D", 1),
+    "zoo-user-file": Row({"n": 500}, {"n": 100},
+                         "zoo: a user's file without matrix_terms (scikit-fem assembly every sample)",
+                         f"{HERE / 'zoo_user_family.py'}:ReactionDiffusion"),
 }
-
-#: row -> family spec where it is not the row name (a user file: FILE.py:NAME)
-SPECS = {
-    "darcy-p2": "darcy",
-    "zoo-convdiff-mild": f"{HERE / 'zoo_families.py'}:ConvDiff",
-    "zoo-convdiff-dominated": f"{HERE / 'zoo_families.py'}:ConvDiff",
-    "zoo-anisotropic": f"{HERE / 'zoo_families.py'}:Anisotropic",
-    "zoo-darcy3d-tet": "darcy3d",
-    "zoo-elasticity3d": f"{HERE / 'zoo_families.py'}:Elasticity3D",
-    "zoo-user-file": f"{HERE / 'zoo_user_family.py'}:ReactionDiffusion",
-}
-
-#: rows whose naive loop (3-D sparse LU) is timed on one sample only
-NAIVE_ONE = {"zoo-darcy3d-tet", "zoo-elasticity3d"}
 
 
 def machine() -> dict:
@@ -149,15 +155,15 @@ def split(fam, seed: int, method: str, pc: str, count: int) -> dict:
 
 
 def run_family(name: str, args) -> dict:
-    big, small, note = FAMILIES[name]
-    options = dict(small if args.quick else big)
-    spec = SPECS.get(name, name)
+    entry = FAMILIES[name]
+    options = dict(entry.small if args.quick else entry.big)
+    spec, note = entry.spec or name, entry.note
     fam = load_family(spec, options)
     row = {"family": name, "spec": spec, "options": options, "note": note,
            "dofs": int(fam.assemble(sample_params(fam, args.seed, 0)).dofs)}
     print(f"== {name} {options}: {row['dofs']} dofs", flush=True)
     row["naive"] = naive(load_family(spec, options), args.seed,
-                         1 if name in NAIVE_ONE else args.naive_samples)
+                         entry.naive_samples or args.naive_samples)
     print(f"   naive   {row['naive']['samples_per_s']:.3f} samples/s", flush=True)
     tmp = Path(tempfile.mkdtemp(prefix="femno-bench-gen-"))
     try:

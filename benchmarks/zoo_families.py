@@ -26,12 +26,18 @@ scikit-fem assembly every sample).
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import numpy as np
 import skfem as fem
 from skfem.helpers import ddot, dot, grad, sym_grad, trace
 
 from femno.fem.families import Family
 from femno.fem.nullspace import node_block_size, rigid_body_modes
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from zoo import _modes  # noqa: E402  (the zoo's smooth coefficient modes, one definition)
 
 
 @fem.BilinearForm
@@ -56,26 +62,13 @@ def _tensor(d1, d2):
 _KXX, _KYY, _KXY = _tensor(0, 0), _tensor(1, 1), _tensor(0, 1)
 
 
-def _modes(x, theta, phase):
-    """sum_k theta_k (1 + 0.9 prod_d cos(pi k_dk x_d + s_dk)), the zoo's smooth modes."""
-    out = np.zeros(x.shape[1:])
-    for k, t in enumerate(theta):
-        f = 1.0
-        for d in range(x.shape[0]):
-            f = f * np.cos(np.pi * phase[0][k][d] * x[d] + phase[1][k][d])
-        out = out + t * (1.0 + 0.9 * f)
-    return out
-
-
 class _Modes(Family):
     """A family whose coefficient is a positive combination of K fixed smooth modes."""
 
     K = 4
 
     def _setup(self):
-        rng = np.random.default_rng(12345)
-        dim = self.mesh.dim()
-        self._phase = (rng.integers(0, 4, (self.K, dim)), rng.uniform(0, 2 * np.pi, (self.K, dim)))
+        self._phi = _modes(self.K, 0, self.mesh.dim())  # the modes of the zoo's seed 0
 
     def field(self, theta):
         """The coefficient at the quadrature points, shape (nelems, nqp).
@@ -84,13 +77,13 @@ class _Modes(Family):
         """
         if "modes" not in self._cache:
             x = self.quadrature_points.T.reshape(-1, *self.qp_shape)  # (dim, nelems, nqp)
-            self._cache["modes"] = np.stack([_modes(x, np.eye(self.K)[k], self._phase)
-                                             for k in range(self.K)])
+            self._cache["modes"] = np.stack([phi(x) for phi in self._phi])
         return np.tensordot(np.asarray(theta, dtype=np.float64), self._cache["modes"], axes=1)
 
-    def _rhs(self):
+    def _rhs(self, form=lambda v, w: v):
+        """The load vector of ``form`` (default f = 1), assembled once."""
         if "rhs" not in self._cache:
-            self._cache["rhs"] = fem.LinearForm(lambda v, w: v).assemble(self.basis)
+            self._cache["rhs"] = fem.LinearForm(form).assemble(self.basis)
         return self._cache["rhs"]
 
 
@@ -213,9 +206,7 @@ class Elasticity3D(_Modes):
         if matrix:
             lam, mu = self._lame_fields(params)
             K = _lame.assemble(self.basis, lam=lam, mu=mu)
-        if "rhs" not in self._cache:
-            self._cache["rhs"] = fem.LinearForm(lambda v, w: -v[2]).assemble(self.basis)
-        return K, self._cache["rhs"]
+        return K, self._rhs(lambda v, w: -v[2])
 
     def near_nullspace(self):
         free = self.free_dofs()
