@@ -75,16 +75,26 @@ def machine() -> str:
 
 
 def load_before(rev: str):
-    """``recycle.py`` (with its ``recycle_ops.py``) at git revision ``rev`` as a module."""
+    """``recycle.py`` (with its ``recycle_ops.py``, ``recycle_ritz.py``) at git revision ``rev`` as a module."""
     def src(path):
         return subprocess.run(["git", "show", f"{rev}:{path}"], cwd=ROOT, capture_output=True,
                               text=True, check=True).stdout
-    ops = types.ModuleType("_before_recycle_ops")
-    exec(compile(src("femno/solvers/recycle_ops.py"), "before:recycle_ops.py", "exec"), ops.__dict__)
-    sys.modules[ops.__name__] = ops
+
+    def local(code):
+        for name in ("recycle_ops", "recycle_ritz"):
+            code = code.replace(f"from femno.solvers.{name} import", f"from _before_{name} import")
+        return code
+
+    for name in ("recycle_ops", "recycle_ritz"):
+        try:
+            code = src(f"femno/solvers/{name}.py")
+        except subprocess.CalledProcessError:  # older revisions: the module did not exist yet
+            continue
+        sub = types.ModuleType(f"_before_{name}")
+        exec(compile(local(code), f"before:{name}.py", "exec"), sub.__dict__)
+        sys.modules[sub.__name__] = sub
     mod = types.ModuleType("_before_recycle")
-    code = src("femno/solvers/recycle.py").replace("from femno.solvers.recycle_ops import",
-                                                   "from _before_recycle_ops import")
+    code = local(src("femno/solvers/recycle.py"))
     exec(compile(code, "before:recycle.py", "exec"), mod.__dict__)
     sys.modules[mod.__name__] = mod
     return mod
@@ -150,6 +160,15 @@ def run(systems, method, pc, m, k, mod=None):
             "converged": bool(np.all(res.converged))}
 
 
+def best_of(runs):
+    """Fastest times over repeated runs (iterations and residuals are the same in each)."""
+    out = dict(runs[0])
+    for key in ("wall", "solve", "refresh", "per_it"):
+        out[key] = min(r[key] for r in runs)
+    out["repeats"] = len(runs)
+    return out
+
+
 def profile_skr(systems, pc, m, k, top=14):
     prof = cProfile.Profile()
     prof.enable()
@@ -172,6 +191,10 @@ def main(argv=None):
     p.add_argument("--N-mid", type=int, default=20, help="systems per 'mid' row (default 20)")
     p.add_argument("--m", type=int, default=40)
     p.add_argument("--k", type=int, default=20)
+    p.add_argument("--k-ablation", type=int, default=10, metavar="K",
+                   help="also run skr with recycle dimension K (default 10; -1: no)")
+    p.add_argument("--repeat", type=int, default=3,
+                   help="interleaved runs per method; times are the best of them (default 3)")
     p.add_argument("--before", metavar="REV", help="also run recycle.py as of git REV")
     p.add_argument("--profile", action="store_true", help="cProfile one skr run per row")
     p.add_argument("--quick", action="store_true", help="small size, 8 systems, ILU only")
@@ -180,7 +203,9 @@ def main(argv=None):
     p.add_argument("--out", default=str(RESULTS / "recycle"), help="output stem (.json, .md)")
     a = p.parse_args(argv)
     if a.quick:
-        a.sizes, a.N, a.pcs = ["small"], 8, ["ilu"]
+        a.sizes, a.N, a.pcs, a.repeat = ["small"], 8, ["ilu"], 1
+    if a.k_ablation is not None and a.k_ablation < 0:
+        a.k_ablation = None
     before = load_before(a.before) if a.before else None
     rows = []
     for size in a.sizes:
@@ -191,15 +216,21 @@ def main(argv=None):
             n = systems[0][0].shape[0]
             for pc in pcs:
                 row = {"family": fam, "size": size, "n": n, "N": N, "pc": pc}
-                row["gmres"] = run(systems, "gmres", pc, a.m, a.k)
-                row["skr"] = run(systems, "skr", pc, a.m, a.k)
+                variants = {"gmres": ("gmres", a.k, None), "skr": ("skr", a.k, None)}
+                if a.k_ablation is not None:
+                    variants[f"skr-k{a.k_ablation}"] = ("skr", a.k_ablation, None)
                 if before is not None:
-                    row["skr-before"] = run(systems, "skr", pc, a.m, a.k, mod=before)
+                    variants["skr-before"] = ("skr", a.k, before)
+                runs = {key: [] for key in variants}
+                for _ in range(a.repeat):  # interleaved, so drifts of the machine hit all alike
+                    for key, (method, k, mod) in variants.items():
+                        runs[key].append(run(systems, method, pc, a.m, k, mod=mod))
+                row.update({key: best_of(rs) for key, rs in runs.items()})
                 if a.profile:
                     row["profile"] = profile_skr(systems, pc, a.m, a.k)
                 g = row["gmres"]
-                for key in ("skr", "skr-before"):
-                    if key in row:
+                for key in variants:
+                    if key != "gmres":
                         s = row[key]
                         s["its_cut"] = g["its"] / s["its"]
                         s["per_it_ratio"] = s["per_it"] / g["per_it"]
@@ -207,7 +238,7 @@ def main(argv=None):
                 rows.append(row)
                 print(json.dumps({k: v for k, v in row.items() if k != "profile"}), flush=True)
     out = {"machine": machine(), "rtol": RTOL, "m": a.m, "k": a.k, "before": a.before,
-           "rows": rows}
+           "k_ablation": a.k_ablation, "repeat": a.repeat, "rows": rows}
     Path(a.out + ".json").write_text(json.dumps(out, indent=1) + "\n")
     Path(a.out + ".md").write_text(markdown(out) + "\n")
     print(f"wrote {a.out}.json / .md")
@@ -215,7 +246,8 @@ def main(argv=None):
 
 def markdown(d):
     m, k = d["m"], d["k"]
-    keys = ["skr"] + (["skr-before"] if d["before"] else [])
+    keys = (["skr"] + ([f"skr-k{d['k_ablation']}"] if d.get("k_ablation") else [])
+            + (["skr-before"] if d["before"] else []))
     head = ["family", "n", "N", "pc", "its gmres"]
     for key in keys:
         head += [f"its {key}", f"cut {key}"]
@@ -226,7 +258,10 @@ def markdown(d):
            "Generated by `benchmarks/bench_recycle.py`"
            + (f" (`--before {d['before']}`: skr-before is recycle.py at that revision, same process)"
               if d["before"] else "") + ".",
-           f"Machine: {d['machine']}. rtol {d['rtol']:g}, true residual; seconds per system.", "",
+           f"Machine: {d['machine']}. rtol {d['rtol']:g}, true residual; seconds per system, "
+           f"best of {d.get('repeat', 1)} interleaved runs per method"
+           + (f"; skr-k{d['k_ablation']} = sorted GCRO-DR({m}, {d['k_ablation']}), the same "
+              "method with a smaller recycle space" if d.get("k_ablation") else "") + ".", "",
            "* cut = its gmres / its skr; ms/it = (solve - refresh) / its (Krylov call only, "
            "pc setup excluded; refresh = re-preparing C = A M^-1 U and its QR for each new matrix);",
            "* per-it ratio = ms/it skr / ms/it gmres (target <= 1.5); wall = whole solve_sequence "

@@ -138,3 +138,76 @@ def test_fingerprint_matches_without_copy_sees_value_changes():
     A.data[0] *= 2.0  # in place: noticed
     assert not key.matches(A)
     assert not key.matches(sp.eye(64, format="csr")) and not key.matches(np.eye(64))
+
+
+def test_last_cycle_space_is_formed_only_when_used(monkeypatch):
+    """A solve leaves C and Z unformed; a new matrix refreshes from U without forming them,
+    the same matrix forms them, and the result equals the space formed eagerly."""
+    from femno.solvers import recycle_ritz
+
+    formed = []
+    orig_C = recycle_ritz.SpaceUpdate.C
+    monkeypatch.setattr(recycle_ritz.SpaceUpdate, "C", lambda self: formed.append(1) or orig_C(self))
+    seq = _sequence(True)
+    A0, b0 = seq[0]
+    M0 = make_preconditioner("jacobi").setup(A0).apply
+    space = RecycleSpace()
+    gcrodr(A0, b0, M=M0, m=20, k=5, rtol=1e-10, recycle=space)
+    assert space._lazy is not None and space._Cr is None
+    n_formed = len(formed)
+    A1, b1 = seq[1]
+    M1 = make_preconditioner("jacobi").setup(A1).apply
+    _, info = gcrodr(A1, b1, M=M1, m=20, k=5, rtol=1e-10, recycle=space)  # new matrix: refresh from U
+    # C formed for each cycle that follows another, never for the space left by solve 0
+    assert space.refreshes == 1 and len(formed) == n_formed + info["cycles"] - 1
+    # the pending space, formed on reading, is the eager one: A M^-1 U = A Z = C, C^T C = I
+    U, Z, C = space.U, space.Z, space.C
+    assert space._lazy is None
+    assert np.allclose(np.column_stack([M1(u) for u in U.T]), Z, atol=1e-10)
+    assert np.allclose(A1 @ Z, C, atol=1e-8) and np.allclose(C.T @ C, np.eye(5), atol=1e-10)
+    # the same matrix again: the pending C is used (no refresh) and recycling helps
+    x, info = gcrodr(A1, seq[4][1], M=M1, m=20, k=5, rtol=1e-10, recycle=space)
+    assert space.refreshes == 1 and info["reason"] == "rtol"
+    assert np.linalg.norm(seq[4][1] - A1 @ x) <= 1e-10 * np.linalg.norm(seq[4][1]) * (1 + 1e-6)
+
+
+def test_space_update_projection_equals_formed_blocks():
+    from femno.solvers import recycle as rc
+    from femno.solvers import recycle_ritz
+
+    captured = []
+    orig = rc._update_space
+
+    def keep(*a, **kw):
+        upd = orig(*a, **kw)
+        captured.append(upd)
+        return upd
+
+    A, b = _sequence(True)[0]
+    M = make_preconditioner("jacobi").setup(A).apply
+    rc._update_space = keep
+    try:
+        gcrodr(A, b, M=M, m=12, k=4, rtol=1e-12, maxiter=30)  # 3 cycles: one with kc = 0, two with kc = 4
+    finally:
+        rc._update_space = orig
+    assert len(captured) >= 2 and all(isinstance(u, recycle_ritz.SpaceUpdate) for u in captured)
+    r = np.random.default_rng(5).standard_normal(576)
+    for upd in captured[-1:]:  # the last one's blocks are still intact (no later cycle overwrote them)
+        U, Z, C = upd.blocks()
+        dx, dr = upd.project(r)
+        c = C @ r
+        assert np.allclose(dx, Z.T @ c, atol=1e-12) and np.allclose(dr, C.T @ c, atol=1e-12)
+        assert np.allclose(C @ C.T, np.eye(len(C)), atol=1e-10)
+        assert np.allclose(np.array([M(u) for u in U]), Z, atol=1e-10)
+        assert np.allclose(np.array([A @ z for z in Z]), C, atol=1e-8)
+
+
+def test_workspace_is_reused_and_never_aliases_the_stored_space():
+    seq = _sequence(False)
+    space = RecycleSpace()
+    gcrodr(seq[0][0], seq[0][1], m=20, k=5, recycle=space)
+    basis = space._work["basis"]
+    gcrodr(seq[1][0], seq[1][1], m=20, k=5, recycle=space)
+    assert space._work["basis"] is basis  # one allocation for the whole sequence
+    for X in (space.Ur, space.Cr, space.Zr):
+        assert not np.shares_memory(X, basis)

@@ -85,8 +85,51 @@ class RecycleSpace(CarriedSpace):
     def clear(self):
         """Forget everything (the next solve starts without a recycle space)."""
         super().clear()
-        self.Zr = self.Cr = None
+        self._Zr = self._Cr = None
+        self._lazy = None  # SpaceUpdate whose C, Z are not formed yet (see store_update)
+        self._work = {}  # reusable cycle buffers (see workspace)
         self._pending = None  # ops of a deferred CholeskyQR pass (serial only)
+
+    # C and Z rows: formed from a pending SpaceUpdate on first use
+    @property
+    def Cr(self):
+        if self._lazy is not None:
+            self._form()
+        return self._Cr
+
+    @Cr.setter
+    def Cr(self, value):
+        self._Cr = value
+
+    @property
+    def Zr(self):
+        if self._lazy is not None:
+            self._form()
+        return self._Zr
+
+    @Zr.setter
+    def Zr(self, value):
+        self._Zr = value
+
+    def workspace(self, name, shape):
+        """A float64 buffer of ``shape`` kept for the next solve (contents undefined).
+
+        :func:`gcrodr_core` takes its Arnoldi basis and image blocks from here, so a
+        sequence of solves allocates them once instead of once per cycle (fresh
+        megabyte-sized arrays cost page faults comparable to the block products).
+        A pending ``C``, ``Z`` (which may refer to the buffers) is formed first.
+        """
+        if self._lazy is not None:
+            self._form()
+        buf = self._work.get(name)
+        if buf is None or buf.shape != tuple(shape):
+            buf = self._work[name] = np.empty(shape)
+        return buf
+
+    def _form(self):
+        upd, self._lazy = self._lazy, None
+        self._Zr = self.Ur if upd.same else np.ascontiguousarray(upd.Z())
+        self._Cr = np.ascontiguousarray(upd.C())
 
     @property
     def U(self):
@@ -112,7 +155,7 @@ class RecycleSpace(CarriedSpace):
         anyway, and gives the same space whether or not the pass was made (the pass
         is a triangular change of basis ``U <- L^{-1} U``, which the refresh's QR undoes).
         """
-        if self.Cr is None:
+        if self.Ur is None:
             return
         if getattr(ops, "local_only", False):
             self._pending = ops
@@ -125,7 +168,7 @@ class RecycleSpace(CarriedSpace):
 
     def _reorth(self, ops):
         self._pending = None
-        if self.Zr is self.Ur:
+        if self.Zr is self.Ur:  # (forms a pending C, Z)
             Cr, Ur = orthonormalize_block(ops, self.Cr, self.Ur, passes=1)
             Zr = Ur
         else:
@@ -134,7 +177,7 @@ class RecycleSpace(CarriedSpace):
 
     def is_current(self, ops, M=None) -> bool:
         """True when ``C`` was built for the operator of ``ops`` and preconditioner ``M``."""
-        return self.Cr is not None and ops.matches(self._key) and same_operator(self._M, M)
+        return self.Ur is not None and ops.matches(self._key) and same_operator(self._M, M)
 
     def update_matrix(self, A, M=None):
         """Recompute ``C = A M^{-1} U`` for ``A`` unconditionally (the published SKR step)."""
@@ -150,6 +193,7 @@ class RecycleSpace(CarriedSpace):
                 self._reorth(ops)
             return self
         self._pending = None  # the refresh below re-orthonormalises
+        self._lazy = None  # and recomputes C, Z from U
         if identity_pc(ops):
             Cr, Ur = orthonormalize_block(ops, matvec_rows(ops, self.Ur), self.Ur)
             Zr = Ur
@@ -166,7 +210,7 @@ class RecycleSpace(CarriedSpace):
 
         ``Zr is Ur`` (identity preconditioner) is kept: one array serves both.
         """
-        self._pending = None
+        self._pending = self._lazy = None
         if Ur is None or len(Ur) == 0:
             self.Ur = self.Zr = self.Cr = None
             self._key = None
@@ -175,7 +219,26 @@ class RecycleSpace(CarriedSpace):
         self._key = ops.fingerprint()
         self._M = M
 
+    def store_update(self, ops, upd, *, M=None):
+        """Keep the space of :class:`~femno.solvers.recycle_ritz.SpaceUpdate` ``upd``.
+
+        Only ``U`` is formed now; ``C`` and ``Z`` are formed when first used, which
+        happens only if the next solve has the same operator (a new matrix or
+        preconditioner recomputes them from ``U`` in :meth:`prepare`).
+        """
+        self._pending = None
+        U = upd.U()
+        if len(U) == 0:
+            self.store(ops, None, None, None, M=M)
+            return
+        self.Ur = np.ascontiguousarray(U)
+        self._Zr = self._Cr = None
+        self._lazy = upd
+        self._key = ops.fingerprint()
+        self._M = M
+
     def _set(self, Ur, Zr, Cr):
+        self._lazy = None
         if len(Ur) == 0:
             self.Ur = self.Zr = self.Cr = None
             self._key = None
@@ -248,6 +311,7 @@ def gcrodr_core(ops, b, *, x0=None, rtol=1e-8, atol=0.0, maxiter=None, callback=
         return x, r
 
     x, r = project(x, r, Cr, Zr)
+    upd = None  # the last cycle's new space while not formed (recycle_ritz.SpaceUpdate)
     rnorm = ops.norm(r)
     if len(Cr):
         hist.append(rel(rnorm))
@@ -258,13 +322,16 @@ def gcrodr_core(ops, b, *, x0=None, rtol=1e-8, atol=0.0, maxiter=None, callback=
             break
         if it >= maxiter:
             break
+        if upd is not None:
+            Ur, Zr, Cr = upd.blocks()
+            upd = None
         cycles += 1
         kc = len(Cr)
         steps = m - kc
-        Bas = np.empty((kc + steps + 1, nloc))
+        Bas = recycle.workspace("basis", (m + 1, nloc))  # kc + steps + 1 = m + 1 rows
         Bas[:kc] = Cr
         V = Bas[kc:]
-        Zv = V if same else np.empty((steps, nloc))
+        Zv = V if same else recycle.workspace("images", (m, nloc))[:steps]
         H = np.zeros((kc + steps + 1, steps))  # rows: [B; Hbar]
         R = np.zeros((steps + 1, steps))
         cs, sn = [0.0] * steps, [0.0] * steps  # Givens rotations (Python floats: IEEE double)
@@ -327,10 +394,17 @@ def gcrodr_core(ops, b, *, x0=None, rtol=1e-8, atol=0.0, maxiter=None, callback=
         x = x + Zv[:jj].T @ y
         if kc:
             x = x - Zr.T @ (H[:kc, :jj] @ y)
-        if k > 0 and not bad:  # deflated restart: new recycle space
-            Ur, Zr, Cr = _update_space(ops, Bas, Zv, H, Ur, Zr, kc, jj, k, lucky, same=same)
+        upd = None
+        if k > 0 and not bad:  # deflated restart: new recycle space (None: keep the old)
+            upd = _update_space(ops, Bas, Zv, H, Ur, Zr, kc, jj, k, lucky, same=same)
+            if upd is None:
+                Cr = Bas[:kc].copy()  # (Bas is reused by the next cycle or solve)
         r = b - ops.matvec(x)
-        x, r = project(x, r, Cr, Zr)
+        if upd is None:
+            x, r = project(x, r, Cr, Zr)
+        else:  # projection onto the new space without forming it (formed if a cycle follows)
+            dx, dr = upd.project(r)
+            x, r = x + dx, r - dr
         previous, rnorm = rnorm, ops.norm(r)
         hist[-1] = rel(rnorm)
         if callback is not None:
@@ -342,7 +416,10 @@ def gcrodr_core(ops, b, *, x0=None, rtol=1e-8, atol=0.0, maxiter=None, callback=
             reason = "breakdown"
             break
     if k > 0:
-        recycle.store(ops, Ur, Zr, Cr, M=M)
+        if upd is not None:  # the last cycle's space: U formed, C and Z on first use
+            recycle.store_update(ops, upd, M=M)
+        else:
+            recycle.store(ops, Ur, Zr, Cr, M=M)
         if cycles:  # one CholeskyQR pass against round-off accumulated over the cycles
             recycle.reorthonormalize(ops)  # (deferred for serial ops: see there)
     return x, info(it, reason, setup_mv)

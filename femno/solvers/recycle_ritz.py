@@ -16,7 +16,8 @@ them and ``QR(G P) = Q R``, the new space is :math:`C = \\hat W Q`, :math:`U = \
 P R^{-1}`, :math:`Z = M^{-1} U` (from the stored images, no preconditioner
 application). The only products with ``n``-vectors are :math:`\\hat W^T U` (one block
 reduction), the squared norms of ``U`` and the three ``k``-row block updates (two
-when :math:`M = I`, where ``Z`` is ``U``).
+when :math:`M = I`, where ``Z`` is ``U``); :class:`SpaceUpdate` makes the block
+updates only when a block is needed, so the last cycle of a solve forms ``U`` alone.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import scipy.linalg as sla
 
 from femno.solvers.recycle_ops import row_norms2
 
-__all__ = ["harmonic_ritz", "update_space"]
+__all__ = ["harmonic_ritz", "update_space", "SpaceUpdate"]
 
 _EPS = np.finfo(np.float64).eps
 
@@ -70,37 +71,98 @@ def harmonic_ritz(Gbar, WtV, k):
     return Q[:, d > 1e-12 * d.max()]
 
 
+class SpaceUpdate:
+    """The next recycle space of one cycle, as small coefficients on that cycle's blocks.
+
+    With ``T = (P R^{-1})^T`` split as ``[T_U, T_V]`` (``kc`` and ``jj`` columns),
+
+    .. math:: C = Q^T \\hat W, \\quad U = T_V V_j + T_U D\\, U_{old}, \\quad
+              Z = T_V (M^{-1} V_j) + T_U D\\, Z_{old}
+
+    (row blocks). Nothing ``n``-long is formed until asked for: :meth:`project` applies
+    the new space to a residual from the coefficients alone (matrix-vector products with
+    the blocks), so a solve that converges after this cycle forms only ``U`` (the part a
+    refresh for the next matrix needs) and leaves ``C`` and ``Z`` to :meth:`blocks`,
+    called only if the same operator comes again. Holds references to the cycle's blocks
+    (``Bas``, ``Zv``, old ``U``, ``Z``), which are never modified afterwards.
+    """
+
+    def __init__(self, ops, Bas, Zv, Ur, Zr, nb, kc, jj, Q, T, d, same):
+        self.ops, self.Bas, self.Zv, self.Ur_old, self.Zr_old = ops, Bas, Zv, Ur, Zr
+        self.nb, self.kc, self.jj, self.same = nb, kc, jj, same
+        self.Q = Q
+        self.TV = np.ascontiguousarray(T[:, kc:])
+        self.TU = np.ascontiguousarray(T[:, :kc] * d) if kc else None
+        self._U = None
+
+    @property
+    def k(self) -> int:
+        return self.Q.shape[1]
+
+    def U(self):
+        """New ``U`` rows (formed once)."""
+        if self._U is None:
+            Un = self.TV @ self.Bas[self.kc:self.kc + self.jj]
+            if self.kc:
+                Un += self.TU @ self.Ur_old
+            self._U = Un
+        return self._U
+
+    def C(self):
+        """New ``C`` rows, :math:`Q^T \\hat W`."""
+        return self.Q.T @ self.Bas[:self.nb]
+
+    def Z(self):
+        """New ``Z = M^{-1} U`` rows from the stored images (``U`` itself when ``M = I``)."""
+        if self.same:
+            return self.U()
+        Zn = self.TV @ self.Zv[:self.jj]
+        if self.kc:
+            Zn += self.TU @ self.Zr_old
+        return Zn
+
+    def blocks(self):
+        """``(U, Z, C)`` row blocks, ``Z is U`` when ``M = I``."""
+        U = self.U()
+        return U, (U if self.same else self.Z()), self.C()
+
+    def project(self, r):
+        """``(dx, dr)`` with :math:`c = C^T r`, ``dx = Z c``, ``dr = C c``, without forming ``C`` or ``Z``."""
+        W = self.Bas[:self.nb]
+        c = self.Q.T @ self.ops.dots(W, r)  # one reduction
+        dr = (self.Q @ c) @ W
+        dx = (self.TV.T @ c) @ self.Zv[:self.jj]
+        if self.kc:
+            dx += (self.TU.T @ c) @ self.Zr_old
+        return dx, dr
+
+
 def update_space(ops, Bas, Zv, H, Ur, Zr, kc, jj, k, lucky, *, same=False):
     """Harmonic Ritz extraction after a cycle (Parks et al. 2006, steps 12-16 / 27-31).
 
     ``Bas`` holds the rows ``[C; V_{j+1}]``, ``Zv`` the images :math:`M^{-1} v_i`
     (``same=True`` when :math:`M = I`: then ``Zv`` is ``V`` and ``Zr`` is ``Ur``), ``H``
-    the ``[B_j; \\bar H_j]`` columns. Returns the new row blocks ``(U, Z, C)``, with
-    ``Z is U`` when ``same``.
+    the ``[B_j; \\bar H_j]`` columns. Returns a :class:`SpaceUpdate` (the new ``U``,
+    ``Z``, ``C`` as coefficients on these blocks), or ``None`` when no harmonic Ritz
+    vector was found (keep the old space). The only product with ``n``-vectors made here
+    is :math:`\\hat W^T U` (one block reduction) and the squared norms of ``U``.
     """
     nb = kc + jj + (0 if lucky else 1)  # rows of W_hat = [C, V_{j+1}]
     Gbar = np.zeros((nb, kc + jj))
     WtV = np.zeros((nb, kc + jj))
     Gbar[:, kc:] = H[:nb, :jj]
     WtV[kc:kc + jj, kc:] = np.eye(jj)
+    d = None
     if kc:
         d = 1.0 / np.sqrt(np.maximum(row_norms2(ops, Ur), _EPS**2))
         Gbar[:kc, :kc] = np.diag(d)
         WtV[:, :kc] = ops.gram(Bas[:nb], Ur) * d
     P = harmonic_ritz(Gbar, WtV, k)
     if P.shape[1] == 0:
-        return Ur, Zr, Bas[:kc]
+        return None
     Q, Rq = np.linalg.qr(Gbar @ P)
     dq = np.abs(np.diag(Rq))
     keep = dq > 1e-12 * dq.max()
     Q, Rq, P = Q[:, keep], Rq[np.ix_(keep, keep)], P[:, keep]
     T = sla.solve_triangular(Rq, P.T, trans="T", lower=False)  # (P R^{-1})^T
-    Cn = Q.T @ Bas[:nb]  # orthonormal up to the orthogonality of [C, V]
-    Un = T[:, kc:] @ Bas[kc:kc + jj]
-    Zn = Un if same else T[:, kc:] @ Zv[:jj]
-    if kc:
-        Td = T[:, :kc] * d
-        Un += Td @ Ur
-        if not same:
-            Zn += Td @ Zr
-    return Un, Zn, Cn
+    return SpaceUpdate(ops, Bas, Zv, Ur, Zr, nb, kc, jj, Q, T, d, same)
