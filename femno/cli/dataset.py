@@ -43,11 +43,15 @@ def run_inspect(args) -> int:
         ("samples done", f"{info['samples_done']} / {info['samples_total']}"),
         ("complete", "yes" if info["complete"] else "no"),
         ("blocks done", f"{info['blocks_done']} / {info['blocks_total']} (block {s['block']})"),
-        ("method / pc / rtol", f"{s['method']} / {s['pc']} / {s['rtol']:g}"),
+        ("method / pc / rtol", f"{s['method']} / {s.get('pc', '-')} / {s['rtol']:g}"),
         ("methods used", ", ".join(info["methods_used"]) or "-"),
-        ("seed / sort", f"{s['seed']} / {s['sort']}"),
+        ("seed / sort", f"{s['seed']} / {s.get('sort', '-')}"),
         ("element / dofs", f"{info['layout'].get('element')} / {info['layout'].get('n_dofs')}"),
     ]
+    traj = info["layout"].get("trajectory")
+    if traj:
+        rows.append(("trajectory", f"{traj['steps']} steps of dt {traj['dt']:g}, "
+                                   f"theta {traj['theta']:g} ({' x '.join(traj['axes'])})"))
     rows += [(f"stats: {k}", v) for k, v in info["stats"].items()]
     rows += [(f"array {k}", f"{v['shape']} {v['dtype']} chunks {v['chunks']}")
              for k, v in info["arrays"].items()]

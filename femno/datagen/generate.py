@@ -338,13 +338,7 @@ def _generate_locked(fam, spec, options, settings, *, out, seed, samples, method
     manifest = read_manifest(out) if os.path.isdir(out) else None
     sort_s, created, repaired = 0.0, False, []
     if manifest is not None:
-        old = manifest["settings"]
-        diff = [k for k in IDENTITY_KEYS if _jsonable(old.get(k), k) != _jsonable(settings[k], k)]
-        if diff:
-            detail = "; ".join(f"{k}: existing {old.get(k)!r} vs requested {settings[k]!r}"
-                               for k in diff)
-            raise InputError(f"dataset {str(out)!r} was generated with different settings "
-                             f"({', '.join(diff)}): {detail}. Use another --out path.")
+        check_same_settings(manifest["settings"], settings, IDENTITY_KEYS, out)
         store = DatasetStore.open(out, mode="r+")
         repaired = _discard_damaged(store)
         pending = [b for b in range(store.n_blocks) if b not in store.done_blocks()]
@@ -400,6 +394,16 @@ def _generate_locked(fam, spec, options, settings, *, out, seed, samples, method
                        run_info=run_info, message=message)
     summary["repaired_blocks"] = repaired
     return summary
+
+
+def check_same_settings(old: dict, settings: dict, keys, out) -> None:
+    """:class:`InputError` unless an existing dataset's ``old`` settings match on ``keys``."""
+    diff = [k for k in keys if _jsonable(old.get(k), k) != _jsonable(settings[k], k)]
+    if diff:
+        detail = "; ".join(f"{k}: existing {old.get(k)!r} vs requested {settings[k]!r}"
+                           for k in diff)
+        raise InputError(f"dataset {str(out)!r} was generated with different settings "
+                         f"({', '.join(diff)}): {detail}. Use another --out path.")
 
 
 def _discard_damaged(store) -> list[int]:

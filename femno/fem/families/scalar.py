@@ -454,6 +454,17 @@ class Heat(_ScalarFamily):
         A = (M + dt * _diffusion.assemble(self.basis, a=a)).tocsr() if matrix else None
         return A, M @ self._u_prev(params) + dt * self._load(self.options["f"])
 
+    def operators(self, params):
+        """``(M, K(a), F)``: full mass and stiffness matrices (CSR) and load vector.
+
+        The time-dependent form :math:`M u_t + K u = F` behind one step; used by
+        :func:`femno.datagen.trajectory.solve_trajectory`. ``K`` is assembled by
+        scikit-fem on every call.
+        """
+        a = self.coefficient(params["a"], "a")
+        K = _diffusion.assemble(self.basis, a=a).tocsr()
+        return self._matrix("mass").tocsr(), K, self._load(self.options["f"])
+
     def features(self, params):
         a = self.coefficient(params["a"], "a")
         u = self._u_prev(params)[self.basis.element_dofs].mean(axis=0)
