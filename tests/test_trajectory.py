@@ -128,3 +128,16 @@ def test_cli_steps_mode(tmp_path, capsys):
     out = json.loads(capsys.readouterr().out)
     assert rc == 0 and out["done"] == 2 and out["steps"] == 3
     assert DatasetStore.open(tmp_path / "t").manifest["settings"]["theta"] == 0.5
+
+
+def test_torch_dataset_streams_trajectories(tmp_path):
+    torch = pytest.importorskip("torch")
+    from femno.datagen.torch_dataset import FemnoDataset
+
+    _gen(tmp_path / "d")
+    ds = FemnoDataset(tmp_path / "d", inputs=["u_prev"], dtype=torch.float64)
+    x, y = ds[3]
+    U = DatasetStore.open(tmp_path / "d").root["solution"][3]
+    assert len(ds) == 5 and tuple(y.shape) == (5, 49)
+    assert np.array_equal(y.numpy(), U)  # row 3 = time series [time, dof] of sample 3
+    assert np.allclose(y.numpy()[0][ds.free], x.numpy().ravel()[ds.free])  # u(t=0) = u_prev
