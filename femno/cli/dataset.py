@@ -26,6 +26,20 @@ def add_parser(sub) -> None:
                    help="only check that chunk files exist with their recorded sizes (no reads)")
     v.add_argument("--json", action="store_true", help="print one JSON object")
     v.set_defaults(func=run_verify)
+    e = dsub.add_parser(
+        "export", help="write a trajectory dataset in The Well's or PDEBench's HDF5 layout",
+        description="Evaluate every trajectory on a uniform grid of the (rectangular) domain "
+        "and write it as The Well (OUT/data/train/NAME.hdf5, read by "
+        "the_well.data.WellDataset(path=OUT, well_split_name='train')) or PDEBench "
+        "(OUT/NAME.h5, one group per sample). The interpolation error is recorded per sample.")
+    e.add_argument("path", help="trajectory dataset directory (femno generate ... --steps T)")
+    e.add_argument("--format", choices=("well", "pdebench"), required=True)
+    e.add_argument("--out", required=True, metavar="DIR", help="output directory")
+    e.add_argument("--grid", type=int, nargs=2, metavar=("NX", "NY"), default=None,
+                   help="grid points per direction (default: the vertex grid of a square mesh)")
+    e.add_argument("--name", default=None, help="dataset name (default femno_FAMILY)")
+    e.add_argument("--json", action="store_true", help="print one JSON object")
+    e.set_defaults(func=run_export)
     p.set_defaults(func=lambda args: (p.print_help(), 0)[1])
 
 
@@ -105,3 +119,16 @@ def run_verify(args) -> int:
     elif nd or inc:
         print("to repair: " + REPAIR_HINT.format(path=report["path"]).split(" and ", 1)[1])
     return 1
+
+
+def run_export(args) -> int:
+    from femno.datagen.export import export_dataset
+
+    nx, ny = args.grid or (None, None)
+    info = export_dataset(args.path, args.out, format=args.format, nx=nx, ny=ny, name=args.name)
+    if args.json:
+        print_json(info)
+    else:
+        print_table([(k, v) for k, v in info.items() if k != "interpolation_error"],
+                    title=f"femno dataset export --format {args.format}")
+    return 0
