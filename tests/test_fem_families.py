@@ -18,7 +18,7 @@ from femno.fem import (
     unit_square,
 )
 
-NAMES = ["poisson", "darcy", "darcy-pwc", "helmholtz", "heat", "elasticity"]
+NAMES = ["poisson", "darcy", "darcy-pwc", "helmholtz", "heat", "elasticity", "advection-diffusion"]
 
 
 def test_registry():
@@ -51,6 +51,10 @@ def test_deterministic_structure(name):
     assert not np.allclose(s1.b, s3.b) or not fam.fixed_matrix
     if fam.symmetric:
         assert abs(s1.A - s1.A.T).max() <= 1e-12 * abs(s1.A).max()
+    if not fam.symmetric:  # advection-diffusion: positive real (skew convection), not symmetric
+        assert abs(s1.A - s1.A.T).max() > 1e-8 * abs(s1.A).max()
+        assert np.linalg.eigvalsh((0.5 * (s1.A + s1.A.T)).toarray())[0] > 0
+        return
     eig = np.linalg.eigvalsh(s1.A.toarray())
     if fam.spd:
         np.linalg.cholesky(s1.A.toarray())

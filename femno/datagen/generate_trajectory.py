@@ -62,7 +62,8 @@ def generate_trajectories(family, *, samples, steps, out, dt=None, theta=1.0, me
     Parameters
     ----------
     family : str or type
-        A family with a time-dependent form (``operators(params) -> (M, K, F)``): ``"heat"``.
+        A family with a time-dependent form (``operators(params) -> (M, K, F)``):
+        ``"heat"`` or ``"advection-diffusion"``.
     samples, steps : int, keyword-only
         Trajectories ``N`` and time steps ``T`` per trajectory.
     out : path, keyword-only
@@ -105,7 +106,7 @@ def generate_trajectories(family, *, samples, steps, out, dt=None, theta=1.0, me
     fam = runner.load_family(spec, options)
     if getattr(fam, "operators", None) is None:
         raise InputError(f"family {fam.name!r} has no time-dependent form (operators(params) "
-                         "-> (M, K, F)); --steps works for: heat")
+                         "-> (M, K, F)); --steps works for: heat, advection-diffusion")
     steps, dt, theta = _check(steps, fam.options["dt"] if dt is None else dt, theta, method)
     rtol = float(rtol)
     settings = {"family": fam.name, "family_spec": spec, "family_options": options,

@@ -88,7 +88,7 @@ def heat_operators(fam, params):
     if ops is None:
         raise InputError(f"family {getattr(fam, 'name', type(fam).__name__)!r} has no time-"
                          "dependent form (operators(params) -> (M, K, F)); trajectories are "
-                         "available for: heat")
+                         "available for: heat, advection-diffusion")
     return ops(params)
 
 
@@ -109,7 +109,10 @@ def solve_trajectory(fam, params, *, steps, dt=None, theta=1.0, method="reuse"):
 
     Parameters
     ----------
-    fam : heat family (:class:`~femno.fem.families.scalar.Heat`)
+    fam : a family with ``operators(params) -> (M, K, F)``: ``heat``
+        (:class:`~femno.fem.families.scalar.Heat`) or ``advection-diffusion``
+        (:class:`~femno.fem.families.transient.AdvectionDiffusion`, nonsymmetric ``K``:
+        LU instead of Cholesky)
     params : dict
         One sample, ``fam.sample(rng)``: coefficient ``a`` and initial condition ``u_prev``.
     steps : int, keyword-only
@@ -142,7 +145,9 @@ def solve_trajectory(fam, params, *, steps, dt=None, theta=1.0, method="reuse"):
     if method == "reuse":
         from femno.solvers.factor import sparse_factor
 
-        factor = sparse_factor(symmetric=True, positive_definite=True)
+        spd = bool(getattr(fam, "spd", False))  # heat: CHOLMOD; advection-diffusion: LU
+        factor = sparse_factor(symmetric=spd or bool(getattr(fam, "symmetric", False)),
+                               positive_definite=spd)
         factor.factorize(A)
         solve = factor.solve
     setup = time.perf_counter() - t0

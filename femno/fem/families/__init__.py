@@ -1,15 +1,16 @@
 r"""Parametric problem families producing condensed linear systems.
 
-=============  =============================================================  =====
-name           problem                                                        SPD
-=============  =============================================================  =====
-poisson        :math:`-\Delta u = f`, random sine-series source (fixed A)      yes
-darcy          :math:`-\nabla\cdot(a\nabla u) = f`, log-normal :math:`a`       yes
-darcy-pwc      same, :math:`a` piecewise constant on a k x k checkerboard      yes
-helmholtz      :math:`-\Delta u - k(x)^2 u = f`                                no
-heat           :math:`(M + \Delta t K(a)) u = M u_{prev} + \Delta t F`         yes
-elasticity     plane strain, log-normal E, clamped left edge                   yes
-=============  =============================================================  =====
+=====================  =============================================================  =====
+name                   problem                                                        SPD
+=====================  =============================================================  =====
+poisson                :math:`-\Delta u = f`, random sine-series source (fixed A)      yes
+darcy                  :math:`-\nabla\cdot(a\nabla u) = f`, log-normal :math:`a`       yes
+darcy-pwc              same, :math:`a` piecewise constant on a k x k checkerboard      yes
+helmholtz              :math:`-\Delta u - k(x)^2 u = f`                                no
+heat                   :math:`(M + \Delta t K(a)) u = M u_{prev} + \Delta t F`         yes
+advection-diffusion    heat plus a constant random wind (nonsymmetric)                no
+elasticity             plane strain, log-normal E, clamped left edge                   yes
+=====================  =============================================================  =====
 
 >>> sys = sample_system(get_family("darcy", n=8), seed=0)
 >>> sys.A.shape == (sys.dofs, sys.dofs), sys.b.shape
@@ -24,6 +25,7 @@ from femno.errors import InputError
 from femno.fem.families.base import Family, LinearSystem
 from femno.fem.families.elasticity import Elasticity
 from femno.fem.families.scalar import Darcy, DarcyPWC, Heat, Helmholtz, Poisson
+from femno.fem.families.transient import AdvectionDiffusion
 
 __all__ = [
     "Family",
@@ -39,10 +41,12 @@ __all__ = [
     "Helmholtz",
     "Heat",
     "Elasticity",
+    "AdvectionDiffusion",
 ]
 
 FAMILIES: dict[str, type] = {
-    cls.name: cls for cls in (Poisson, Darcy, DarcyPWC, Helmholtz, Heat, Elasticity)
+    cls.name: cls for cls in (Poisson, Darcy, DarcyPWC, Helmholtz, Heat, Elasticity,
+                               AdvectionDiffusion)
 }
 _BUILTIN_FAMILIES = frozenset(FAMILIES)
 

@@ -1,0 +1,101 @@
+r"""Time-dependent families beyond heat: advection-diffusion (nonsymmetric).
+
+``advection-diffusion``: :math:`u_t - \nabla\cdot(a\nabla u) + \mathbf w\cdot\nabla u = f`
+with homogeneous Dirichlet data, log-normal :math:`a` (as in
+:class:`~femno.fem.families.scalar.Darcy`), a constant wind :math:`\mathbf w` of speed
+``wind`` in a random direction per sample, and a random sine-series initial condition
+(as :class:`~femno.fem.families.scalar.Heat`). Because the wind is constant it is
+divergence-free, so the convection matrix is skew-symmetric on the free dofs and the heat
+equation's energy identity holds with the same form
+(:mod:`femno.datagen.trajectory`). As a steady family it is one implicit Euler step,
+:math:`(M + \Delta t (K(a) + C(\mathbf w)))u = M u_{prev} + \Delta t F`. Without
+stabilization it is meant for moderate cell Péclet numbers,
+:math:`|\mathbf w| h / (2 \min a) \lesssim 1`.
+
+>>> fam = AdvectionDiffusion(n=8)
+>>> p = fam.sample(np.random.default_rng(0))
+>>> M, K, F = fam.operators(p)
+>>> free = fam.free_dofs()
+>>> C = K - fam.operators({**p, "wind": np.zeros(2)})[1]
+>>> bool(abs((C + C.T)[free][:, free]).max() < 1e-12), bool(abs(C - C.T).max() > 1e-3)
+(True, True)
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import skfem
+from skfem.helpers import grad
+
+from femno.errors import InputError
+from femno.fem.families.base import positive_number
+from femno.fem.families.scalar import Heat
+
+__all__ = ["AdvectionDiffusion"]
+
+
+@skfem.BilinearForm
+def _convection_x(u, v, w):
+    return w.c * grad(u)[0] * v
+
+
+@skfem.BilinearForm
+def _convection_y(u, v, w):
+    return w.c * grad(u)[1] * v
+
+
+class AdvectionDiffusion(Heat):
+    r"""Heat with a constant random wind (nonsymmetric); see the module docstring.
+
+    Options: those of :class:`~femno.fem.families.scalar.Heat` and ``wind`` (speed,
+    default 5.0). Parameters: ``{"a": (nelems, nqp), "u_prev": (N,), "wind": (2,)}``.
+    """
+
+    name = "advection-diffusion"
+    spd = False
+    symmetric = False
+    OPTIONS = {**Heat.OPTIONS, "wind": 5.0}
+
+    def _setup(self):
+        super()._setup()
+        if self.mesh.p.shape[0] != 2:
+            raise InputError("advection-diffusion is implemented on 2-D meshes")
+        self.options["wind"] = positive_number(self.options["wind"], "wind")
+
+    def sample(self, rng):
+        params = super().sample(rng)
+        angle = rng.uniform(0.0, 2.0 * np.pi)
+        params["wind"] = self.options["wind"] * np.array([np.cos(angle), np.sin(angle)])
+        return params
+
+    def _wind(self, params):
+        w = np.asarray(params["wind"], dtype=np.float64)
+        if w.shape != (2,) or not np.all(np.isfinite(w)):
+            raise InputError("params['wind'] must be a finite vector of length 2")
+        return w
+
+    def matrix_terms(self):
+        return super().matrix_terms() + [(_convection_x, {"c": 1.0}), (_convection_y, {"c": 1.0})]
+
+    def matrix_coefficients(self, params):
+        w = self.options["dt"] * self._wind(params)
+        return super().matrix_coefficients(params) + [float(w[0]), float(w[1])]
+
+    def _convection(self, params):
+        w = self._wind(params)
+        return (w[0] * _convection_x.assemble(self.basis, c=1.0)
+                + w[1] * _convection_y.assemble(self.basis, c=1.0)).tocsr()
+
+    def operators(self, params):
+        M, K, F = super().operators(params)
+        return M, (K + self._convection(params)).tocsr(), F
+
+    def assemble_full(self, params, *, matrix=True):
+        A, b = super().assemble_full(params, matrix=matrix)
+        if matrix:
+            A = (A + self.options["dt"] * self._convection(params)).tocsr()
+        return A, b
+
+    def features(self, params):
+        return np.concatenate([super().features(params), self._wind(params)])
+
