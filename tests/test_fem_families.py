@@ -18,7 +18,8 @@ from femno.fem import (
     unit_square,
 )
 
-NAMES = ["poisson", "darcy", "darcy-pwc", "helmholtz", "heat", "elasticity", "advection-diffusion"]
+NAMES = ["poisson", "darcy", "darcy-pwc", "helmholtz", "heat", "elasticity", "advection-diffusion",
+         "wave"]
 
 
 def test_registry():

@@ -163,3 +163,21 @@ def test_advection_diffusion_steady_step_fast_assembly_matches_scikit_fem():
     assert abs(fast.A - full.A).max() <= 1e-12 * abs(full.A).max()
     assert abs(fast.A - fast.A.T).max() > 1e-6  # nonsymmetric
     assert np.allclose(fast.b, full.b)
+
+
+def test_wave_newmark_conserves_energy_and_converges_second_order():
+    fam = get_family("wave", n=12, f=2.0)
+    params = fam.sample(np.random.default_rng(3))
+    a = solve_trajectory(fam, params, steps=40, dt=0.01, method="reuse")
+    b = solve_trajectory(fam, params, steps=40, dt=0.01, method="naive")
+    assert np.allclose(a.u, b.u, rtol=0, atol=1e-12 * np.abs(a.u).max())
+    assert a.residuals.max() < 1e-12 and np.abs(a.energy_residual).max() < 1e-12
+    assert np.abs(a.u[-1] - a.u[0]).max() > 0.1 * np.abs(a.u[0]).max()  # it does move
+    # max over the common times (at a single time the oscillating error is not monotone);
+    # measured rates 1.85, 1.98 (and 1.30 from 20 steps: pre-asymptotic)
+    T, R = 0.2, 1280
+    ref = solve_trajectory(fam, params, steps=R, dt=T / R).u
+    errs = [np.abs(solve_trajectory(fam, params, steps=s, dt=T / s).u - ref[::R // s]).max()
+            for s in (40, 80, 160)]
+    rates = np.log2(np.array(errs[:-1]) / np.array(errs[1:]))
+    assert rates.min() > 1.7 and abs(rates[-1] - 2.0) < 0.2, rates

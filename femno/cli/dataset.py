@@ -64,8 +64,10 @@ def run_inspect(args) -> int:
     ]
     traj = info["layout"].get("trajectory")
     if traj:
-        rows.append(("trajectory", f"{traj['steps']} steps of dt {traj['dt']:g}, "
-                                   f"theta {traj['theta']:g} ({' x '.join(traj['axes'])})"))
+        scheme = traj.get("scheme", "theta")
+        scheme = f"theta {traj['theta']:g}" if scheme == "theta" else scheme
+        rows.append(("trajectory", f"{traj['steps']} steps of dt {traj['dt']:g}, {scheme} "
+                                   f"({' x '.join(traj['axes'])})"))
     rows += [(f"stats: {k}", v) for k, v in info["stats"].items()]
     rows += [(f"array {k}", f"{v['shape']} {v['dtype']} chunks {v['chunks']}")
              for k, v in info["arrays"].items()]

@@ -159,7 +159,7 @@ def _write_well(h5py, file, name, U, times, x, y, errs, settings, traj):
     with h5py.File(file, "w") as f:
         f.attrs.update({"dataset_name": name, "grid_type": "cartesian", "n_spatial_dims": 2,
                         "n_trajectories": U.shape[0], "simulation_parameters": [],
-                        "source": "femno", "scheme": f"theta={traj['theta']}, dt={traj['dt']}",
+                        "source": "femno", "scheme": f"{traj.get('scheme', 'theta')}, theta={traj['theta']}, dt={traj['dt']}",
                         "femno_family": settings["family"]})
         dims = f.create_group("dimensions")
         dims.attrs["spatial_dims"] = ["x", "y"]

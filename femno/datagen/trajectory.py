@@ -88,7 +88,7 @@ def heat_operators(fam, params):
     if ops is None:
         raise InputError(f"family {getattr(fam, 'name', type(fam).__name__)!r} has no time-"
                          "dependent form (operators(params) -> (M, K, F)); trajectories are "
-                         "available for: heat, advection-diffusion")
+                         "available for: heat, advection-diffusion, wave")
     return ops(params)
 
 
@@ -110,9 +110,10 @@ def solve_trajectory(fam, params, *, steps, dt=None, theta=1.0, method="reuse"):
     Parameters
     ----------
     fam : a family with ``operators(params) -> (M, K, F)``: ``heat``
-        (:class:`~femno.fem.families.scalar.Heat`) or ``advection-diffusion``
+        (:class:`~femno.fem.families.scalar.Heat`), ``advection-diffusion``
         (:class:`~femno.fem.families.transient.AdvectionDiffusion`, nonsymmetric ``K``:
-        LU instead of Cholesky)
+        LU instead of Cholesky) or ``wave`` (:class:`~femno.fem.families.transient.Wave`,
+        ``time_order = 2``: average-acceleration Newmark; ``theta`` is not used)
     params : dict
         One sample, ``fam.sample(rng)``: coefficient ``a`` and initial condition ``u_prev``.
     steps : int, keyword-only
@@ -130,6 +131,8 @@ def solve_trajectory(fam, params, *, steps, dt=None, theta=1.0, method="reuse"):
     Trajectory
     """
     steps, dt, theta = _check(steps, fam.options["dt"] if dt is None else dt, theta, method)
+    if getattr(fam, "time_order", 1) == 2:
+        return _newmark(fam, params, steps=steps, dt=dt, method=method)
     t0 = time.perf_counter()
     u = np.empty((steps + 1, fam.basis.N))
     u[0] = fam._u_prev(params)
@@ -143,13 +146,7 @@ def solve_trajectory(fam, params, *, steps, dt=None, theta=1.0, method="reuse"):
     A = (Mf + theta * dt * Kf).tocsr()
     B = (Mf - (1.0 - theta) * dt * Kf).tocsr()
     if method == "reuse":
-        from femno.solvers.factor import sparse_factor
-
-        spd = bool(getattr(fam, "spd", False))  # heat: CHOLMOD; advection-diffusion: LU
-        factor = sparse_factor(symmetric=spd or bool(getattr(fam, "symmetric", False)),
-                               positive_definite=spd)
-        factor.factorize(A)
-        solve = factor.solve
+        solve = _factor(fam, A)
     setup = time.perf_counter() - t0
     t1 = time.perf_counter()
     x = u[0, free].copy()
@@ -181,3 +178,67 @@ def _energy_defect(M, K, F, x, xn, dt, theta) -> float:
     scale = e0 + e1 + abs(diss) + abs(dt * F @ ut)
     return float(lhs / scale) if scale > 0 else float(lhs)
 
+
+
+def _factor(fam, A):
+    """``b -> A^{-1} b`` by one sparse factorization (CHOLMOD for SPD families, else LU)."""
+    from femno.solvers.factor import sparse_factor
+
+    spd = bool(getattr(fam, "spd", False))
+    factor = sparse_factor(symmetric=spd or bool(getattr(fam, "symmetric", False)),
+                           positive_definite=spd)
+    factor.factorize(A)
+    return factor.solve
+
+
+def _newmark(fam, params, *, steps, dt, method):
+    r"""Average-acceleration Newmark (:math:`\beta = 1/4`, :math:`\gamma = 1/2`) for
+    :math:`M\ddot u + K u = F`, from :math:`u^0` = ``u_prev`` at rest.
+
+    Each step solves :math:`(M + \beta\Delta t^2 K)\,a^{n+1} = F - K\tilde u` with the
+    predictor :math:`\tilde u = u^n + \Delta t v^n + (\tfrac12 - \beta)\Delta t^2 a^n`.
+    ``energy_residual`` is the relative change of the conserved
+    :math:`\Pi = \tfrac12 v^T M v + \tfrac12 u^T K u - F^T u` over the step (exactly 0
+    for this scheme: it is the trapezoidal rule on :math:`(u, v)`).
+    """
+    beta, gamma = 0.25, 0.5
+    t0 = time.perf_counter()
+    N = fam.basis.N
+    free = fam.free_dofs()
+    M, K, F = heat_operators(fam, params)
+    Mf, Kf, Ff = M[free][:, free].tocsr(), K[free][:, free].tocsr(), F[free]
+    A = (Mf + beta * dt * dt * Kf).tocsr()
+    u = np.zeros((steps + 1, N))
+    x = fam._u_prev(params)[free].copy()
+    v = np.zeros_like(x)
+    acc = spla.spsolve(Mf.tocsc(), Ff - Kf @ x)  # initial acceleration (one mass solve)
+    u[0, free] = x
+    if method == "reuse":
+        solve = _factor(fam, A)
+    setup = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    res, energy = np.empty(steps), np.empty(steps)
+
+    def quadratic(x, v):  # kinetic + strain energy; Pi = quadratic - F^T u
+        return 0.5 * v @ (Mf @ v) + 0.5 * x @ (Kf @ x)
+
+    for n in range(steps):
+        pred = x + dt * v + (0.5 - beta) * dt * dt * acc
+        b = Ff - Kf @ pred
+        if method == "naive":
+            Mn, Kn, _ = heat_operators(fam, params)
+            an = spla.spsolve((Mn + beta * dt * dt * Kn)[free][:, free].tocsc(), b)
+        else:
+            an = solve(b)
+        bn = np.linalg.norm(b)
+        res[n] = np.linalg.norm(A @ an - b) / (bn if bn > 0 else 1.0)
+        xn = pred + beta * dt * dt * an
+        vn = v + (1.0 - gamma) * dt * acc + gamma * dt * an
+        q0, q1 = quadratic(x, v), quadratic(xn, vn)
+        change = (q1 - Ff @ xn) - (q0 - Ff @ x)
+        scale = q0 + q1 + abs(Ff @ x) + abs(Ff @ xn)
+        energy[n] = float(change / scale) if scale > 0 else float(change)
+        x, v, acc = xn, vn, an
+        u[n + 1, free] = x
+    return Trajectory(times=dt * np.arange(steps + 1), u=u, residuals=res,
+                      energy_residual=energy, setup_s=setup, solve_s=time.perf_counter() - t1)

@@ -9,6 +9,7 @@ darcy-pwc              same, :math:`a` piecewise constant on a k x k checkerboar
 helmholtz              :math:`-\Delta u - k(x)^2 u = f`                                no
 heat                   :math:`(M + \Delta t K(a)) u = M u_{prev} + \Delta t F`         yes
 advection-diffusion    heat plus a constant random wind (nonsymmetric)                no
+wave                   :math:`u_{tt} - \nabla\cdot(a\nabla u) = f`, Newmark step      yes
 elasticity             plane strain, log-normal E, clamped left edge                   yes
 =====================  =============================================================  =====
 
@@ -25,7 +26,7 @@ from femno.errors import InputError
 from femno.fem.families.base import Family, LinearSystem
 from femno.fem.families.elasticity import Elasticity
 from femno.fem.families.scalar import Darcy, DarcyPWC, Heat, Helmholtz, Poisson
-from femno.fem.families.transient import AdvectionDiffusion
+from femno.fem.families.transient import AdvectionDiffusion, Wave
 
 __all__ = [
     "Family",
@@ -42,11 +43,12 @@ __all__ = [
     "Heat",
     "Elasticity",
     "AdvectionDiffusion",
+    "Wave",
 ]
 
 FAMILIES: dict[str, type] = {
     cls.name: cls for cls in (Poisson, Darcy, DarcyPWC, Helmholtz, Heat, Elasticity,
-                               AdvectionDiffusion)
+                               AdvectionDiffusion, Wave)
 }
 _BUILTIN_FAMILIES = frozenset(FAMILIES)
 
