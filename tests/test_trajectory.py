@@ -181,3 +181,24 @@ def test_wave_newmark_conserves_energy_and_converges_second_order():
             for s in (40, 80, 160)]
     rates = np.log2(np.array(errs[:-1]) / np.array(errs[1:]))
     assert rates.min() > 1.7 and abs(rates[-1] - 2.0) < 0.2, rates
+
+
+def test_allen_cahn_newton_dissipates_energy_and_chord_reuse_matches_newton():
+    from femno.datagen import trajectory as tmod
+
+    fam = get_family("allen-cahn", n=16)
+    params = fam.sample(np.random.default_rng(5))
+    assert np.abs(params["u_prev"]).max() < 1.0
+    a = solve_trajectory(fam, params, steps=15, dt=0.02, method="reuse")
+    b = solve_trajectory(fam, params, steps=15, dt=0.02, method="naive")
+    assert a.residuals.max() <= tmod.NEWTON_RTOL and b.residuals.max() <= tmod.NEWTON_RTOL
+    assert np.abs(a.u - b.u).max() < 1e-8 * np.abs(b.u).max()
+    assert a.factorizations < 15  # one factorization serves several steps
+    assert a.energy_residual.max() == 0.0 and b.energy_residual.max() == 0.0
+    E = []
+    for x in a.u:  # the free energy decreases along the trajectory (gradient flow)
+        N, _, well = fam.nonlinear_terms(x, jacobian=False)
+        E.append(well + 0.5 * x @ (fam.operators(params)[1] @ x))
+    assert np.all(np.diff(E) < 0)
+    with pytest.raises(InputError, match="dt < 1"):
+        get_family("allen-cahn", n=4, dt=1.5)

@@ -106,7 +106,8 @@ def generate_trajectories(family, *, samples, steps, out, dt=None, theta=1.0, me
     fam = runner.load_family(spec, options)
     if getattr(fam, "operators", None) is None:
         raise InputError(f"family {fam.name!r} has no time-dependent form (operators(params) "
-                         "-> (M, K, F)); --steps works for: heat, advection-diffusion, wave")
+                         "-> (M, K, F)); --steps works for: heat, advection-diffusion, wave, "
+                         "allen-cahn")
     steps, dt, theta = _check(steps, fam.options["dt"] if dt is None else dt, theta, method)
     rtol = float(rtol)
     settings = {"family": fam.name, "family_spec": spec, "family_options": options,
@@ -182,11 +183,11 @@ def _create(fam, settings, out):
                    "stats/energy_residual": ((steps,), "f8")})
     static["times"] = settings["dt"] * np.arange(steps + 1, dtype=np.float64)
     layout["row_order"] = "rows are samples in index order; sample_index[row] = row"
-    newmark = getattr(fam, "time_order", 1) == 2
+    scheme = ("newmark (beta 1/4, gamma 1/2)" if getattr(fam, "time_order", 1) == 2 else
+              "implicit Euler + Newton" if getattr(fam, "nonlinear", False) else "theta")
     layout["trajectory"] = {"steps": steps, "dt": settings["dt"],
-                            "theta": None if newmark else settings["theta"],
-                            "scheme": "newmark (beta 1/4, gamma 1/2)" if newmark else "theta",
-                            "axes": ["sample", "time", "dof"]}
+                            "theta": settings["theta"] if scheme == "theta" else None,
+                            "scheme": scheme, "axes": ["sample", "time", "dof"]}
     manifest = {"format": "femno-dataset", "format_version": 1, "settings": settings,
                 "layout": layout, "versions": _versions(),
                 "resolved": {"method": settings["method"], "pc": "none", "explanation":

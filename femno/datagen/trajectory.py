@@ -88,7 +88,7 @@ def heat_operators(fam, params):
     if ops is None:
         raise InputError(f"family {getattr(fam, 'name', type(fam).__name__)!r} has no time-"
                          "dependent form (operators(params) -> (M, K, F)); trajectories are "
-                         "available for: heat, advection-diffusion, wave")
+                         "available for: heat, advection-diffusion, wave, allen-cahn")
     return ops(params)
 
 
@@ -112,8 +112,10 @@ def solve_trajectory(fam, params, *, steps, dt=None, theta=1.0, method="reuse"):
     fam : a family with ``operators(params) -> (M, K, F)``: ``heat``
         (:class:`~femno.fem.families.scalar.Heat`), ``advection-diffusion``
         (:class:`~femno.fem.families.transient.AdvectionDiffusion`, nonsymmetric ``K``:
-        LU instead of Cholesky) or ``wave`` (:class:`~femno.fem.families.transient.Wave`,
-        ``time_order = 2``: average-acceleration Newmark; ``theta`` is not used)
+        LU instead of Cholesky), ``wave`` (:class:`~femno.fem.families.transient.Wave`,
+        ``time_order = 2``: average-acceleration Newmark; ``theta`` is not used) or
+        ``allen-cahn`` (:class:`~femno.fem.families.transient.AllenCahn`, nonlinear:
+        implicit Euler with Newton; ``theta`` is not used)
     params : dict
         One sample, ``fam.sample(rng)``: coefficient ``a`` and initial condition ``u_prev``.
     steps : int, keyword-only
@@ -133,6 +135,8 @@ def solve_trajectory(fam, params, *, steps, dt=None, theta=1.0, method="reuse"):
     steps, dt, theta = _check(steps, fam.options["dt"] if dt is None else dt, theta, method)
     if getattr(fam, "time_order", 1) == 2:
         return _newmark(fam, params, steps=steps, dt=dt, method=method)
+    if getattr(fam, "nonlinear", False):
+        return _newton_euler(fam, params, steps=steps, dt=dt, method=method)
     t0 = time.perf_counter()
     u = np.empty((steps + 1, fam.basis.N))
     u[0] = fam._u_prev(params)
@@ -242,3 +246,82 @@ def _newmark(fam, params, *, steps, dt, method):
         u[n + 1, free] = x
     return Trajectory(times=dt * np.arange(steps + 1), u=u, residuals=res,
                       energy_residual=energy, setup_s=setup, solve_s=time.perf_counter() - t1)
+
+
+#: Newton: stop when the step residual is below this (relative to ||M u^n|| / dt)
+NEWTON_RTOL = 1e-10
+#: chord iterations with a kept factorization before it is refreshed at the current iterate
+CHORD_MAXITER = 6
+#: ... or as soon as one iteration reduces the residual by less than this factor
+CHORD_RATE = 0.25
+
+
+def _newton_euler(fam, params, *, steps, dt, method, maxiter=30):
+    r"""Implicit Euler with Newton for a nonlinear family (``fam.nonlinear_terms``).
+
+    ``method="naive"``: full Newton, the Jacobian assembled by scikit-fem and solved by
+    ``spsolve`` at every iteration. ``method="reuse"``: chord Newton, one factorization of
+    the Jacobian kept across iterations *and steps* and refreshed at the current iterate
+    when an iteration contracts the residual by less than :data:`CHORD_RATE` or after
+    :data:`CHORD_MAXITER` iterations in a step. Both start each step from the previous
+    solution and stop at the relative residual :data:`NEWTON_RTOL`.
+
+    ``energy_residual`` records the violation (positive part, relative to :math:`E^n`) of
+    the dissipation inequality :math:`E^{n+1} - E^n + (\tfrac1{\Delta t} - \tfrac12)
+    \|u^{n+1} - u^n\|_M^2 \le 0` (0 for a correct step).
+    """
+    t0 = time.perf_counter()
+    N = fam.basis.N
+    free = fam.free_dofs()
+    M, K, _ = heat_operators(fam, params)
+    Mf, Kf = M[free][:, free].tocsr(), K[free][:, free].tocsr()
+    u = np.zeros((steps + 1, N))
+    full = np.zeros(N)
+    full[free] = fam._u_prev(params)[free]
+    u[0] = full
+    setup = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    res, energy = np.empty(steps), np.empty(steps)
+    solve, factorizations = None, 0
+
+    def state(x, jacobian):
+        """Step-independent parts at ``x``: N(x), its Jacobian (or None), energy E(x)."""
+        full[free] = x
+        Nl, J, well = fam.nonlinear_terms(full, jacobian=jacobian)
+        return Nl[free], (None if J is None else J[free][:, free]), well + 0.5 * x @ (Kf @ x)
+
+    x = u[0, free].copy()
+    Nl, _, e_old = state(x, False)
+    for n in range(steps):
+        xn_prev = x.copy()
+        scale = max(np.linalg.norm(Mf @ xn_prev) / dt, np.finfo(float).tiny)
+        r = Kf @ x + Nl  # (x = u^n: no mass term yet)
+        rn, its, e_new = np.linalg.norm(r), 0, e_old
+        while rn > NEWTON_RTOL * scale and its < maxiter:
+            if method == "naive" or solve is None:  # a Jacobian at the current iterate
+                _, J, _ = state(x, True)
+                A = (Mf / dt + Kf + J).tocsr()
+                if method == "naive":
+                    dx = spla.spsolve(A.tocsc(), -r)
+                else:
+                    solve, factorizations = _factor(fam, A), factorizations + 1
+            if method == "reuse":
+                dx = solve(-r)
+            x = x + dx
+            its += 1
+            Nl, _, e_new = state(x, False)
+            r = (Mf @ (x - xn_prev)) / dt + Kf @ x + Nl
+            r_new = np.linalg.norm(r)
+            if method == "reuse" and (r_new > CHORD_RATE * rn or its >= CHORD_MAXITER):
+                solve = None  # refresh at the current iterate on the next iteration
+            rn = r_new
+        res[n] = rn / scale
+        d = x - xn_prev
+        excess = e_new - e_old + (1.0 / dt - 0.5) * d @ (Mf @ d)
+        energy[n] = max(excess, 0.0) / max(abs(e_old), np.finfo(float).tiny)
+        e_old = e_new
+        u[n + 1, free] = x
+    tr = Trajectory(times=dt * np.arange(steps + 1), u=u, residuals=res,
+                    energy_residual=energy, setup_s=setup, solve_s=time.perf_counter() - t1)
+    tr.factorizations = factorizations
+    return tr

@@ -10,6 +10,7 @@ helmholtz              :math:`-\Delta u - k(x)^2 u = f`                         
 heat                   :math:`(M + \Delta t K(a)) u = M u_{prev} + \Delta t F`         yes
 advection-diffusion    heat plus a constant random wind (nonsymmetric)                no
 wave                   :math:`u_{tt} - \nabla\cdot(a\nabla u) = f`, Newmark step      yes
+allen-cahn             first Newton step of implicit Euler for Allen--Cahn            yes
 elasticity             plane strain, log-normal E, clamped left edge                   yes
 =====================  =============================================================  =====
 
@@ -26,7 +27,7 @@ from femno.errors import InputError
 from femno.fem.families.base import Family, LinearSystem
 from femno.fem.families.elasticity import Elasticity
 from femno.fem.families.scalar import Darcy, DarcyPWC, Heat, Helmholtz, Poisson
-from femno.fem.families.transient import AdvectionDiffusion, Wave
+from femno.fem.families.transient import AdvectionDiffusion, AllenCahn, Wave
 
 __all__ = [
     "Family",
@@ -44,11 +45,12 @@ __all__ = [
     "Elasticity",
     "AdvectionDiffusion",
     "Wave",
+    "AllenCahn",
 ]
 
 FAMILIES: dict[str, type] = {
     cls.name: cls for cls in (Poisson, Darcy, DarcyPWC, Helmholtz, Heat, Elasticity,
-                               AdvectionDiffusion, Wave)
+                               AdvectionDiffusion, Wave, AllenCahn)
 }
 _BUILTIN_FAMILIES = frozenset(FAMILIES)
 

@@ -1,4 +1,5 @@
-r"""Time-dependent families beyond heat: advection-diffusion (nonsymmetric) and the wave equation.
+r"""Time-dependent families beyond heat: advection-diffusion (nonsymmetric), the wave
+equation (second order in time) and Allen--Cahn (nonlinear).
 
 ``advection-diffusion``: :math:`u_t - \nabla\cdot(a\nabla u) + \mathbf w\cdot\nabla u = f`
 with homogeneous Dirichlet data, log-normal :math:`a` (as in
@@ -29,9 +30,9 @@ from skfem.helpers import grad
 
 from femno.errors import InputError
 from femno.fem.families.base import positive_number
-from femno.fem.families.scalar import Heat
+from femno.fem.families.scalar import Heat, _weighted_mass
 
-__all__ = ["AdvectionDiffusion", "Wave"]
+__all__ = ["AdvectionDiffusion", "Wave", "AllenCahn"]
 
 
 @skfem.BilinearForm
@@ -136,3 +137,78 @@ class Wave(Heat):
         dt = self.options["dt"]
         A = (M + self.BETA * dt * dt * K).tocsr() if matrix else None
         return A, F - K @ self._u_prev(params)
+
+
+@skfem.LinearForm
+def _cubic(v, w):
+    return (w.u ** 3 - w.u) * v
+
+
+@skfem.Functional
+def _double_well(w):
+    return 0.25 * (w.u ** 2 - 1.0) ** 2
+
+
+class AllenCahn(Heat):
+    r"""Allen--Cahn :math:`u_t - \epsilon^2\nabla\cdot(a\nabla u) + u^3 - u = 0`, nonlinear.
+
+    :math:`a` log-normal as in :class:`~femno.fem.families.scalar.Darcy` (a heterogeneous
+    interface energy), homogeneous Dirichlet data, initial condition the random sine
+    series of :class:`~femno.fem.families.scalar.Heat` (``u_prev``). Implicit Euler with
+    Newton's method per step (:func:`femno.datagen.trajectory.solve_trajectory`); the
+    residual of a step is
+
+    .. math:: R(u) = \tfrac{1}{\Delta t} M (u - u^n) + \epsilon^2 K(a)\,u + N(u),
+              \qquad N(u)_i = \int (u^3 - u)\,\phi_i ,
+
+    with Jacobian :math:`J(u) = \tfrac1{\Delta t} M + \epsilon^2 K(a) + M_{3u^2 - 1}`
+    (symmetric; positive definite for :math:`\Delta t < 1`). It is a gradient flow of
+    :math:`E(u) = \int \tfrac{\epsilon^2}{2} a|\nabla u|^2 + \tfrac14 (u^2 - 1)^2`, and
+    implicit Euler dissipates it: :math:`E(u^{n+1}) - E(u^n) \le -(\tfrac1{\Delta t} -
+    \tfrac12)\|u^{n+1} - u^n\|_M^2` for :math:`\Delta t < 2` (the double well is
+    semiconvex with constant 1). As a steady family it is the first Newton step from
+    ``u_prev``, :math:`J(u^0)\,\delta = -R(u^0)`.
+
+    Options: those of Heat, ``eps`` (0.05), ``amplitude`` (2.0: the initial condition is
+    ``tanh(amplitude * sine series)``, values in (-1, 1)), ``dt`` default 0.01.
+    """
+
+    name = "allen-cahn"
+    nonlinear = True
+    OPTIONS = {**Heat.OPTIONS, "eps": 0.05, "amplitude": 2.0, "f": 0.0}
+
+    def _setup(self):
+        super()._setup()
+        self.options["eps"] = positive_number(self.options["eps"], "eps")
+        self.options["amplitude"] = positive_number(self.options["amplitude"], "amplitude")
+        if self.options["dt"] >= 1.0:
+            raise InputError(f"allen-cahn needs dt < 1 (Newton's Jacobian is then SPD), "
+                             f"got {self.options['dt']}")
+
+    def sample(self, rng):
+        params = super().sample(rng)
+        params["u_prev"] = np.tanh(self.options["amplitude"] * params["u_prev"])
+        return params
+
+    def matrix_terms(self):
+        return None  # the Jacobian depends on u: scikit-fem assembly
+
+    def operators(self, params):
+        """``(M, eps^2 K(a), F)``: the linear part (``F = 0``); see :meth:`nonlinear_terms`."""
+        M, K, F = super().operators(params)
+        return M, (self.options["eps"] ** 2 * K).tocsr(), F
+
+    def nonlinear_terms(self, u, *, jacobian=True):
+        r"""``(N(u), M_{3u^2-1}, \int \tfrac14 (u^2-1)^2)`` for a full FE vector ``u``
+        (the Jacobian part ``None`` unless ``jacobian``)."""
+        ui = self.basis.interpolate(np.asarray(u, dtype=np.float64))
+        jac = (_weighted_mass.assemble(self.basis, c=3.0 * np.asarray(ui) ** 2 - 1.0).tocsr()
+               if jacobian else None)
+        return _cubic.assemble(self.basis, u=ui), jac, float(_double_well.assemble(self.basis, u=ui))
+
+    def assemble_full(self, params, *, matrix=True):
+        M, K, _ = self.operators(params)
+        u = self._u_prev(params)
+        N, Jn, _ = self.nonlinear_terms(u)
+        A = (M / self.options["dt"] + K + Jn).tocsr() if matrix else None
+        return A, -(K @ u + N)
