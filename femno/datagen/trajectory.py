@@ -46,7 +46,8 @@ import scipy.sparse.linalg as spla
 from femno.errors import InputError
 from femno.fem.families.base import positive_number
 
-__all__ = ["Trajectory", "solve_trajectory", "heat_operators", "TRAJECTORY_METHODS"]
+__all__ = ["Trajectory", "solve_trajectory", "heat_operators", "initial_condition",
+           "TRAJECTORY_METHODS"]
 
 #: ``reuse``: one factorization per sample; ``naive``: assemble + ``spsolve`` per step
 TRAJECTORY_METHODS = ("reuse", "naive")
@@ -90,6 +91,19 @@ def heat_operators(fam, params):
                          "dependent form (operators(params) -> (M, K, F)); trajectories are "
                          "available for: heat, advection-diffusion, wave, allen-cahn")
     return ops(params)
+
+
+def initial_condition(fam, params) -> np.ndarray:
+    """The full FE vector ``params["u_prev"]`` (shape ``(n_dofs,)``), checked.
+
+    A user family with ``operators(params)`` puts its initial condition there; the
+    Dirichlet entries are set to 0 by the time steppers (homogeneous data).
+    """
+    u = np.asarray(params.get("u_prev") if isinstance(params, dict) else None, dtype=np.float64)
+    if u.shape != (fam.basis.N,) or not np.all(np.isfinite(u)):
+        raise InputError(f"params['u_prev'] (the initial condition) must be a finite vector of "
+                         f"length {fam.basis.N}, got shape {u.shape}")
+    return u
 
 
 def _check(steps, dt, theta, method):
@@ -139,7 +153,7 @@ def solve_trajectory(fam, params, *, steps, dt=None, theta=1.0, method="reuse"):
         return _newton_euler(fam, params, steps=steps, dt=dt, method=method)
     t0 = time.perf_counter()
     u = np.empty((steps + 1, fam.basis.N))
-    u[0] = fam._u_prev(params)
+    u[0] = initial_condition(fam, params)
     free = fam.free_dofs()
     u[0, np.setdiff1d(np.arange(fam.basis.N), free)] = 0.0  # homogeneous Dirichlet data
     res = np.empty(steps)
@@ -213,7 +227,7 @@ def _newmark(fam, params, *, steps, dt, method):
     Mf, Kf, Ff = M[free][:, free].tocsr(), K[free][:, free].tocsr(), F[free]
     A = (Mf + beta * dt * dt * Kf).tocsr()
     u = np.zeros((steps + 1, N))
-    x = fam._u_prev(params)[free].copy()
+    x = initial_condition(fam, params)[free].copy()
     v = np.zeros_like(x)
     acc = spla.spsolve(Mf.tocsc(), Ff - Kf @ x)  # initial acceleration (one mass solve)
     u[0, free] = x
@@ -277,7 +291,7 @@ def _newton_euler(fam, params, *, steps, dt, method, maxiter=30):
     Mf, Kf = M[free][:, free].tocsr(), K[free][:, free].tocsr()
     u = np.zeros((steps + 1, N))
     full = np.zeros(N)
-    full[free] = fam._u_prev(params)[free]
+    full[free] = initial_condition(fam, params)[free]
     u[0] = full
     setup = time.perf_counter() - t0
     t1 = time.perf_counter()
