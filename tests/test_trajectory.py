@@ -243,3 +243,14 @@ class Cooling(Family):
     # implicit Euler and P1 on 8 x 8; the interpolated sine is not exactly a discrete eigenvector)
     decay = np.log(U[:, 1:].max(axis=2) / U[:, :-1].max(axis=2)) / -0.01
     assert np.allclose(decay, decay[0, 0], rtol=2e-3) and abs(decay[0, 0] / (2 * np.pi**2) - 1) < 0.1
+
+
+@pytest.mark.parametrize("name", ["heat", "advection-diffusion", "wave", "allen-cahn"])
+def test_every_time_family_runs_on_p2_and_unstructured_meshes(name):
+    from femno.fem import unstructured_square
+
+    for fam in (get_family(name, n=6, element="P2"),
+                get_family(name, mesh=unstructured_square(8, seed=0))):
+        tr = solve_trajectory(fam, fam.sample(np.random.default_rng(0)), steps=3, dt=0.01)
+        assert tr.residuals.max() < 1e-9 and np.abs(tr.energy_residual).max() < 1e-12
+        assert np.abs(tr.u[-1] - tr.u[0]).max() > 0  # something happened
