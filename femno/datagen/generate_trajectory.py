@@ -177,8 +177,7 @@ def _create(fam, settings, out):
     seed, steps = settings["seed"], settings["steps"]
     arrays, static, layout = _layout(fam, settings["family_spec"], settings["family_options"], seed)
     n = fam.basis.N
-    for k in ("stats/iterations",):
-        arrays.pop(k, None)
+    arrays.pop("stats/iterations", None)  # a trajectory has per-step residuals instead
     arrays.update({"solution": ((steps + 1, n), "f8"), "stats/residual": ((steps,), "f8"),
                    "stats/energy_residual": ((steps,), "f8")})
     static["times"] = settings["dt"] * np.arange(steps + 1, dtype=np.float64)

@@ -46,7 +46,7 @@ import scipy.sparse.linalg as spla
 from femno.errors import InputError
 from femno.fem.families.base import positive_number
 
-__all__ = ["Trajectory", "solve_trajectory", "heat_operators", "initial_condition",
+__all__ = ["Trajectory", "solve_trajectory", "time_operators", "initial_condition",
            "TRAJECTORY_METHODS"]
 
 #: ``reuse``: one factorization per sample; ``naive``: assemble + ``spsolve`` per step
@@ -69,6 +69,8 @@ class Trajectory:
         Relative defect of the discrete energy balance of each step (module docstring).
     setup_s, solve_s : float
         Seconds in assembly + factorization, and in the time steps.
+    factorizations : int
+        Sparse factorizations made (``method="reuse"``; 0 for ``naive``).
     """
 
     times: np.ndarray
@@ -77,10 +79,11 @@ class Trajectory:
     energy_residual: np.ndarray
     setup_s: float
     solve_s: float
+    factorizations: int = 0
 
 
-def heat_operators(fam, params):
-    """``(M, K, F)`` of a heat-family sample: full mass, stiffness :math:`K(a)` and load.
+def time_operators(fam, params):
+    """``(M, K, F)`` of a time-dependent family's sample: full mass, stiffness and load.
 
     Shapes ``(n_dofs, n_dofs)`` (CSR, float64) and ``(n_dofs,)``; the family's Dirichlet
     dofs are not eliminated here.
@@ -104,6 +107,16 @@ def initial_condition(fam, params) -> np.ndarray:
         raise InputError(f"params['u_prev'] (the initial condition) must be a finite vector of "
                          f"length {fam.basis.N}, got shape {u.shape}")
     return u
+
+
+def _condensed(fam, params, steps):
+    """Free dofs, ``(M, K, F)`` on them, and the ``(steps + 1, n_dofs)`` trajectory array
+    with ``u[0]`` the initial condition (Dirichlet entries 0: homogeneous data)."""
+    free = fam.free_dofs()
+    M, K, F = time_operators(fam, params)
+    u = np.zeros((steps + 1, fam.basis.N))
+    u[0, free] = initial_condition(fam, params)[free]
+    return free, M[free][:, free].tocsr(), K[free][:, free].tocsr(), F[free], u
 
 
 def _check(steps, dt, theta, method):
@@ -152,15 +165,9 @@ def solve_trajectory(fam, params, *, steps, dt=None, theta=1.0, method="reuse"):
     if getattr(fam, "nonlinear", False):
         return _newton_euler(fam, params, steps=steps, dt=dt, method=method)
     t0 = time.perf_counter()
-    u = np.empty((steps + 1, fam.basis.N))
-    u[0] = initial_condition(fam, params)
-    free = fam.free_dofs()
-    u[0, np.setdiff1d(np.arange(fam.basis.N), free)] = 0.0  # homogeneous Dirichlet data
+    free, Mf, Kf, Ff, u = _condensed(fam, params, steps)
     res = np.empty(steps)
     energy = np.empty(steps)
-    M, K, F = heat_operators(fam, params)
-    Mf, Kf = M[free][:, free].tocsr(), K[free][:, free].tocsr()
-    Ff = F[free]
     A = (Mf + theta * dt * Kf).tocsr()
     B = (Mf - (1.0 - theta) * dt * Kf).tocsr()
     if method == "reuse":
@@ -171,7 +178,7 @@ def solve_trajectory(fam, params, *, steps, dt=None, theta=1.0, method="reuse"):
     for n in range(steps):
         b = B @ x + dt * Ff
         if method == "naive":  # what a user writes: assemble the step matrix, spsolve
-            Mn, Kn, _ = heat_operators(fam, params)
+            Mn, Kn, _ = time_operators(fam, params)
             An = (Mn + theta * dt * Kn)[free][:, free].tocsc()
             xn = spla.spsolve(An, b)
         else:
@@ -180,10 +187,10 @@ def solve_trajectory(fam, params, *, steps, dt=None, theta=1.0, method="reuse"):
         res[n] = np.linalg.norm(A @ xn - b) / (bn if bn > 0 else 1.0)
         energy[n] = _energy_defect(Mf, Kf, Ff, x, xn, dt, theta)
         x = xn
-        u[n + 1] = 0.0
         u[n + 1, free] = x
     return Trajectory(times=dt * np.arange(steps + 1), u=u, residuals=res,
-                      energy_residual=energy, setup_s=setup, solve_s=time.perf_counter() - t1)
+                      energy_residual=energy, setup_s=setup, solve_s=time.perf_counter() - t1,
+                      factorizations=int(method == "reuse"))
 
 
 def _energy_defect(M, K, F, x, xn, dt, theta) -> float:
@@ -221,16 +228,11 @@ def _newmark(fam, params, *, steps, dt, method):
     """
     beta, gamma = 0.25, 0.5
     t0 = time.perf_counter()
-    N = fam.basis.N
-    free = fam.free_dofs()
-    M, K, F = heat_operators(fam, params)
-    Mf, Kf, Ff = M[free][:, free].tocsr(), K[free][:, free].tocsr(), F[free]
+    free, Mf, Kf, Ff, u = _condensed(fam, params, steps)
     A = (Mf + beta * dt * dt * Kf).tocsr()
-    u = np.zeros((steps + 1, N))
-    x = initial_condition(fam, params)[free].copy()
+    x = u[0, free].copy()
     v = np.zeros_like(x)
     acc = spla.spsolve(Mf.tocsc(), Ff - Kf @ x)  # initial acceleration (one mass solve)
-    u[0, free] = x
     if method == "reuse":
         solve = _factor(fam, A)
     setup = time.perf_counter() - t0
@@ -244,7 +246,7 @@ def _newmark(fam, params, *, steps, dt, method):
         pred = x + dt * v + (0.5 - beta) * dt * dt * acc
         b = Ff - Kf @ pred
         if method == "naive":
-            Mn, Kn, _ = heat_operators(fam, params)
+            Mn, Kn, _ = time_operators(fam, params)
             an = spla.spsolve((Mn + beta * dt * dt * Kn)[free][:, free].tocsc(), b)
         else:
             an = solve(b)
@@ -259,7 +261,8 @@ def _newmark(fam, params, *, steps, dt, method):
         x, v, acc = xn, vn, an
         u[n + 1, free] = x
     return Trajectory(times=dt * np.arange(steps + 1), u=u, residuals=res,
-                      energy_residual=energy, setup_s=setup, solve_s=time.perf_counter() - t1)
+                      energy_residual=energy, setup_s=setup, solve_s=time.perf_counter() - t1,
+                      factorizations=int(method == "reuse"))
 
 
 #: Newton: stop when the step residual is below this (relative to ||M u^n|| / dt)
@@ -285,14 +288,8 @@ def _newton_euler(fam, params, *, steps, dt, method, maxiter=30):
     \|u^{n+1} - u^n\|_M^2 \le 0` (0 for a correct step).
     """
     t0 = time.perf_counter()
-    N = fam.basis.N
-    free = fam.free_dofs()
-    M, K, _ = heat_operators(fam, params)
-    Mf, Kf = M[free][:, free].tocsr(), K[free][:, free].tocsr()
-    u = np.zeros((steps + 1, N))
-    full = np.zeros(N)
-    full[free] = initial_condition(fam, params)[free]
-    u[0] = full
+    free, Mf, Kf, _, u = _condensed(fam, params, steps)
+    full = u[0].copy()  # work vector: the current iterate with its Dirichlet zeros
     setup = time.perf_counter() - t0
     t1 = time.perf_counter()
     res, energy = np.empty(steps), np.empty(steps)
@@ -335,7 +332,6 @@ def _newton_euler(fam, params, *, steps, dt, method, maxiter=30):
         energy[n] = max(excess, 0.0) / max(abs(e_old), np.finfo(float).tiny)
         e_old = e_new
         u[n + 1, free] = x
-    tr = Trajectory(times=dt * np.arange(steps + 1), u=u, residuals=res,
-                    energy_residual=energy, setup_s=setup, solve_s=time.perf_counter() - t1)
-    tr.factorizations = factorizations
-    return tr
+    return Trajectory(times=dt * np.arange(steps + 1), u=u, residuals=res,
+                      energy_residual=energy, setup_s=setup, solve_s=time.perf_counter() - t1,
+                      factorizations=factorizations)
