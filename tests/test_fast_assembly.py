@@ -7,7 +7,7 @@ import skfem
 import femno.fem.families.base as base
 from femno.errors import InputError
 from femno.fem.families import Darcy, get_family
-from femno.fem.fast_assembly import CondensedAssembler, FormKernel
+from femno.fem.fast_assembly import CondensedAssembler, FormKernel, KernelTooLarge, kernel_bytes
 from femno.fem.mesh import lshape, unstructured_square
 from femno.fem.random_fields import GaussianRandomField
 
@@ -111,6 +111,41 @@ def test_memory_guard_falls_back(monkeypatch):
     A = fam.assemble(p).A
     assert fam._cache["assembler"] is None
     assert abs(A - fam.assemble(p, fast=False).A).max() == 0.0
+
+
+def test_kernel_budget_counts_the_compressed_storage():
+    """P1 vector elasticity in 3-D stores one value per element and entry; the budget
+    check raises before the arrays exist when even that does not fit."""
+    from skfem.models.elasticity import linear_elasticity
+
+    m = skfem.MeshTet.init_tensor(*(np.linspace(0, 1, 4),) * 3)
+    basis = skfem.CellBasis(m, skfem.ElementVector(skfem.ElementTetP1()))
+    form = linear_elasticity(1.0, 1.0)
+    per_elem = kernel_bytes(basis, per_element=True)
+    assert per_elem < kernel_bytes(basis)  # the upper bound counts every quadrature point
+    k = FormKernel(form, basis, max_bytes=per_elem)
+    assert k.mode == "element" and k.nbytes <= per_elem
+    with pytest.raises(KernelTooLarge):
+        FormKernel(form, basis, max_bytes=per_elem - 1)
+    free = basis.complement_dofs(basis.get_dofs(lambda x: np.isclose(x[0], 0.0)))
+    A = CondensedAssembler(basis.N, free, [k]).assemble([1.0])
+    K = form.assemble(basis)[free][:, free]
+    assert abs(A - K).max() <= 1e-13 * abs(K).max()
+
+
+def test_terms_sharing_a_pattern_match_skfem_term_by_term():
+    """Two terms on one basis (mass + Laplacian, different nonzero sets on P1 right
+    triangles) share one sort; each scatter still reproduces its own term."""
+    from skfem.models.poisson import laplace, mass
+
+    m = skfem.MeshTri().refined(3)
+    basis = skfem.CellBasis(m, skfem.ElementTriP1())
+    free = basis.complement_dofs(basis.get_dofs())
+    asm = CondensedAssembler(basis.N, free, [FormKernel(laplace, basis), FormKernel(mass, basis)])
+    for t, form in enumerate((laplace, mass)):
+        K = form.assemble(basis)[free][:, free]
+        assert abs(asm.matrix(asm.data(t, 1.0)) - K).max() < 1e-13
+    assert asm.nnz == (laplace.assemble(basis) + mass.assemble(basis))[free][:, free].nnz
 
 
 def test_field_at_points_equals_sample_and_has_the_variance():

@@ -45,22 +45,32 @@ import numpy as np
 import scipy.sparse as sp
 from skfem.assembly.form.form import FormExtraParams
 
-__all__ = ["FormKernel", "CondensedAssembler", "kernel_bytes"]
+__all__ = ["FormKernel", "CondensedAssembler", "KernelTooLarge", "kernel_bytes"]
 
 
-def kernel_bytes(basis, n_terms: int = 1) -> int:
-    """Upper bound of the memory (bytes) the kernels of ``n_terms`` terms take on ``basis``."""
+#: Bytes per stored kernel entry and term besides the kernel values: the scatter's value
+#: and column index (8 + 4), the nonzero mask (1) and the assembler's transient keys (16).
+_SCATTER_BYTES = 29
+
+
+class KernelTooLarge(MemoryError):
+    """Raised by :class:`FormKernel` when its storage would exceed ``max_bytes``."""
+
+
+def kernel_bytes(basis, n_terms: int = 1, *, per_element: bool = False) -> int:
+    """Memory (bytes) that ``n_terms`` kernels take on ``basis``.
+
+    An upper bound for any kernel (``per_element=False``: stored per quadrature point);
+    with ``per_element=True`` the size of ``"element"``-mode kernels (P1 gradients on
+    affine cells), which store one value per element and local entry.
+    """
     ne, nq = basis.dx.shape
-    return int(n_terms * basis.Nbfun**2 * ne * (nq * 8 + 8 + 8 + 1))
+    per_entry = (8 if per_element else nq * 8) + _SCATTER_BYTES
+    return int(n_terms * basis.Nbfun**2 * ne * per_entry)
 
 
-def _compress(blocks: list[np.ndarray]):
-    """Storage mode and compressed values of kernel blocks, each of shape (ne, nq)."""
-    if all(np.array_equal(b, np.broadcast_to(b[:, :1], b.shape)) for b in blocks):
-        return "element", np.stack([b[:, 0] for b in blocks])  # (L, ne)
-    if all(np.array_equal(b, np.broadcast_to(b[:1], b.shape)) for b in blocks):
-        return "reference", np.ascontiguousarray(np.stack([b[0] for b in blocks]).T)  # (nq, L)
-    return "full", np.stack(blocks)  # (L, ne, nq)
+def _is_q_constant(b: np.ndarray) -> bool:
+    return bool(np.array_equal(b, np.broadcast_to(b[:, :1], b.shape)))
 
 
 class FormKernel:
@@ -76,34 +86,73 @@ class FormKernel:
         The coefficients that give the kernel, numbers (``a=1.0``; ``lam=1.0, mu=0.0``
         picks the :math:`\lambda` term of a two-coefficient form).
 
+    max_bytes : int, optional
+        Raise :class:`KernelTooLarge` as soon as the storage (kernel plus scatter) is
+        known to exceed it; checked block by block, before the big arrays exist.
+
     Attributes
     ----------
     mode : {"element", "reference", "full"}
-    rows, cols : ndarray, shape (L, n_elements), int64
+    element_dofs : ndarray, shape (Nbfun, n_elements), int64
+    rows, cols : ndarray, shape (L, n_elements), int64 (properties, built on access)
         Global test / trial dof of each local entry, ``L = Nbfun**2``, laid out as
         ``l = i * Nbfun + j`` with ``i`` the test and ``j`` the trial function.
     nonzero : ndarray, shape (L, n_elements), bool
         Entries whose kernel is not identically zero.
     """
 
-    def __init__(self, form, basis, **unit):
+    def __init__(self, form, basis, *, max_bytes: int | None = None, **unit):
         ne, nq = basis.dx.shape
         ones = {k: np.full((ne, nq), float(v)) for k, v in unit.items()}
         w = FormExtraParams({**basis.default_parameters(), **form._normalize_asm_kwargs(ones, basis)})
         nb = basis.Nbfun
-        blocks = []
+        L = nb * nb
+        # blocks are compressed as they come: a block constant over the quadrature points
+        # keeps one column, so P1 vector kernels on 3-D meshes never hold (L, ne, nq)
+        blocks, per_element = [], True
+        self.nonzero = np.empty((L, ne), dtype=bool)
         for i in range(nb):  # test
             for j in range(nb):  # trial
                 k = form.form(*basis.basis[j], *basis.basis[i], w)
-                blocks.append(np.broadcast_to(np.asarray(k, dtype=np.float64), (ne, nq)))
-        self.nonzero = np.stack([np.any(b != 0, axis=1) for b in blocks])
-        self.mode, self.data = _compress(blocks)
+                k = np.broadcast_to(np.asarray(k, dtype=np.float64), (ne, nq))
+                self.nonzero[len(blocks)] = np.any(k != 0, axis=1)
+                if per_element and _is_q_constant(k):
+                    blocks.append(np.array(k[:, :1]))
+                else:
+                    per_element = False
+                    blocks.append(k)
+                if max_bytes is not None:
+                    needed = L * ne * ((8 if per_element else nq * 8) + _SCATTER_BYTES)
+                    if needed > max_bytes:
+                        raise KernelTooLarge(
+                            f"kernel storage {needed / 2**30:.2f} GiB > {max_bytes / 2**30:.2f} GiB"
+                        )
+        if per_element:
+            self.mode, self.data = "element", np.stack([b[:, 0] for b in blocks])  # (L, ne)
+        else:
+            blocks = [np.broadcast_to(b, (ne, nq)) for b in blocks]
+            if all(np.array_equal(b, np.broadcast_to(b[:1], b.shape)) for b in blocks):
+                self.mode = "reference"
+                self.data = np.ascontiguousarray(np.stack([b[0] for b in blocks]).T)  # (nq, L)
+            else:
+                self.mode, self.data = "full", np.stack(blocks)  # (L, ne, nq)
+        del blocks
+        #: storage with its scatter, as counted against ``max_bytes``
+        self.nbytes = int(self.data.nbytes + L * ne * _SCATTER_BYTES)
         self.dx = basis.dx
-        self.ne, self.nq, self.L = ne, nq, len(blocks)
+        self.ne, self.nq, self.L = ne, nq, L
         self._qsum = None  # (ne, L) q-summed kernel, built on first per-element coefficient
-        dofs = np.asarray(basis.element_dofs, dtype=np.int64)  # (nb, ne)
-        self.rows = np.repeat(dofs, nb, axis=0)
-        self.cols = np.tile(dofs, (nb, 1))
+        self.element_dofs = np.asarray(basis.element_dofs, dtype=np.int64)  # (nb, ne)
+
+    @property
+    def rows(self) -> np.ndarray:
+        """Global test dof of each local entry, shape (L, ne), int64 (built on each call)."""
+        return np.repeat(self.element_dofs, self.element_dofs.shape[0], axis=0)
+
+    @property
+    def cols(self) -> np.ndarray:
+        """Global trial dof of each local entry, shape (L, ne), int64 (built on each call)."""
+        return np.tile(self.element_dofs, (self.element_dofs.shape[0], 1))
 
     def weights(self, coef) -> np.ndarray:
         r""":math:`x(c)`: shape (ne,) in ``"element"`` mode, else (ne, L).
@@ -157,38 +206,60 @@ class CondensedAssembler:
         m = len(free)
         fmap = np.full(int(N), -1, dtype=np.int64)
         fmap[free] = np.arange(m)
-        keep, keys = [], []
-        for k in kernels:
-            r, c = fmap[k.rows], fmap[k.cols]
-            ok = k.nonzero & (r >= 0) & (c >= 0)
-            keep.append(ok)
-            keys.append(r[ok] * m + c[ok])
+        kernels = list(kernels)
+        # terms on the same element dofs share one pattern computation (one sort)
+        groups: list[list[int]] = []
+        for t, k in enumerate(kernels):
+            for g in groups:
+                if np.array_equal(kernels[g[0]].element_dofs, k.element_dofs):
+                    g.append(t)
+                    break
+            else:
+                groups.append([t])
+        masks, keys = [], []
+        for g in groups:
+            k0 = kernels[g[0]]
+            r, c = fmap[k0.rows], fmap[k0.cols]
+            inside = (r >= 0) & (c >= 0)
+            union = np.zeros_like(inside)
+            for t in g:
+                union |= kernels[t].nonzero
+            union &= inside
+            keys.append(r[union] * m + c[union])
+            masks.append(union)
+            del r, c, inside
         uniq, inv = np.unique(np.concatenate(keys), return_inverse=True)
+        del keys
         itype = np.int32 if max(m, len(uniq)) < 2**31 else np.int64
         self.indices = (uniq % m).astype(itype)
         self.indptr = np.searchsorted(uniq // m, np.arange(m + 1)).astype(itype)
         self.shape = (m, m)
         self.nnz = len(uniq)
-        self.kernels = list(kernels)
-        self.scatters = []
+        del uniq
+        self.kernels = kernels
+        self.scatters: list = [None] * len(kernels)
         self._constant: dict = {}
         start = 0
-        for k, ok in zip(self.kernels, keep, strict=True):
-            n_ok = int(ok.sum())
-            pos = inv[start : start + n_ok]
-            start += n_ok
-            L, ne = ok.shape
-            if k.mode == "element":  # kernel values in S, one column per element
-                vals = k.data[ok]
-                cols = np.broadcast_to(np.arange(ne), (L, ne))[ok]
-                ncols = ne
-            else:  # 0/1 scatter of the (ne, L) entries of x(c)
-                vals = np.ones(n_ok)
-                cols = (np.arange(ne)[None, :] * L + np.arange(L)[:, None])[ok]
-                ncols = ne * L
-            self.scatters.append(
-                sp.csr_matrix((vals, (pos, cols)), shape=(self.nnz, ncols))
-            )
+        for g, union in zip(groups, masks, strict=True):
+            n_union = int(union.sum())
+            pos_union = inv[start : start + n_union]
+            start += n_union
+            for t in g:
+                k = kernels[t]
+                L, ne = union.shape
+                sel = k.nonzero[union]  # this term's entries among the group's
+                pos = pos_union[sel]
+                ok = union & k.nonzero
+                if k.mode == "element":  # kernel values in S, one column per element
+                    vals = k.data[ok]
+                    cols = np.broadcast_to(np.arange(ne, dtype=itype), (L, ne))[ok]
+                    ncols = ne
+                else:  # 0/1 scatter of the (ne, L) entries of x(c)
+                    vals = np.ones(len(pos))
+                    cols = (np.arange(ne)[None, :] * L + np.arange(L)[:, None])[ok]
+                    ncols = ne * L
+                self.scatters[t] = sp.csr_matrix((vals, (pos, cols)), shape=(self.nnz, ncols))
+                del vals, cols, pos, ok, sel
 
     def data(self, term: int, coef) -> np.ndarray:
         """CSR data, shape (nnz,), of term ``term`` for ``coef`` (number or (ne, nq)).

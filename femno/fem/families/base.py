@@ -19,15 +19,27 @@ import skfem
 
 from femno.errors import InputError
 from femno.fem.bc import boundary_dofs
-from femno.fem.fast_assembly import CondensedAssembler, FormKernel, kernel_bytes
+from femno.fem.fast_assembly import CondensedAssembler, FormKernel, KernelTooLarge
 from femno.fem.mesh import load_mesh, unit_square
 from femno.fem.random_fields import GaussianRandomField
 from femno.fem.spaces import element_name, make_basis
 
 __all__ = ["LinearSystem", "Family", "positive_number", "fourier_source"]
 
-#: Largest kernel storage (bytes) for value-only reassembly; larger problems use scikit-fem.
-FAST_ASSEMBLY_MAX_BYTES = 2 * 1024**3
+
+
+def _memory_budget() -> int:
+    """A quarter of the physical memory, clipped to [2, 8] GiB (2 GiB where unknown)."""
+    try:
+        ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, OSError, ValueError):
+        return 2 * 1024**3
+    return int(min(8 * 1024**3, max(2 * 1024**3, ram // 4)))
+
+
+#: Largest storage (bytes) of value-only reassembly (kernels plus scatters, see
+#: :func:`femno.fem.fast_assembly.kernel_bytes`); larger problems use scikit-fem's path.
+FAST_ASSEMBLY_MAX_BYTES = _memory_budget()
 
 
 @dataclass
@@ -202,9 +214,15 @@ class Family:
             )
             terms = self.matrix_terms() if consistent else None
             asm = None
-            if terms and kernel_bytes(self.basis, len(terms)) <= FAST_ASSEMBLY_MAX_BYTES:
-                kernels = [FormKernel(form, self.basis, **unit) for form, unit in terms]
-                asm = CondensedAssembler(self.basis.N, self._cache["free"], kernels)
+            if terms:
+                try:  # each kernel checks the budget left before it builds its arrays
+                    kernels, left = [], FAST_ASSEMBLY_MAX_BYTES
+                    for form, unit in terms:
+                        kernels.append(FormKernel(form, self.basis, max_bytes=left, **unit))
+                        left -= kernels[-1].nbytes
+                    asm = CondensedAssembler(self.basis.N, self._cache["free"], kernels)
+                except KernelTooLarge:
+                    asm = None
             self._cache["assembler"] = asm
         return self._cache["assembler"]
 
