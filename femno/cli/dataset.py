@@ -57,7 +57,7 @@ def run_inspect(args) -> int:
         ("samples done", f"{info['samples_done']} / {info['samples_total']}"),
         ("complete", "yes" if info["complete"] else "no"),
         ("blocks done", f"{info['blocks_done']} / {info['blocks_total']} (block {s['block']})"),
-        ("method / pc / rtol", f"{s['method']} / {s.get('pc', '-')} / {s['rtol']:g}"),
+        ("method / pc / rtol", f"{s.get('method', 'direct')} / {s.get('pc', '-')} / {s['rtol']:g}"),
         ("methods used", ", ".join(info["methods_used"]) or "-"),
         ("seed / sort", f"{s['seed']} / {s.get('sort', '-')}"),
         ("element / dofs", f"{info['layout'].get('element')} / {info['layout'].get('n_dofs')}"),
@@ -68,6 +68,10 @@ def run_inspect(args) -> int:
         scheme = f"theta {traj['theta']:g}" if scheme == "theta" else scheme
         rows.append(("trajectory", f"{traj['steps']} steps of dt {traj['dt']:g}, {scheme} "
                                    f"({' x '.join(traj['axes'])})"))
+    geo = info["layout"].get("geometry")
+    if geo:
+        rows.append(("geometry", f"a mesh per sample: shapes {', '.join(geo['shapes'])}, h "
+                                 f"{geo['h']:g}, padded to {geo['max_points']} vertices"))
     rows += [(f"stats: {k}", v) for k, v in info["stats"].items()]
     rows += [(f"array {k}", f"{v['shape']} {v['dtype']} chunks {v['chunks']}")
              for k, v in info["arrays"].items()]

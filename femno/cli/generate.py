@@ -29,6 +29,13 @@ trajectories (--steps T): each sample is a time series of T theta-scheme steps f
 family's initial condition, stored as [sample, time, dof] with every step's true
 residual and discrete energy-balance defect (families with a time-dependent form: heat):
   femno generate heat --n 128 --samples 64 --steps 100 --theta 0.5 --out heat-traj.femno
+
+geometries (--geometry): each sample draws its own domain (disk with a perturbed
+boundary, L, T, square with holes), meshes it with Triangle (femno[geometry]) at edge
+length --h, and stores that mesh with the solution (problems: poisson, darcy,
+elasticity). Hold shapes out with --shapes to test a surrogate on unseen geometries:
+  femno generate darcy --geometry --shapes disk lshape holes --samples 400 --out train.femno
+  femno generate darcy --geometry --shapes tshape --h 0.02 --samples 50 --out test.femno
 """
 
 
@@ -69,6 +76,13 @@ def add_parser(sub) -> None:
                    "Crank-Nicolson")
     p.add_argument("--dt", type=float, default=None,
                    help="trajectory mode: time step (default: the family's dt option)")
+    p.add_argument("--geometry", action="store_true",
+                   help="geometry mode: a random domain and mesh per sample (poisson, darcy, "
+                   "elasticity); see --shapes and --h")
+    p.add_argument("--shapes", nargs="+", default=None, metavar="SHAPE",
+                   help="geometry mode: shapes to draw from (default: disk lshape tshape holes)")
+    p.add_argument("--h", type=float, default=0.04,
+                   help="geometry mode: target mesh edge length (default 0.04)")
     p.add_argument("--json", action="store_true", help="print one JSON summary, no progress bar")
     p.set_defaults(func=run)
 
@@ -79,8 +93,20 @@ def run(args) -> int:
     options = parse_key_values(args.option, what="option")
     if args.n is not None:
         options["n"] = args.n
-    check_memory(args.family, options)
-    if args.steps is not None:
+    if args.geometry:
+        from femno.datagen.generate_geometry import generate_geometry_dataset
+        from femno.errors import InputError
+        from femno.fem.geometry import SHAPES
+
+        if args.steps is not None or options or args.method != "auto":
+            raise InputError("--geometry takes --shapes, --h, --samples, --seed, --block and "
+                             "--rtol; not --steps, --n, -o or --method")
+        summary = generate_geometry_dataset(
+            args.family, samples=args.samples, out=args.out, shapes=args.shapes or SHAPES,
+            h=args.h, seed=args.seed, block=args.block,
+            rtol=args.rtol, progress=not args.json)
+    elif args.steps is not None:
+        check_memory(args.family, options)
         from femno.datagen.generate_trajectory import generate_trajectories
 
         summary = generate_trajectories(
@@ -89,6 +115,7 @@ def run(args) -> int:
             rtol=args.rtol, seed=args.seed, block=args.block, family_options=options,
             progress=not args.json)
     else:
+        check_memory(args.family, options)
         summary = generate_dataset(
             args.family, samples=args.samples, out=args.out, method=args.method, pc=args.pc,
             rtol=args.rtol, seed=args.seed, workers=args.workers, scheduler=args.scheduler,

@@ -406,6 +406,22 @@ def check_same_settings(old: dict, settings: dict, keys, out) -> None:
                          f"({', '.join(diff)}): {detail}. Use another --out path.")
 
 
+def open_or_create(out, settings: dict, identity, create):
+    """Resume the dataset at ``out`` (same ``identity`` settings, damaged blocks dropped)
+    or make it with ``create()``; returns ``(store, repaired_blocks, message)``, the message
+    ``"created"``, ``"resumed"`` or ``"resumed (recomputed damaged block(s): ...)"``."""
+    manifest = read_manifest(out) if os.path.isdir(out) else None
+    if manifest is None:
+        return create(), [], "created"
+    check_same_settings(manifest["settings"], settings, identity, out)
+    store = DatasetStore.open(out, mode="r+")
+    repaired = _discard_damaged(store)
+    message = "resumed"
+    if repaired:
+        message += f" (recomputed damaged block(s): {', '.join(map(str, repaired))})"
+    return store, repaired, message
+
+
 def _discard_damaged(store) -> list[int]:
     """Verify a resumed dataset; forget its damaged blocks so that they are recomputed.
 

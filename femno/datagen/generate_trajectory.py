@@ -26,7 +26,6 @@ manifest's ``layout["trajectory"]`` and is part of the dataset's identity.
 
 from __future__ import annotations
 
-import os
 import time
 from datetime import datetime, timezone
 
@@ -34,7 +33,6 @@ import numpy as np
 
 from femno.datagen import runner
 from femno.datagen.generate import (
-    _discard_damaged,
     _family_config,
     _int,
     _jsonable,
@@ -42,9 +40,9 @@ from femno.datagen.generate import (
     _progress,
     _spec_of,
     _versions,
-    check_same_settings,
+    open_or_create,
 )
-from femno.datagen.store import DatasetStore, read_manifest, writer_lock
+from femno.datagen.store import DatasetStore, writer_lock
 from femno.datagen.trajectory import _check, solve_trajectory
 from femno.errors import InputError
 
@@ -119,16 +117,8 @@ def generate_trajectories(family, *, samples, steps, out, dt=None, theta=1.0, me
 
 
 def _generate(fam, settings, *, out, progress, t0):
-    manifest = read_manifest(out) if os.path.isdir(out) else None
-    repaired = []
-    if manifest is not None:
-        check_same_settings(manifest["settings"], settings, TRAJECTORY_IDENTITY, out)
-        store = DatasetStore.open(out, mode="r+")
-        repaired = _discard_damaged(store)
-        message = "resumed"
-    else:
-        store = _create(fam, settings, out)
-        message = "created"
+    store, repaired, message = open_or_create(out, settings, TRAJECTORY_IDENTITY,
+                                              lambda: _create(fam, settings, out))
     pending = [b for b in range(store.n_blocks) if b not in store.done_blocks()]
     done, worst, worst_e, failures = 0, 0.0, 0.0, 0
     todo = sum(store.rows(b)[1] - store.rows(b)[0] for b in pending)
@@ -164,8 +154,6 @@ def _generate(fam, settings, *, out, progress, t0):
             done += hi - lo
     finally:
         bar.close()
-    if repaired:
-        message += f" (recomputed damaged block(s): {', '.join(map(str, repaired))})"
     total = time.perf_counter() - t0
     return {"samples": store.samples, "steps": settings["steps"], "done": done,
             "total_s": total, "samples_per_s": done / total if total > 0 else 0.0,

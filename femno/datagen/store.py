@@ -757,6 +757,11 @@ def inspect_dataset(path) -> dict:
                          flagged_samples=[int(i) for i in
                                           get("sample_index")[np.isin(rows, bad_rows)]],
                          energy_tolerance=ENERGY_TOL)
+        if "mesh/n_points" in store.manifest.get("arrays", {}):  # one mesh per sample
+            npts, shape = get("mesh/n_points"), get("inputs/shape")
+            names = m["layout"]["geometry"]["shapes"]
+            stats.update(mesh_points_min=int(npts.min()), mesh_points_max=int(npts.max()),
+                         shapes={n: int((shape == k).sum()) for k, n in enumerate(names)})
     methods = sorted({store.marker(b).get("method", "?") for b in done_b}) if done_b else []
     s = m["settings"]
     return {

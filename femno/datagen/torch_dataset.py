@@ -51,7 +51,11 @@ class FemnoDataset(Dataset):
     sample_index : ndarray of int64
         Seed index ``i`` of each item (parameters from ``default_rng([seed, i])``).
     points, cells : ndarray
-        Mesh vertices (n_vertices, dim) and connectivity (n_elements, n_local).
+        Mesh vertices (n_vertices, dim) and connectivity (n_elements, n_local); ``None``
+        in a geometry dataset (``femno generate --geometry``), whose item ``k`` is
+        ``x`` (n_k, 2 + inputs): the vertex coordinates then the inputs (nodal fields
+        as they are, per-sample ones repeated at each vertex), and ``y`` (n_k, ncomp),
+        unpadded, on the sample's own mesh (:meth:`geometry_mesh`).
     doflocs, free, dirichlet, element_dofs : ndarray
         FE space: dof locations, free / Dirichlet dof indices, dofs of each element.
     element : str
@@ -88,6 +92,13 @@ class FemnoDataset(Dataset):
                           f"{store.samples} samples complete (using the finished ones)",
                           RuntimeWarning, stacklevel=2)
         self.sample_index = store.root["sample_index"][:][self.rows]
+        self.geometry = self.layout.get("geometry")
+        if self.geometry is not None:  # a mesh per sample: see geometry_mesh(k)
+            self.points = self.cells = self.doflocs = self.free = None
+            self.dirichlet = self.element_dofs = None
+            self._n_points = store.root["mesh/n_points"][:]
+            self._root, self._pid = None, None
+            return
         self.points = store.root["mesh/points"][:]
         self.cells = store.root["mesh/cells"][:]
         self.doflocs = store.root["fe/doflocs"][:]
@@ -117,11 +128,37 @@ class FemnoDataset(Dataset):
             raise IndexError(f"index {k!r} out of range for {n} samples")
         row = int(self.rows[int(k)])
         root = self._group()
+        if self.geometry is not None:
+            return self._geometry_item(root, row)
         parts = [np.asarray(root[f"inputs/{name}"][row]) for name in self.inputs]
         x = parts[0] if len(parts) == 1 else np.concatenate([p.ravel() for p in parts])
         y = np.asarray(root[self.target][row])
         return (torch.as_tensor(np.asarray(x, dtype=np.float64)).to(self.dtype),
                 torch.as_tensor(np.asarray(y, dtype=np.float64)).to(self.dtype))
+
+    def _geometry_item(self, root, row):
+        n, P = int(self._n_points[row]), int(self.geometry["max_points"])
+        cols = [np.asarray(root["mesh/points"][row])[:n]]
+        for name in self.inputs:
+            a = np.asarray(root[f"inputs/{name}"][row], dtype=np.float64)
+            if a.ndim and a.shape[0] == P:  # a nodal field
+                cols.append(a[:n].reshape(n, -1))
+            else:  # one value (or vector) per sample, repeated at every vertex
+                cols.append(np.broadcast_to(a.reshape(1, -1), (n, a.size)))
+        y = np.asarray(root[self.target][row], dtype=np.float64)[:n]
+        return (torch.as_tensor(np.concatenate(cols, axis=1)).to(self.dtype),
+                torch.as_tensor(y).to(self.dtype))
+
+    def geometry_mesh(self, k: int):
+        """Item ``k``'s own mesh (``skfem.MeshTri``) in a geometry dataset."""
+        import skfem
+
+        if self.geometry is None:
+            raise InputError("geometry_mesh is for datasets made with femno generate --geometry")
+        row, root = int(self.rows[int(k)]), self._group()
+        n, c = int(self._n_points[row]), int(root["mesh/n_cells"][row])
+        return skfem.MeshTri(np.asarray(root["mesh/points"][row])[:n].T.copy(),
+                             np.asarray(root["mesh/cells"][row])[:c].T.copy())
 
     def __repr__(self) -> str:
         return (f"FemnoDataset({str(self.path)!r}, family={self.family!r}, samples={len(self)}, "
