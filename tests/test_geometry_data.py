@@ -170,3 +170,43 @@ def test_cli_and_torch_dataset(tmp_path, capsys):
     assert np.allclose(x[:, :2].numpy(), m.p.T)
     assert main(["generate", "poisson", "--geometry", "--n", "8", "--samples", "2",
                  "--out", str(tmp_path / "x")]) != 0
+
+
+def test_geometry_models_train_and_keep_the_boundary_data(tmp_path):
+    """Both geometry models fit a few meshes (loss falls), predict on meshes of other
+    sizes, and vanish exactly on the Dirichlet boundary; the cached graphs give the same
+    prediction as a fresh bind."""
+    pytest.importorskip("torch")
+    from femno.operators.geometry_models import (
+        deeponet_predict,
+        geometry_samples,
+        relative_errors,
+        spon_predict,
+        train_geometry_spon,
+        train_sdf_deeponet,
+    )
+    from femno.operators.spon import SPONMG
+
+    out = tmp_path / "g"
+    generate_geometry_dataset("darcy", samples=6, out=out, h=0.12, block=3, progress=False)
+    items = geometry_samples(out)
+    assert len({it["basis"].N for it in items}) > 1
+    assert np.allclose(relative_errors(lambda it: it["y"], items), 0.0)
+    sol = DatasetStore.open(out).root["solution"]
+    n0 = items[0]["points"].shape[0]
+    assert np.array_equal(items[0]["y"][items[0]["basis"].nodal_dofs[0]], sol[0][:n0, 0])
+    m, h = train_geometry_spon(items[:4], width=8, layers=1, fine_layers=1, epochs=20, batch=2,
+                               lr=5e-3)
+    assert h["loss"][-1] < 0.7 * h["loss"][0]
+    d, hd = train_sdf_deeponet(items[:4], p=8, width=16, epochs=200, batch=2, lr=3e-3)
+    assert hd["loss"][-1] < 0.7 * hd["loss"][0]
+    for it in items[4:]:
+        for u in (spon_predict(m, it), deeponet_predict(d, it)):
+            assert u.shape == it["y"].shape and np.all(np.isfinite(u))
+            assert np.all(u[it["dirichlet"]] == 0.0)
+    first = spon_predict(m, items[0])  # cached graph, after binding other meshes
+    it = dict(items[0])
+    it.pop("_spon_state")
+    assert np.allclose(spon_predict(m, it), first, rtol=0, atol=1e-6 * np.abs(first).max())
+    with pytest.raises(InputError, match="positions"):
+        SPONMG(channels=["a"], positions="grid")

@@ -116,7 +116,11 @@ class SPON(nn.Module):
         model was trained with, checked by :meth:`bind`); ``edges`` (``"mesh"``: edge
         vectors in units of the mean edge length of each graph, the default;
         ``"domain"``: in units of 1/16 of the domain extent, so messages see physical
-        distances); ``global_rank`` (0, the default: off; r > 0: a
+        distances; ``"absolute"``: in units of 1/16, for data whose domains share one
+        coordinate box, as femno's geometry datasets do); ``positions`` (``"box"``:
+        node positions scaled to each mesh's bounding box, the default; ``"absolute"``:
+        the coordinates as they are, so that domains of different shapes in one box
+        keep their place); ``global_rank`` (0, the default: off; r > 0: a
         :class:`~femno.operators.layers.GlobalMix` of rank r after every
         message-passing layer of the processor, after every heavy coarsest-level
         layer in ``spon-mg``); ``input_rank`` (0: off; r > 0: an
@@ -148,8 +152,10 @@ class SPON(nn.Module):
             raise InputError(f"input_skip must be True or False, got {extra['input_skip']!r}")
         if extra.get("input_skip") and not extra.get("input_rank"):
             raise InputError("input_skip needs input_rank > 0 (it reuses the input kernel)")
-        if extra.get("edges", "mesh") not in ("mesh", "domain"):
-            raise InputError(f"edges must be 'mesh' or 'domain', got {extra['edges']!r}")
+        if extra.get("edges", "mesh") not in ("mesh", "domain", "absolute"):
+            raise InputError(f"edges must be 'mesh', 'domain' or 'absolute', got {extra['edges']!r}")
+        if extra.get("positions", "box") not in ("box", "absolute"):
+            raise InputError(f"positions must be 'box' or 'absolute', got {extra['positions']!r}")
         self.config = {"channels": list(channels), "n_components": int(n_components),
                        "dim": int(dim), "width": int(width), "layers": int(layers),
                        "element": element, "family": family, **extra}
@@ -204,9 +210,19 @@ class SPON(nn.Module):
     def _scale_of(self, pos):
         """Length unit of the edge features: None (mean edge length of each graph) for
         ``edges="mesh"``, the domain extent / 16 for ``edges="domain"``."""
-        if self.config.get("edges", "mesh") == "mesh":
+        edges = self.config.get("edges", "mesh")
+        if edges == "mesh":
             return None
+        if edges == "absolute":
+            return 1.0 / 16.0
         return float((pos.max(axis=0) - pos.min(axis=0)).max()) / 16.0
+
+    def _scaled_positions(self, pos):
+        """Node positions as the network sees them (see ``positions``)."""
+        if self.config.get("positions", "box") == "absolute":
+            return np.asarray(pos, dtype=np.float64)
+        lo, hi = pos.min(axis=0), pos.max(axis=0)
+        return (pos - lo) / max(float((hi - lo).max()), 1e-300)
 
     # -- binding to a mesh -------------------------------------------------------------------
     def bind(self, basis, dirichlet=None, **kw):
@@ -242,8 +258,7 @@ class SPON(nn.Module):
         dtype, device = param.dtype, param.device
         N = int(basis.N)
         pos = basis.doflocs.T
-        lo, hi = pos.min(axis=0), pos.max(axis=0)
-        pos_n = (pos - lo) / max(float((hi - lo).max()), 1e-300)
+        pos_n = self._scaled_positions(pos)
         edges = dof_graph(basis.element_dofs, N)
         self._edge_scale = self._scale_of(pos)
         lumped = np.asarray(mass_matrix(basis).sum(axis=1)).ravel()
@@ -398,8 +413,7 @@ class SPONMG(SPON):
             t.update({f"l{k}_{name}": v
                       for name, v in _graph_tensors(lvl.pos, lvl.edges, dtype,
                                                     self._edge_scale, w).items()})
-            lo, hi = lvl.pos.min(axis=0), lvl.pos.max(axis=0)
-            cpos = (lvl.pos - lo) / max(float((hi - lo).max()), 1e-300)
+            cpos = self._scaled_positions(lvl.pos)
             t[f"l{k}_static"] = torch.as_tensor(np.hstack([cpos, lvl.boundary[:, None]]),
                                                 dtype=dtype)
             R = lvl.P.T.tocsr()
