@@ -122,6 +122,16 @@ def markdown(d) -> str:
         cells = [f"{r['errors'][s]['median']:.1%} / {r['errors'][s]['p90']:.1%}" for s in sets]
         lines.append(f"| {r['model']} | {r['epochs']} | " + " | ".join(cells)
                      + f" | {r['ratio_held_out']:.2f} | {r['ratio_finer']:.2f} |")
+    lines += ["", "Against the targets (computed from the table):", ""]
+    for r in d["models"]:
+        held = r["errors"]["held-out shape (tshape)"]["median"]
+        checks = [f"held-out/in-dist. {r['ratio_held_out']:.2f} "
+                  f"({'met' if r['ratio_held_out'] <= 2 else 'missed'})",
+                  f"held-out {held:.1%} vs 5 % ({'met' if held <= 0.05 else f'missed by {held / 0.05:.1f}x'})",
+                  f"finer/in-dist. {r['ratio_finer']:.2f} "
+                  f"({'met' if r['ratio_finer'] <= 1.5 else 'missed'})"]
+        lines.append(f"* {r['model']}: " + "; ".join(checks) + f"; final training loss "
+                     f"(mean squared relative error) {r['final_loss']:.2e}")
     lines += ["", "Datasets (generated in the run, femno generate --geometry):", ""]
     for name, g in d["datasets"].items():
         lines.append(f"* {name}: {g['samples']} samples, shapes {', '.join(g['shapes'])}, h {g['h']}, "
