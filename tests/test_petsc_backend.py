@@ -176,7 +176,10 @@ def test_same_stopping_test_as_scipy(spd):
         count = [len(iterates)]
         solver = pb.PetscKrylov("cg", pc=pc, rtol=1e-6)
         x_p = solver(A, b)
-        assert abs(solver.stats.iterations - count[0]) <= 1, (pc, solver.stats.iterations, count)
+        # the same test; rounding in a 250-iteration unpreconditioned run moves the
+        # stopping iteration by a few (254 vs 252 seen with another BLAS)
+        tol = max(1, int(0.02 * count[0]))
+        assert abs(solver.stats.iterations - count[0]) <= tol, (pc, solver.stats.iterations, count)
         assert relerr(x_p, x_s) < 1e-4
         assert solver.stats.residual_kind == "recursive"
         # the recorded residuals are ||b - A x_k|| / ||b|| up to round-off

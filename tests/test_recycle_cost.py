@@ -100,7 +100,9 @@ def test_deferred_final_pass_is_the_eager_one():
                 assert space._pending is not None  # serial: the pass waits
         runs.append(out)
     for (x1, i1), (x2, i2) in zip(*runs, strict=True):
-        assert abs(i1 - i2) <= 1
+        # the same arithmetic up to rounding, which can move a 100+-iteration stop by a
+        # few (118 vs 116 seen with another BLAS)
+        assert abs(i1 - i2) <= max(1, int(0.02 * i2))
         assert np.linalg.norm(x1 - x2) <= 1e-7 * np.linalg.norm(x2)
 
 
