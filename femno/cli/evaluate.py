@@ -15,6 +15,7 @@ examples:
   femno generate darcy -o mesh=my_mesh.msh --samples 50 --out mine.femno
   femno eval --model spon.pt --data mine.femno
   femno eval --model spon.pt --data mine.femno --json --plot errors.png
+  femno eval --model geo.pt --data tshapes.femno --plot errors.png   (geometry models)
 """
 
 
@@ -49,6 +50,8 @@ def run(args) -> int:
         raise InputError("--batch-size must be >= 1 and --worst >= 0")
     require_complete(args.data, allow_partial=args.allow_partial)
     model = load_model(args.model)
+    if _geometry(args.data) or _is_geometry_model(model):
+        return _run_geometry(args, model)
     meta = getattr(model, "meta", {}) or {}
     encode = (meta.get("data") or {}).get("encode", meta.get("encode", "l2"))
     channels = (meta.get("data") or {}).get("channels")
@@ -72,9 +75,52 @@ def run(args) -> int:
     return 0
 
 
-def _plot(err, pred, data, res, path) -> None:
-    import numpy as np
+def _geometry(path) -> bool:
+    from femno.datagen.store import DatasetStore
 
+    return DatasetStore.open(path).manifest.get("layout", {}).get("geometry") is not None
+
+
+def _is_geometry_model(model) -> bool:
+    from femno.operators.geometry_surrogate import is_geometry_model
+
+    return is_geometry_model(model)
+
+
+def _run_geometry(args, model) -> int:
+    """A geometry model on a geometry dataset: each sample on its own mesh."""
+    from femno.cli._output import print_json, print_table
+    from femno.errors import InputError
+    from femno.operators.geometry_surrogate import evaluate_geometry_model
+
+    if not _geometry(args.data):
+        raise InputError(f"{args.model!r} is a geometry model; evaluate it on a geometry "
+                         "dataset (femno generate PROBLEM --geometry)")
+    if not _is_geometry_model(model):
+        raise InputError(f"{args.data!r} is a geometry dataset (a mesh per sample); "
+                         f"{args.model!r} is not a geometry model (femno train geometry)")
+    res = evaluate_geometry_model(model, args.data, worst=args.worst)
+    err, items, pred = res.pop("rel_l2"), res.pop("items"), res.pop("pred")
+    summary = {"model": args.model, "kind": getattr(type(model), "model_kind", None),
+               "data": args.data, **res}
+    if args.plot:
+        _plot_geometry(err, items, pred, res, args.plot)
+        summary["plot"] = args.plot
+    if args.json:
+        print_json(summary)
+        return 0
+    rows = [(k, v) for k, v in summary.items() if k not in ("worst", "warnings", "per_shape")]
+    rows += [(f"median rel L2, {s}", f"{v['median']:.4g} ({v['samples']} samples)")
+             for s, v in res["per_shape"].items()]
+    rows.append(("worst samples", ", ".join(f"{w['row']} {w['shape']} ({w['rel_l2']:.3g})"
+                                            for w in res["worst"])))
+    print_table(rows, title="femno eval (geometry)")
+    for w in res["warnings"]:
+        print(f"warning: {w}")
+    return 0
+
+
+def _pyplot():
     from femno.errors import optional_import
 
     optional_import("matplotlib", extra="plot", purpose="--plot")
@@ -82,8 +128,45 @@ def _plot(err, pred, data, res, path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import matplotlib.tri as mtri
 
+    return plt
+
+
+def _plot_geometry(err, items, pred, res, path) -> None:
+    import matplotlib.tri as mtri
+    import numpy as np
+
+    plt = _pyplot()
+    fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(11, 4.5))
+    shapes = np.array([str(it["shape"]) for it in items])
+    names = sorted(set(shapes))
+    bins = np.linspace(0, 100 * err.max() * 1.001, min(30, max(5, err.size // 3)) + 1)
+    ax0.hist([100 * err[shapes == s] for s in names], bins=bins, stacked=True, label=names)
+    ax0.axvline(100 * res["rel_l2_median"], color="k", ls="--", label="median")
+    ax0.set_xlabel("relative L2 error (%)")
+    ax0.set_ylabel("samples")
+    ax0.legend()
+    ax0.set_title(f"{err.size} samples, median {100 * res['rel_l2_median']:.2f} %")
+    w = int(np.argmax(err))
+    it, mesh = items[w], items[w]["basis"].mesh
+    nd = it["basis"].nodal_dofs
+    diff = np.sqrt(sum((pred[w][nd[k]] - it["y"][nd[k]]) ** 2 for k in range(nd.shape[0])))
+    tri = mtri.Triangulation(mesh.p[0], mesh.p[1], mesh.t.T)
+    cs = ax1.tripcolor(tri, diff, shading="gouraud", cmap="viridis")
+    fig.colorbar(cs, ax=ax1)
+    ax1.set_aspect("equal")
+    ax1.set_title(f"|error| of the worst sample, row {it['row']} ({it['shape']}, "
+                  f"{100 * err[w]:.2f} %)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _plot(err, pred, data, res, path) -> None:
+    import matplotlib.tri as mtri
+    import numpy as np
+
+    plt = _pyplot()
     fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(11, 4.5))
     ax0.hist(100 * err, bins=min(30, max(5, err.size // 3)), color="tab:blue")
     ax0.axvline(100 * res["rel_l2_median"], color="k", ls="--", label="median")

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import importlib
 
-TRAINERS = ("equino", "spon", "baseline", "precond")
+TRAINERS = ("equino", "spon", "geometry", "baseline", "precond")
 
 
 def add_parser(sub) -> None:

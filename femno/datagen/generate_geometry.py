@@ -56,6 +56,7 @@ from femno.datagen.generate import (
     _versions,
     open_or_create,
 )
+from femno.datagen.geometry_rows import read_geometry_row
 from femno.datagen.store import DatasetStore, writer_lock
 from femno.errors import InputError
 from femno.fem.geometry import SHAPES, mesh_domain, sample_domain
@@ -319,15 +320,6 @@ def _pad(a, n: int, fill):
 
 
 def load_geometry_sample(path, row: int) -> dict:
-    """Sample ``row`` of a geometry dataset, unpadded: ``mesh`` (skfem.MeshTri) and arrays."""
+    """Sample ``row`` of a geometry dataset, unpadded (:func:`read_geometry_row`)."""
     store = DatasetStore.open(path)
-    r = store.root
-    n, c = int(r["mesh/n_points"][row]), int(r["mesh/n_cells"][row])
-    mesh = skfem.MeshTri(np.asarray(r["mesh/points"][row][:n]).T.copy(),
-                         np.asarray(r["mesh/cells"][row][:c]).T.copy())
-    out = {"mesh": mesh}
-    for k in ("inputs/sdf", "inputs/coefficient", "mesh/boundary", "mesh/dirichlet", "solution"):
-        out[k.rsplit("/", 1)[-1]] = np.asarray(r[k][row][:n])
-    out["load"] = np.asarray(r["inputs/load"][row])
-    out["shape"] = store.manifest["layout"]["geometry"]["shapes"][int(r["inputs/shape"][row])]
-    return out
+    return read_geometry_row(store.root, row, store.manifest["layout"]["geometry"]["shapes"])

@@ -151,14 +151,11 @@ class FemnoDataset(Dataset):
 
     def geometry_mesh(self, k: int):
         """Item ``k``'s own mesh (``skfem.MeshTri``) in a geometry dataset."""
-        import skfem
+        from femno.datagen.geometry_rows import geometry_row_mesh
 
         if self.geometry is None:
             raise InputError("geometry_mesh is for datasets made with femno generate --geometry")
-        row, root = int(self.rows[int(k)]), self._group()
-        n, c = int(self._n_points[row]), int(root["mesh/n_cells"][row])
-        return skfem.MeshTri(np.asarray(root["mesh/points"][row])[:n].T.copy(),
-                             np.asarray(root["mesh/cells"][row])[:c].T.copy())
+        return geometry_row_mesh(self._group(), int(self.rows[int(k)]))
 
     def __repr__(self) -> str:
         return (f"FemnoDataset({str(self.path)!r}, family={self.family!r}, samples={len(self)}, "

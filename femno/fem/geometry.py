@@ -32,7 +32,7 @@ import skfem
 
 from femno.errors import InputError
 
-__all__ = ["SHAPES", "Domain", "sample_domain", "mesh_domain"]
+__all__ = ["SHAPES", "Domain", "sample_domain", "mesh_domain", "mesh_sdf", "segment_distance"]
 
 #: shapes :func:`sample_domain` draws
 SHAPES = ("disk", "lshape", "tshape", "holes")
@@ -75,21 +75,16 @@ class Domain:
         x = np.asarray(points, dtype=np.float64).reshape(-1, 2)
         V, S = self.segments()
         a, b = V[S[:, 0]], V[S[:, 1]]
-        d = np.full(len(x), np.inf)
         inside = np.zeros(len(x), dtype=bool)
         for lo in range(0, len(S), 256):  # blocks of segments bound the (n, 256) temporaries
             A, B = a[lo:lo + 256], b[lo:lo + 256]
-            e = B - A
-            rel = x[:, None, :] - A[None]
-            s = np.clip(np.einsum("nsk,sk->ns", rel, e) / np.einsum("sk,sk->s", e, e), 0, 1)
-            diff = rel - s[..., None] * e[None]
-            d = np.minimum(d, np.sqrt(np.einsum("nsk,nsk->ns", diff, diff)).min(axis=1))
             # even-odd rule: a ray to +x crosses the segments whose y-range holds the point
             y0, y1 = A[:, 1][None], B[:, 1][None]
             cross = (y0 > x[:, 1:2]) != (y1 > x[:, 1:2])
             with np.errstate(divide="ignore", invalid="ignore"):
                 xc = A[:, 0][None] + (x[:, 1:2] - y0) * (B[:, 0] - A[:, 0])[None] / (y1 - y0)
             inside ^= (np.sum(cross & (xc > x[:, :1]), axis=1) % 2).astype(bool)
+        d = segment_distance(x, a, b)
         return np.where(inside, -d, d)
 
     def area(self) -> float:
@@ -97,6 +92,36 @@ class Domain:
         def shoelace(p):
             return 0.5 * abs(np.dot(p[:, 0], np.roll(p[:, 1], -1)) - np.dot(p[:, 1], np.roll(p[:, 0], -1)))
         return shoelace(self.loops[0]) - sum(shoelace(p) for p in self.loops[1:])
+
+
+def segment_distance(points, a, b) -> np.ndarray:
+    """Euclidean distance (n,) from each of ``points`` (n, 2) to the nearest of the
+    segments ``a[s]``-``b[s]`` (a, b: (S, 2))."""
+    x = np.asarray(points, dtype=np.float64).reshape(-1, 2)
+    d = np.full(len(x), np.inf)
+    for lo in range(0, len(a), 256):  # blocks of segments bound the (n, 256) temporaries
+        A, B = a[lo:lo + 256], b[lo:lo + 256]
+        e = B - A
+        rel = x[:, None, :] - A[None]
+        s = np.clip(np.einsum("nsk,sk->ns", rel, e) / np.einsum("sk,sk->s", e, e), 0, 1)
+        diff = rel - s[..., None] * e[None]
+        d = np.minimum(d, np.sqrt(np.einsum("nsk,nsk->ns", diff, diff)).min(axis=1))
+    return d
+
+
+def mesh_sdf(mesh) -> np.ndarray:
+    r"""Signed distance :math:`\phi` (n_vertices,) of a 2-D mesh's vertices to its own
+    boundary (its boundary facets): :math:`-\operatorname{dist}(x, \partial\Omega)`, 0 on
+    the boundary. For the meshes of :func:`mesh_domain` it equals :meth:`Domain.sdf`
+    there up to the boundary's resolution.
+
+    >>> import skfem
+    >>> phi = mesh_sdf(skfem.MeshTri().refined(2))
+    >>> float(phi.min()), bool(phi.max() == 0)
+    (-0.5, True)
+    """
+    f = mesh.facets[:, mesh.boundary_facets()]
+    return -segment_distance(mesh.p.T, mesh.p[:, f[0]].T, mesh.p[:, f[1]].T)
 
 
 def _circle(c, r, n) -> np.ndarray:

@@ -163,7 +163,7 @@ def _import_model_modules() -> None:
 
     for name in ("femno.operators.equino", "femno.operators.spon", "femno.operators.baselines",
                  "femno.operators.precond_nets", "femno.operators.precond_graph",
-                 "femno.operators.precond_amg"):
+                 "femno.operators.precond_amg", "femno.operators.geometry_models"):
         try:
             importlib.import_module(name)
         except ModuleNotFoundError as exc:  # module not written yet / optional part absent

@@ -34,8 +34,10 @@ import torch
 from scipy.spatial import cKDTree
 from torch import nn
 
+from femno.datagen.geometry_rows import read_geometry_row
 from femno.datagen.store import DatasetStore
 from femno.errors import InputError
+from femno.operators.checkpoint import register_model
 from femno.operators.fe_torch import mass_matrix
 from femno.operators.layers import mlp
 from femno.operators.spon import SPONMG
@@ -60,27 +62,29 @@ def geometry_samples(path, rows=None) -> list[dict]:
     geo = store.manifest.get("layout", {}).get("geometry")
     if geo is None:
         raise InputError(f"{str(path)!r} is not a geometry dataset (femno generate --geometry)")
-    r = store.root
     rows = store.done_rows() if rows is None else np.asarray(rows, dtype=np.int64)
-    vector = geo["components"] == 2
-    out = []
-    for row in rows:
-        n, c = int(r["mesh/n_points"][row]), int(r["mesh/n_cells"][row])
-        pts = np.asarray(r["mesh/points"][row])[:n]
-        mesh = skfem.MeshTri(pts.T.copy(), np.asarray(r["mesh/cells"][row])[:c].T.copy())
-        elem = skfem.ElementVector(skfem.ElementTriP1()) if vector else skfem.ElementTriP1()
-        basis = skfem.CellBasis(mesh, elem)
-        sol = np.asarray(r["solution"][row])[:n]
+    return [geometry_item(read_geometry_row(store.root, row, geo["shapes"]),
+                          vector=geo["components"] == 2) | {"row": int(row)} for row in rows]
+
+
+def geometry_item(sample: dict, *, vector: bool = False) -> dict:
+    """A model item from one unpadded sample (a row read by
+    :func:`~femno.datagen.geometry_rows.read_geometry_row`, or a user's mesh,
+    :func:`~femno.operators.geometry_surrogate.mesh_item`); see :func:`geometry_samples`."""
+    mesh = sample["mesh"]
+    elem = skfem.ElementVector(skfem.ElementTriP1()) if vector else skfem.ElementTriP1()
+    basis = skfem.CellBasis(mesh, elem)
+    y = None
+    if sample.get("solution") is not None:
+        sol = np.asarray(sample["solution"]).reshape(mesh.p.shape[1], -1)
         y = np.zeros(basis.N)
         for k in range(sol.shape[1]):
             y[basis.nodal_dofs[k]] = sol[:, k]
-        clamp = np.asarray(r["mesh/dirichlet"][row])[:n]
-        dirichlet = basis.nodal_dofs[:, clamp].ravel()
-        sdf = np.asarray(r["inputs/sdf"][row])[:n]
-        coef = np.asarray(r["inputs/coefficient"][row])[:n]
-        out.append({"basis": basis, "dirichlet": np.sort(dirichlet), "x": np.stack([coef, sdf]),
-                    "y": y, "M": mass_matrix(basis), "points": pts, "sdf": sdf, "row": int(row)})
-    return out
+    dirichlet = basis.nodal_dofs[:, np.asarray(sample["dirichlet"], dtype=bool)].ravel()
+    sdf, coef = np.asarray(sample["sdf"], float), np.asarray(sample["coefficient"], float)
+    return {"basis": basis, "dirichlet": np.sort(dirichlet), "x": np.stack([coef, sdf]), "y": y,
+            "M": mass_matrix(basis), "points": mesh.p.T, "sdf": sdf,
+            "shape": sample.get("shape")}
 
 
 def relative_errors(predict, items) -> np.ndarray:
@@ -198,6 +202,7 @@ def train_geometry_spon(items, *, width=32, layers=4, fine_layers=2, epochs=30, 
 
 
 # -- SDF-trunk DeepONet -------------------------------------------------------------------
+@register_model("sdf-deeponet")
 class SDFDeepONet(nn.Module):
     r"""DeepONet with a signed-distance trunk: :math:`u(x) = \phi_-(x) \sum_k \beta_k(a,
     \phi|_S)\,\tau_k(x, \phi(x))`, :math:`\phi_- = \max(-\phi, 0)`, for ``n_components``
@@ -206,6 +211,7 @@ class SDFDeepONet(nn.Module):
     def __init__(self, *, p=64, width=128, n_components=1):
         super().__init__()
         self.p, self.nc = p, n_components
+        self.config = {"p": int(p), "width": int(width), "n_components": int(n_components)}
         self.branch = mlp(2 * len(_SENSORS), p * n_components, width=width, hidden=3)
         self.trunk = mlp(3, p * n_components, width=width, hidden=3)
         self.register_buffer("a_mean", torch.zeros(()))

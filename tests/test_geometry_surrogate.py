@@ -1,0 +1,129 @@
+"""Geometry surrogates as files: train, save, evaluate, warn (issue 22, item 4)."""
+
+import json
+
+import numpy as np
+import pytest
+import skfem
+
+from femno.cli.main import main
+from femno.datagen.generate_geometry import generate_geometry_dataset
+from femno.errors import InputError
+from femno.fem.geometry import mesh_domain, mesh_sdf, sample_domain
+
+pytest.importorskip("triangle")
+torch = pytest.importorskip("torch")
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("geo")
+    train, test = root / "train", root / "test"
+    generate_geometry_dataset("darcy", samples=6, out=train, shapes=["disk", "holes"], h=0.12,
+                              block=3, progress=False)
+    generate_geometry_dataset("darcy", samples=3, out=test, shapes=["tshape"], h=0.025,
+                              seed=7, block=3, progress=False)
+    return root, train, test
+
+
+@pytest.mark.parametrize("kind", ["holes", "lshape"])
+def test_mesh_sdf_is_the_domain_sdf_on_its_mesh(kind):
+    """The boundary facets of a Triangle mesh are the domain's own segments (split at
+    inserted vertices), so the distance to them is the domain's signed distance."""
+    dom = sample_domain(kind, np.random.default_rng(3))
+    mesh = mesh_domain(dom, h=0.08)
+    exact = dom.sdf(mesh.p.T)
+    assert np.all(exact < 1e-12)  # vertices lie in the closed domain
+    assert np.allclose(mesh_sdf(mesh), exact, rtol=0, atol=1e-12)
+
+
+def test_train_eval_cli_warns_on_unseen_shapes_and_mesh_sizes(data, capsys):
+    root, train, test = data
+    model = root / "don.pt"
+    assert main(["train", "geometry", "--data", str(train), "--arch", "sdf-deeponet",
+                 "--minutes", "0.05", "--width", "16", "--out", str(model), "--json"]) == 0
+    s = json.loads(capsys.readouterr().out)
+    assert s["samples"] == 6 and s["epochs"] >= 1 and model.is_file()
+    png = root / "eval.png"
+    assert main(["eval", "--model", str(model), "--data", str(test), "--json",
+                 "--plot", str(png)]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r["samples"] == 3 and r["outside"] == 3 and png.stat().st_size > 0
+    assert set(r["per_shape"]) == {"tshape"}
+    assert any("never saw (tshape" in w for w in r["warnings"])
+    assert any("mesh size h" in w for w in r["warnings"])  # h 0.025 vs 0.12: mean edges 0.02-0.03 vs 0.05
+    assert r["boundary_max"] == 0.0  # the trunk's factor vanishes on the boundary
+    assert 0 < r["rel_l2_median"] <= r["rel_l2_p90"] <= r["rel_l2_max"]
+    # on its own training data nothing is flagged
+    assert main(["eval", "--model", str(model), "--data", str(train), "--json"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r["outside"] == 0 and r["warnings"] == []
+    # the table output lists per-shape medians and the warnings
+    assert main(["eval", "--model", str(model), "--data", str(test)]) == 0
+    out = capsys.readouterr().out
+    assert "median rel L2, tshape" in out and "warning:" in out
+
+
+def test_saved_models_predict_as_trained_and_errors_match(data):
+    from femno.operators.checkpoint import load_model
+    from femno.operators.geometry_models import geometry_samples, relative_errors
+    from femno.operators.geometry_surrogate import (
+        evaluate_geometry_model,
+        geometry_predict,
+        train_geometry_model,
+    )
+
+    root, train, test = data
+    items = geometry_samples(test)
+    for arch in ("spon-mg", "sdf-deeponet"):
+        path = root / f"{arch}.pt"
+        m, s = train_geometry_model(train, arch=arch, out=path, minutes=0.03, width=8)
+        m2 = load_model(path)
+        assert m2.meta["geometry_data"]["shapes"] == ["disk", "holes"]
+        edges = [np.linalg.norm(np.diff(it["basis"].mesh.p[:, it["basis"].mesh.facets], axis=1),
+                                axis=0).mean() for it in geometry_samples(train)]
+        assert np.allclose(m2.meta["geometry_data"]["h"], [min(edges), max(edges)])
+        for it in items:
+            a, b = geometry_predict(m, it), geometry_predict(m2, dict(it, _spon_state=None))
+            assert np.allclose(a, b, rtol=0, atol=1e-6 * max(np.abs(a).max(), 1e-30))
+            assert np.all(b[it["dirichlet"]] == 0.0)
+        r = evaluate_geometry_model(m2, test)
+        direct = relative_errors(lambda it, _m=m2: geometry_predict(_m, it), items)
+        assert np.allclose(r["rel_l2"], direct, rtol=1e-10)
+
+
+def test_predict_on_a_user_mesh_and_its_warnings(data):
+    from femno.operators.geometry_surrogate import predict_on_mesh, train_geometry_model
+
+    root, train, _ = data
+    m, _ = train_geometry_model(train, arch="sdf-deeponet", minutes=0.02, width=8)
+    mesh = skfem.MeshTri().refined(3)
+    mesh = skfem.MeshTri(0.3 + 0.4 * mesh.p, mesh.t)  # a square inside the training box
+    coef = np.ones(mesh.p.shape[1])
+    with pytest.warns(RuntimeWarning, match="extrapolates") as rec:
+        u = predict_on_mesh(m, mesh, coef)
+    assert u.shape == (mesh.p.shape[1], 1) and np.all(np.isfinite(u))
+    assert np.all(u[mesh.boundary_nodes(), 0] == 0.0)
+    assert not any("coefficient" in str(w.message) for w in rec)  # a = 1 lies in e^g's range
+    with pytest.warns(RuntimeWarning) as rec:
+        predict_on_mesh(m, mesh, 1e3 * coef)
+    assert any("coefficient outside" in str(w.message) for w in rec)
+    with pytest.raises(InputError, match="shape"):
+        predict_on_mesh(m, mesh, coef[:-1])
+    with pytest.raises(InputError, match="triangle"):
+        predict_on_mesh(m, skfem.MeshQuad(), np.ones(4))
+
+
+def test_mismatched_models_and_data_are_refused(data, tmp_path):
+    from femno.operators.geometry_surrogate import evaluate_geometry_model, train_geometry_model
+
+    root, train, _ = data
+    m, _ = train_geometry_model(train, arch="spon-mg", minutes=0.02, width=8)
+    ela = tmp_path / "ela"
+    generate_geometry_dataset("elasticity", samples=2, out=ela, h=0.15, block=2, progress=False)
+    with pytest.raises(InputError, match="trained on 'darcy'"):
+        evaluate_geometry_model(m, ela)
+    with pytest.raises(InputError, match="geometry architecture"):
+        train_geometry_model(train, arch="fno")
+    with pytest.raises(InputError, match="minutes"):
+        train_geometry_model(train, minutes=0)
