@@ -180,12 +180,9 @@ def test_probe_allowance_bounds_short_runs(count_solves, monkeypatch):
         solve_sequence(systems, auto_total=0)
 
 
-def test_first_candidate_probed_is_boomeramg_direct_last(monkeypatch, probe_always):
-    """BoomerAMG's first solve sets the reference cost, pyamg CG comes next, and the
-    direct candidate only after every iterative candidate had its timed solve (its first
-    factorization must not spend the allowance before them: darcy3d zoo family)."""
-    if not auto.hypre_available():
-        pytest.skip("petsc4py with hypre not installed")
+@pytest.fixture
+def probe_order(monkeypatch):
+    """The labels of the strategies auto's probe runs, in order."""
     order = []
     orig = auto._probe_one
 
@@ -194,9 +191,49 @@ def test_first_candidate_probed_is_boomeramg_direct_last(monkeypatch, probe_alwa
         return orig(run, strategy, pos, budget)
 
     monkeypatch.setattr(auto, "_probe_one", spy)
+    return order
+
+
+def test_first_candidate_probed_is_boomeramg_direct_last(probe_order, probe_always):
+    """BoomerAMG's first solve sets the reference cost, pyamg CG comes next, and the
+    direct candidate only after every iterative candidate had its timed solve (its first
+    factorization must not spend the allowance before them: darcy3d zoo family)."""
+    if not auto.hypre_available():
+        pytest.skip("petsc4py with hypre not installed")
+    order = probe_order
     res = solve_sequence(_sequence(12, seed=6), rtol=RTOL)
     firsts = list(dict.fromkeys(order))
     assert firsts[:2] == ["cg+hypre", "amg-cg"] and firsts[-1] == "direct-reuse"
     first_lu = order.index("direct-reuse")
     assert set(order[first_lu:]) == {"direct-reuse"}  # every iterative probe came before it
     assert res.converged.all()
+
+
+@pytest.mark.parametrize("projected, probed", [(1e3, False), (0.0, True)])
+def test_direct_candidate_projected_too_costly_is_not_run(monkeypatch, probe_always, probe_order,
+                                                          projected, probed):
+    """A factorization cannot be stopped: the direct candidate whose first factorization
+    is projected (from two patches) far above the cheapest solve is dropped before it
+    runs; one projected cheap is probed as before. Every system is solved either way."""
+    monkeypatch.setattr(LUStrategy, "projected_factor_seconds", lambda self, A: projected)
+    systems = _sequence(12, seed=6)
+    res = solve_sequence(systems, rtol=RTOL)
+    assert ("direct-reuse" in probe_order) == probed
+    assert ("direct-reuse not probed (its first factorization, projected" in res.explanation) \
+        == (not probed)
+    _assert_solved(res, systems)
+
+
+def test_factorization_projection_of_a_3d_grid():
+    """The projection factorizes two RCM patches (timed, so only its form is checked
+    here: positive times, an exponent in [1, 2.5]); under 1024 rows there is none."""
+    from femno.solvers.factor import project_factor_seconds
+
+    assert project_factor_seconds(_laplacian(20), backend="superlu") is None  # 400 rows
+    m = 16
+    T = sp.diags([-1.0, 2.0, -1.0], [-1, 0, 1], shape=(m, m))
+    I = sp.eye(m)
+    L3 = sp.csr_matrix(sp.kron(sp.kron(T, I), I) + sp.kron(sp.kron(I, T), I)
+                       + sp.kron(sp.kron(I, I), T))
+    p = project_factor_seconds(L3, backend="superlu")
+    assert p.seconds > 0 and p.solve_seconds > 0 and 1.0 <= p.alpha <= 2.5

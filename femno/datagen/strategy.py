@@ -251,6 +251,16 @@ class LUStrategy(Strategy):
             self._A = self._f = None  # the next matrix is factorized by the chosen one
         self._release(keep=best)
 
+    def projected_factor_seconds(self, A) -> float | None:
+        """Projected seconds of this strategy's first factorization of ``A`` on the backend
+        it would use (:func:`femno.solvers.factor.project_factor_seconds`), or None."""
+        from femno.solvers.factor import project_factor_seconds
+
+        sym, pd = _spd_hint(A)
+        out = project_factor_seconds(A, backend=self._next_backend(A), symmetric=sym,
+                                     positive_definite=pd)
+        return None if out is None else out.seconds
+
     @property
     def decided(self) -> bool:
         """Whether the backend probe is over (a pinned backend is decided from the start)."""

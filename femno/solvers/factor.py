@@ -35,6 +35,7 @@ to the next backend.
 from __future__ import annotations
 
 import importlib.util
+from typing import NamedTuple
 
 import numpy as np
 import scipy.sparse as sp
@@ -43,7 +44,7 @@ import scipy.sparse.linalg as spla
 from femno.errors import InputError, MissingDependencyError
 
 __all__ = ["sparse_factor", "SparseFactor", "available_backends", "FILL_GROWTH",
-           "DIRECT_BACKENDS"]
+           "DIRECT_BACKENDS", "project_factor_seconds", "FactorProjection"]
 
 #: redo the symbolic analysis when a refactorization's factor holds more than this
 #: many times the entries of the first one (pivoting destroyed the reused ordering)
@@ -353,3 +354,76 @@ def sparse_factor(*, backend: str = "auto", symmetric: bool = False,
         raise MissingDependencyError({"cholmod": "scikit-sparse", "mumps": "MUMPS (in PETSc)"}
                                      [backend], extra, f"the {backend!r} direct backend")
     return SparseFactor(backend, symmetric=symmetric, fallback=fallback)
+
+
+class FactorProjection(NamedTuple):
+    """What :func:`project_factor_seconds` projects for the full matrix."""
+
+    seconds: float  #: first factorization (analysis + numeric)
+    alpha: float  #: growth exponent of the factorization time
+    solve_seconds: float  #: one solve with the factor (forward + back substitution)
+
+
+def project_factor_seconds(A, *, backend: str = "auto", symmetric: bool = False,
+                           positive_definite: bool = False,
+                           fractions=(1 / 16, 1 / 4)) -> FactorProjection | None:
+    r"""Projected seconds of a first factorization of ``A``, measured on two subproblems.
+
+    The principal submatrices of ``A`` on the first :math:`m_1 < m_2` nodes of a
+    reverse Cuthill-McKee order (``fractions`` of :math:`n`: connected patches of the
+    same mesh, of the same dimension) are factorized with the same backend; their times
+    give the growth exponent :math:`\alpha = \log(t_2/t_1) / \log(m_2/m_1)`, clipped to
+    [1, 2.5] (nested dissection costs :math:`O(n^{1.5})` flops on 2-D meshes,
+    :math:`O(n^2)` on 3-D ones), and :math:`t(n) \approx t_2 (n/m_2)^{\alpha}`.  The
+    solve time is projected the same way (exponent clipped to [1, 1.5]: the factor
+    holds :math:`O(n \log n)` entries in 2-D, :math:`O(n^{4/3})` in 3-D).  It costs
+    about :math:`(m_2/n)^{\alpha}` of the full factorization (6 % on a 3-D mesh), so a
+    caller can tell a factorization that cannot pay before paying for it.
+
+    Returns a :class:`FactorProjection`, or None when ``A`` is too small (below 1024
+    rows) or a submatrix cannot be factorized (singular).
+
+    >>> import scipy.sparse as sp
+    >>> T = sp.diags([-1.0, 2.0, -1.0], [-1, 0, 1], shape=(4096, 4096), format="csr")
+    >>> p = project_factor_seconds(T, backend="superlu")
+    >>> p.seconds > 0, p.solve_seconds > 0, 1.0 <= p.alpha <= 2.5
+    (True, True, True)
+    """
+    from time import perf_counter
+
+    from scipy.sparse.csgraph import reverse_cuthill_mckee
+
+    A = sp.csr_matrix(A)
+    n = A.shape[0]
+    if n < 1024:
+        return None
+    perm = reverse_cuthill_mckee((abs(A) + abs(A).T).tocsr(), symmetric_mode=True)
+    sizes, times, solves = [], [], []
+    for frac in fractions:
+        m = max(int(n * frac), 64)
+        idx = np.sort(perm[:m])
+        B = A[idx][:, idx].tocsr()
+        f = sparse_factor(backend=backend, symmetric=symmetric,
+                          positive_definite=positive_definite)
+        try:
+            t = perf_counter()
+            f.factorize(B)
+            times.append(perf_counter() - t)
+            rhs = np.ones(m)
+            t = perf_counter()
+            for _ in range(3):
+                f.solve(rhs)
+            solves.append((perf_counter() - t) / 3)
+        except Exception:  # noqa: BLE001 - a singular patch: no projection
+            return None
+        finally:
+            f.close()
+        sizes.append(m)
+
+    def grow(t, lo, hi):
+        return float(np.clip(np.log(max(t[1], 1e-9) / max(t[0], 1e-9))
+                             / np.log(sizes[1] / sizes[0]), lo, hi))
+
+    alpha = grow(times, 1.0, 2.5)
+    return FactorProjection(times[1] * (n / sizes[1]) ** alpha, alpha,
+                            solves[1] * (n / sizes[1]) ** grow(solves, 1.0, 1.5))
