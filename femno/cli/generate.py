@@ -69,8 +69,10 @@ def add_parser(sub) -> None:
                    help="neural warm start: a model trained on this family and mesh (femno "
                    "train ...) gives every Krylov solve its initial guess")
     p.add_argument("--steps", type=int, default=None, metavar="T",
-                   help="trajectory mode: T time steps per sample (heat); --method then is "
-                   "reuse (one factorization per trajectory, the default) or naive")
+                   help="trajectory mode: T time steps per sample; --method then is auto (the "
+                   "default: per trajectory the cheaper of one factorization and one AMG "
+                   "hierarchy, measured), reuse|direct (one factorization), amg|amg-cg or "
+                   "naive (assembly + spsolve per step)")
     p.add_argument("--theta", type=float, default=1.0,
                    help="trajectory mode: theta-scheme, 1 implicit Euler (default), 0.5 "
                    "Crank-Nicolson")
@@ -111,7 +113,8 @@ def run(args) -> int:
 
         summary = generate_trajectories(
             args.family, samples=args.samples, steps=args.steps, out=args.out, dt=args.dt,
-            theta=args.theta, method="reuse" if args.method == "auto" else args.method,
+            theta=args.theta, method={"direct": "reuse", "amg-cg": "amg"}.get(args.method,
+                                                                             args.method),
             rtol=args.rtol, seed=args.seed, block=args.block, family_options=options,
             progress=not args.json)
     else:

@@ -53,7 +53,7 @@ TRAJECTORY_IDENTITY = ("family", "family_config", "samples", "seed", "block", "s
                        "theta", "method", "rtol")
 
 
-def generate_trajectories(family, *, samples, steps, out, dt=None, theta=1.0, method="reuse",
+def generate_trajectories(family, *, samples, steps, out, dt=None, theta=1.0, method="auto",
                           rtol=1e-8, seed=0, block=8, family_options=None, progress=True) -> dict:
     r"""Generate (or resume) a dataset of ``samples`` trajectories of ``steps`` time steps.
 
@@ -70,8 +70,14 @@ def generate_trajectories(family, *, samples, steps, out, dt=None, theta=1.0, me
         Time step (default: the family's ``dt`` option).
     theta : float in [1/2, 1], keyword-only
         θ-scheme: 1 implicit Euler, 1/2 Crank--Nicolson.
-    method : {"reuse", "naive"}, keyword-only
-        One factorization per trajectory, or assembly + ``spsolve`` every step.
+    method : {"auto", "reuse", "amg", "naive"}, keyword-only
+        ``auto`` (default): per trajectory, AMG on the first step, the factorization
+        projected from patches of the step matrix and made only where it can pay, the
+        cheaper measured way for the rest (:mod:`femno.datagen.step_solver`; on 2-D
+        meshes the factorization, on large 3-D ones AMG); ``reuse``: one factorization
+        per trajectory; ``amg``: one AMG hierarchy, CG/GMRES from the previous step to
+        rtol 1e-10; ``naive``: assembly + ``spsolve`` every step. Nonlinear families
+        use chord Newton for all but ``naive``.
     rtol : float, keyword-only
         A trajectory counts as converged when every step's true relative residual is
         at most ``rtol`` (direct solves: rounding level).
@@ -128,7 +134,7 @@ def _generate(fam, settings, *, out, progress, t0):
             lo, hi = store.rows(b)
             rows = {"solution": [], "stats/residual": [], "stats/energy_residual": [],
                     "stats/time": [], "stats/converged": []}
-            inputs = {}
+            inputs, solvers = {}, []
             for i in range(lo, hi):
                 params = runner.sample_params(fam, settings["seed"], i)
                 t = time.perf_counter()
@@ -143,6 +149,7 @@ def _generate(fam, settings, *, out, progress, t0):
                 rows["stats/energy_residual"].append(tr.energy_residual)
                 rows["stats/time"].append(time.perf_counter() - t)
                 rows["stats/converged"].append(ok)
+                solvers.append(tr.solver)
                 for k, v in runner.input_arrays(params).items():
                     inputs.setdefault(f"inputs/{k}", []).append(v)
                 bar.update(1)
@@ -150,6 +157,7 @@ def _generate(fam, settings, *, out, progress, t0):
             data["sample_index"] = np.arange(lo, hi, dtype=np.int64)
             store.write_block(b, data)
             store.mark_done(b, {"samples": hi - lo, "method": settings["method"],
+                                "solvers": {k: solvers.count(k) for k in sorted(set(solvers))},
                                 "failures": int(sum(not c for c in rows["stats/converged"]))})
             done += hi - lo
     finally:
@@ -177,9 +185,13 @@ def _create(fam, settings, out):
                             "scheme": scheme, "axes": ["sample", "time", "dof"]}
     manifest = {"format": "femno-dataset", "format_version": 1, "settings": settings,
                 "layout": layout, "versions": _versions(),
-                "resolved": {"method": settings["method"], "pc": "none", "explanation":
-                             "one factorization per trajectory (fixed step matrix)"
-                             if settings["method"] == "reuse" else "assembly + spsolve per step",
+                "resolved": {"method": settings["method"], "pc": "none", "explanation": {
+                    "reuse": "one factorization per trajectory (fixed step matrix)",
+                    "amg": "one AMG hierarchy per trajectory, CG/GMRES per step",
+                    "auto": "per trajectory, the cheaper of one factorization and one AMG "
+                            "hierarchy, measured on the first steps (block markers count "
+                            "the choices)",
+                    "naive": "assembly + spsolve per step"}[settings["method"]],
                              "solver_options": {}},
                 "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     return DatasetStore.create(out, manifest=manifest, arrays=arrays, static=static)

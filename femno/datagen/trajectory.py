@@ -49,8 +49,10 @@ from femno.fem.families.base import positive_number
 __all__ = ["Trajectory", "solve_trajectory", "time_operators", "initial_condition",
            "TRAJECTORY_METHODS"]
 
-#: ``reuse``: one factorization per sample; ``naive``: assemble + ``spsolve`` per step
-TRAJECTORY_METHODS = ("reuse", "naive")
+#: ``reuse``: one factorization per sample; ``amg``: one AMG hierarchy, CG/GMRES per step
+#: from the previous step; ``auto``: measured between the two
+#: (:mod:`femno.datagen.step_solver`); ``naive``: assemble + ``spsolve`` per step
+TRAJECTORY_METHODS = ("reuse", "amg", "auto", "naive")
 
 
 @dataclass
@@ -70,7 +72,10 @@ class Trajectory:
     setup_s, solve_s : float
         Seconds in assembly + factorization, and in the time steps.
     factorizations : int
-        Sparse factorizations made (``method="reuse"``; 0 for ``naive``).
+        Sparse factorizations made (0 for ``naive``).
+    solver : str
+        What solved the steps: ``factor``, ``amg``, ``chord`` (nonlinear) or ``naive``;
+        ``explanation`` says why (``auto``: the measured costs).
     """
 
     times: np.ndarray
@@ -80,6 +85,8 @@ class Trajectory:
     setup_s: float
     solve_s: float
     factorizations: int = 0
+    solver: str = ""
+    explanation: str = ""
 
 
 def time_operators(fam, params):
@@ -151,9 +158,13 @@ def solve_trajectory(fam, params, *, steps, dt=None, theta=1.0, method="reuse"):
         Time step (default: the family's ``dt`` option).
     theta : float in [1/2, 1], keyword-only
         1 = implicit Euler, 1/2 = Crank--Nicolson.
-    method : {"reuse", "naive"}, keyword-only
-        ``reuse`` factorizes the step matrix once; ``naive`` assembles it with scikit-fem
-        and calls ``spsolve`` at every step (the baseline of ``bench_trajectory.py``).
+    method : {"reuse", "amg", "auto", "naive"}, keyword-only
+        ``reuse`` factorizes the step matrix once; ``amg`` builds one AMG hierarchy and
+        runs CG (SPD) / GMRES per step from the previous step (rtol 1e-10); ``auto``
+        measures both on the first steps and keeps the cheaper
+        (:mod:`femno.datagen.step_solver`; nonlinear families take chord Newton for all
+        three); ``naive`` assembles the step matrix with scikit-fem and calls
+        ``spsolve`` at every step (the baseline of ``bench_trajectory.py``).
 
     Returns
     -------
@@ -170,8 +181,7 @@ def solve_trajectory(fam, params, *, steps, dt=None, theta=1.0, method="reuse"):
     energy = np.empty(steps)
     A = (Mf + theta * dt * Kf).tocsr()
     B = (Mf - (1.0 - theta) * dt * Kf).tocsr()
-    if method == "reuse":
-        solve = _factor(fam, A)
+    stepper = _stepper(fam, A, steps, method)
     setup = time.perf_counter() - t0
     t1 = time.perf_counter()
     x = u[0, free].copy()
@@ -182,15 +192,13 @@ def solve_trajectory(fam, params, *, steps, dt=None, theta=1.0, method="reuse"):
             An = (Mn + theta * dt * Kn)[free][:, free].tocsc()
             xn = spla.spsolve(An, b)
         else:
-            xn = solve(b)
+            xn = stepper.solve(b, x)
         bn = np.linalg.norm(b)
         res[n] = np.linalg.norm(A @ xn - b) / (bn if bn > 0 else 1.0)
         energy[n] = _energy_defect(Mf, Kf, Ff, x, xn, dt, theta)
         x = xn
         u[n + 1, free] = x
-    return Trajectory(times=dt * np.arange(steps + 1), u=u, residuals=res,
-                      energy_residual=energy, setup_s=setup, solve_s=time.perf_counter() - t1,
-                      factorizations=int(method == "reuse"))
+    return _linear_result(dt, steps, u, res, energy, setup, time.perf_counter() - t1, stepper)
 
 
 def _energy_defect(M, K, F, x, xn, dt, theta) -> float:
@@ -203,6 +211,28 @@ def _energy_defect(M, K, F, x, xn, dt, theta) -> float:
     scale = e0 + e1 + abs(diss) + abs(dt * F @ ut)
     return float(lhs / scale) if scale > 0 else float(lhs)
 
+
+
+def _stepper(fam, A, steps, method):
+    """The fixed step matrix's solver (None for ``naive``)."""
+    from femno.datagen.step_solver import step_solver
+
+    if method == "naive":
+        return None
+    return step_solver(A, spd=bool(getattr(fam, "spd", False)), steps=steps,
+                       method="factor" if method == "reuse" else method)
+
+
+def _linear_result(dt, steps, u, res, energy, setup, solve_s, stepper):
+    if stepper is None:
+        return Trajectory(times=dt * np.arange(steps + 1), u=u, residuals=res,
+                          energy_residual=energy, setup_s=setup, solve_s=solve_s,
+                          solver="naive", explanation="scikit-fem assembly + spsolve per step")
+    # the first steps of amg/auto build their hierarchy or factor inside the time loop
+    return Trajectory(times=dt * np.arange(steps + 1), u=u, residuals=res,
+                      energy_residual=energy, setup_s=setup + stepper.setup_s,
+                      solve_s=solve_s - stepper.setup_s, factorizations=stepper.factorizations,
+                      solver=stepper.choice, explanation=stepper.explanation)
 
 
 def _factor(fam, A):
@@ -233,8 +263,7 @@ def _newmark(fam, params, *, steps, dt, method):
     x = u[0, free].copy()
     v = np.zeros_like(x)
     acc = spla.spsolve(Mf.tocsc(), Ff - Kf @ x)  # initial acceleration (one mass solve)
-    if method == "reuse":
-        solve = _factor(fam, A)
+    stepper = _stepper(fam, A, steps, method)
     setup = time.perf_counter() - t0
     t1 = time.perf_counter()
     res, energy = np.empty(steps), np.empty(steps)
@@ -249,7 +278,7 @@ def _newmark(fam, params, *, steps, dt, method):
             Mn, Kn, _ = time_operators(fam, params)
             an = spla.spsolve((Mn + beta * dt * dt * Kn)[free][:, free].tocsc(), b)
         else:
-            an = solve(b)
+            an = stepper.solve(b, acc)
         bn = np.linalg.norm(b)
         res[n] = np.linalg.norm(A @ an - b) / (bn if bn > 0 else 1.0)
         xn = pred + beta * dt * dt * an
@@ -260,9 +289,7 @@ def _newmark(fam, params, *, steps, dt, method):
         energy[n] = float(change / scale) if scale > 0 else float(change)
         x, v, acc = xn, vn, an
         u[n + 1, free] = x
-    return Trajectory(times=dt * np.arange(steps + 1), u=u, residuals=res,
-                      energy_residual=energy, setup_s=setup, solve_s=time.perf_counter() - t1,
-                      factorizations=int(method == "reuse"))
+    return _linear_result(dt, steps, u, res, energy, setup, time.perf_counter() - t1, stepper)
 
 
 #: Newton: stop when the step residual is below this (relative to ||M u^n|| / dt)
@@ -287,6 +314,7 @@ def _newton_euler(fam, params, *, steps, dt, method, maxiter=30):
     the dissipation inequality :math:`E^{n+1} - E^n + (\tfrac1{\Delta t} - \tfrac12)
     \|u^{n+1} - u^n\|_M^2 \le 0` (0 for a correct step).
     """
+    method = "naive" if method == "naive" else "reuse"  # chord for reuse/amg/auto
     t0 = time.perf_counter()
     free, Mf, Kf, _, u = _condensed(fam, params, steps)
     full = u[0].copy()  # work vector: the current iterate with its Dirichlet zeros
@@ -334,4 +362,8 @@ def _newton_euler(fam, params, *, steps, dt, method, maxiter=30):
         u[n + 1, free] = x
     return Trajectory(times=dt * np.arange(steps + 1), u=u, residuals=res,
                       energy_residual=energy, setup_s=setup, solve_s=time.perf_counter() - t1,
-                      factorizations=factorizations)
+                      factorizations=factorizations,
+                      solver="naive" if method == "naive" else "chord",
+                      explanation="full Newton, spsolve" if method == "naive" else
+                      "chord Newton, one kept factorization of the Jacobian (amg and auto "
+                      "are for fixed step matrices: the changing Jacobian takes chord)")
