@@ -101,9 +101,10 @@ def main(argv=None):
                       f"torch {torch.__version__}, one thread",
            "problem": a.problem, "budget_s": budget, "datasets": gen, "models": rows}
     a.out.mkdir(parents=True, exist_ok=True)
-    (a.out / "geometry-models.json").write_text(json.dumps(out, indent=1))
-    (a.out / "geometry-models.md").write_text(markdown(out))
-    print(f"wrote {a.out / 'geometry-models.md'}")
+    stem = "geometry-models" if a.problem == "darcy" else f"geometry-models-{a.problem}"
+    (a.out / f"{stem}.json").write_text(json.dumps(out, indent=1))
+    (a.out / f"{stem}.md").write_text(markdown(out))
+    print(f"wrote {a.out / stem}.md")
 
 
 def markdown(d) -> str:

@@ -127,3 +127,41 @@ def test_mismatched_models_and_data_are_refused(data, tmp_path):
         train_geometry_model(train, arch="fno")
     with pytest.raises(InputError, match="minutes"):
         train_geometry_model(train, minutes=0)
+
+
+def test_elasticity_models_read_the_load_and_clamp_only_the_clamped_part(tmp_path):
+    """Elasticity is clamped on part of the boundary: both models vanish exactly on the
+    clamped vertices but not on the traction-free boundary, and read the body force
+    (a flipped load changes the prediction)."""
+    from femno.operators.geometry_models import (
+        X_CHANNELS,
+        deeponet_predict,
+        geometry_samples,
+        spon_predict,
+        train_geometry_spon,
+        train_sdf_deeponet,
+    )
+
+    out = tmp_path / "ela"
+    generate_geometry_dataset("elasticity", samples=4, out=out, shapes=["lshape"], h=0.12,
+                              block=2, progress=False)
+    items = geometry_samples(out)
+    assert items[0]["x"].shape[0] == len(X_CHANNELS)
+    assert np.allclose(np.linalg.norm(items[0]["load"]), 1.0)
+    m, _ = train_geometry_spon(items[:3], width=8, layers=1, fine_layers=1, epochs=2, batch=2)
+    assert m.config["channels"] == ["coefficient", "sdf", "load_x", "load_y"]
+    d, _ = train_sdf_deeponet(items[:3], p=8, width=16, epochs=5, batch=2)
+    it = items[3]
+    nd = it["basis"].nodal_dofs
+    free_bnd = np.zeros(len(it["clamp"]), dtype=bool)
+    free_bnd[it["basis"].mesh.boundary_nodes()] = True
+    free_bnd &= ~it["clamp"]
+    assert it["clamp"].any() and free_bnd.any()
+    flipped = dict(it, load=-it["load"], x=it["x"].copy())
+    flipped["x"][2:] *= -1
+    flipped.pop("_spon_state", None)
+    for predict in (spon_predict, deeponet_predict):
+        u = predict(m if predict is spon_predict else d, it)
+        assert np.all(u[it["dirichlet"]] == 0.0)
+        assert np.abs(u[nd[:, free_bnd]]).max() > 0
+        assert not np.allclose(predict(m if predict is spon_predict else d, flipped), u)

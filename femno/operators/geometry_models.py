@@ -18,7 +18,11 @@ interface, ``predict(item) -> (N,)`` on the item's own mesh:
   domain), trunk MLP of :math:`(x, y, \phi(x))`, output
   :math:`u(x) = \max(-\phi(x), 0)\,\sum_k \beta_k \tau_k(x)`, which vanishes on
   :math:`\partial\Omega` (Dirichlet data exact for scalar problems clamped on
-  the whole boundary).
+  the whole boundary); for elasticity, clamped on part of the boundary, the factor
+  is the distance to the clamped vertices (exact there, free elsewhere).
+
+For elasticity both models also read the body force's direction (the dataset's
+``inputs/load``): SPON-MG as two constant input channels, the DeepONet in its branch.
 
 Errors are relative :math:`L^2` errors in the FE mass norm,
 :math:`\|u_h - u\|_M / \|u\|_M`, on each sample's own mesh.
@@ -42,11 +46,14 @@ from femno.operators.fe_torch import mass_matrix
 from femno.operators.layers import mlp
 from femno.operators.spon import SPONMG
 
-__all__ = ["geometry_samples", "train_geometry_spon", "SDFDeepONet", "train_sdf_deeponet",
-           "relative_errors"]
+__all__ = ["geometry_samples", "geometry_item", "train_geometry_spon", "SDFDeepONet",
+           "train_sdf_deeponet", "relative_errors", "spon_predict", "deeponet_predict",
+           "X_CHANNELS"]
 
 _BIND_STATE = ("graph", "graph_n", "graph_n_in", "graph_dirichlet", "_edge_scale", "_lumped",
                "_bound_to", "hierarchy", "coarse", "n_levels")
+#: names of the rows of an item's ``x``
+X_CHANNELS = ("coefficient", "sdf", "load_x", "load_y")
 _SENSORS = np.stack(np.meshgrid(np.linspace(0.05, 0.95, 16), np.linspace(0.05, 0.95, 16),
                                 indexing="ij"), -1).reshape(-1, 2)
 
@@ -55,8 +62,11 @@ def geometry_samples(path, rows=None) -> list[dict]:
     """Training items of a geometry dataset (all finished rows, or ``rows``).
 
     Each item: ``basis`` (P1, vector for elasticity), ``dirichlet`` (dof indices),
-    ``x`` (2, n_vertices) float64 = (coefficient, sdf), ``y`` (N,) float64 dof vector,
-    ``M`` (N, N) mass matrix, ``points`` (n_vertices, 2), ``sdf`` (n_vertices,).
+    ``clamp`` (n_vertices,) bool (vertices where u is prescribed), ``x``
+    (C, n_vertices) float64 with rows :data:`X_CHANNELS` (coefficient, sdf; and for
+    elasticity the body force's two components as constant fields), ``load`` (2,),
+    ``y`` (N,) float64 dof vector, ``M`` (N, N) mass matrix, ``points``
+    (n_vertices, 2), ``sdf`` (n_vertices,).
     """
     store = DatasetStore.open(path)
     geo = store.manifest.get("layout", {}).get("geometry")
@@ -80,11 +90,17 @@ def geometry_item(sample: dict, *, vector: bool = False) -> dict:
         y = np.zeros(basis.N)
         for k in range(sol.shape[1]):
             y[basis.nodal_dofs[k]] = sol[:, k]
-    dirichlet = basis.nodal_dofs[:, np.asarray(sample["dirichlet"], dtype=bool)].ravel()
+    clamp = np.asarray(sample["dirichlet"], dtype=bool)
+    dirichlet = basis.nodal_dofs[:, clamp].ravel()
     sdf, coef = np.asarray(sample["sdf"], float), np.asarray(sample["coefficient"], float)
-    return {"basis": basis, "dirichlet": np.sort(dirichlet), "x": np.stack([coef, sdf]), "y": y,
-            "M": mass_matrix(basis), "points": mesh.p.T, "sdf": sdf,
-            "shape": sample.get("shape")}
+    x = [coef, sdf]
+    load = np.zeros(2)
+    if vector:  # the body-force direction, one constant field per component
+        load = np.asarray(sample.get("load", load), dtype=np.float64).reshape(2)
+        x += [np.full_like(coef, load[0]), np.full_like(coef, load[1])]
+    return {"basis": basis, "dirichlet": np.sort(dirichlet), "x": np.stack(x), "y": y,
+            "M": mass_matrix(basis), "points": mesh.p.T, "sdf": sdf, "clamp": clamp,
+            "load": load, "shape": sample.get("shape")}
 
 
 def relative_errors(predict, items) -> np.ndarray:
@@ -124,7 +140,7 @@ def _bind(model, it):
 
 def _spon_x(model, it) -> np.ndarray:
     """The item's input channels the model takes, (C, n_vertices)."""
-    return it["x"][: len(model.config["channels"])]
+    return it["x"][[X_CHANNELS.index(c) for c in model.config["channels"]]]
 
 
 def spon_predict(model, it) -> np.ndarray:
@@ -152,8 +168,8 @@ def train_geometry_spon(items, *, width=32, layers=4, fine_layers=2, epochs=30, 
     r"""Train SPON-MG on items of many meshes; the loss is the mean squared relative
     :math:`L^2` (mass-norm) error over a batch of meshes.
 
-    ``geometry_features=False`` is the ablation: the coefficient as the only input
-    channel, positions scaled to each mesh's bounding box and edge vectors in units of
+    ``geometry_features=False`` is the ablation: no signed distance (the coefficient,
+    and for elasticity the load, as the only input channels), positions scaled to each mesh's bounding box and edge vectors in units of
     each mesh's mean edge length (SPON-MG's defaults for a single mesh).
 
     Returns the model (float32 weights, bound to the last mesh it saw) and a history
@@ -164,7 +180,10 @@ def train_geometry_spon(items, *, width=32, layers=4, fine_layers=2, epochs=30, 
     torch.manual_seed(seed)
     vector = isinstance(items[0]["basis"].elem, skfem.ElementVector)
     geo = bool(geometry_features)
-    model = SPONMG(channels=["coefficient", "sdf"] if geo else ["coefficient"],
+    channels = ["coefficient", "sdf"] if geo else ["coefficient"]
+    if vector:
+        channels += ["load_x", "load_y"]
+    model = SPONMG(channels=channels,
                    n_components=2 if vector else 1, dim=2, width=width, layers=layers,
                    fine_layers=fine_layers, edges="absolute" if geo else "mesh",
                    positions="absolute" if geo else "box", family="geometry")
@@ -206,21 +225,29 @@ def train_geometry_spon(items, *, width=32, layers=4, fine_layers=2, epochs=30, 
 class SDFDeepONet(nn.Module):
     r"""DeepONet with a signed-distance trunk: :math:`u(x) = \phi_-(x) \sum_k \beta_k(a,
     \phi|_S)\,\tau_k(x, \phi(x))`, :math:`\phi_- = \max(-\phi, 0)`, for ``n_components``
-    output components (each with its own ``p`` trunk features)."""
+    output components (each with its own ``p`` trunk features). For vector problems
+    clamped on part of the boundary (elasticity) the factor is the distance to the
+    clamped vertices instead, and ``n_extra`` inputs (the load) join the branch."""
 
-    def __init__(self, *, p=64, width=128, n_components=1):
+    def __init__(self, *, p=64, width=128, n_components=1, n_extra=0):
         super().__init__()
         self.p, self.nc = p, n_components
-        self.config = {"p": int(p), "width": int(width), "n_components": int(n_components)}
-        self.branch = mlp(2 * len(_SENSORS), p * n_components, width=width, hidden=3)
+        self.config = {"p": int(p), "width": int(width), "n_components": int(n_components),
+                       "n_extra": int(n_extra)}
+        self.branch = mlp(2 * len(_SENSORS) + int(n_extra), p * n_components, width=width,
+                          hidden=3)
         self.trunk = mlp(3, p * n_components, width=width, hidden=3)
         self.register_buffer("a_mean", torch.zeros(()))
         self.register_buffer("a_std", torch.ones(()))
         self.register_buffer("y_scale", torch.ones(()))
 
-    def forward(self, sensors, xq, mask_factor):
-        """sensors (B, 2, S), xq (B, P, 3), mask_factor (B, P) -> (B, P, nc)."""
-        b = self.branch(sensors.flatten(1)).view(-1, 1, self.nc, self.p)
+    def forward(self, sensors, xq, mask_factor, extra=None):
+        """sensors (B, 2, S), xq (B, P, 3), mask_factor (B, P), extra (B, n_extra) or
+        None -> (B, P, nc)."""
+        z = sensors.flatten(1)
+        if self.config["n_extra"]:
+            z = torch.cat([z, extra], dim=1)
+        b = self.branch(z).view(-1, 1, self.nc, self.p)
         t = self.trunk(xq).view(xq.shape[0], xq.shape[1], self.nc, self.p)
         return (b * t).sum(-1) * mask_factor[..., None] * self.y_scale
 
@@ -235,8 +262,13 @@ def _deeponet_inputs(it, a_mean=0.0, a_std=1.0):
     phi_s = sdf[nn_idx] + d_s
     inside = phi_s < 0
     a_s = np.where(inside, (np.log(np.maximum(coef[nn_idx], 1e-12)) - a_mean) / a_std, 0.0)
-    # boundary vertices carry |sdf| ~ 1e-17: snap them so that u = 0 there exactly
-    return np.stack([a_s, phi_s]), np.c_[pts, sdf], np.where(sdf > -1e-12, 0.0, -sdf)
+    if it["basis"].nodal_dofs.shape[0] > 1:  # clamped on part of the boundary only
+        ct = it.get("_ctree") or cKDTree(pts[it["clamp"]])
+        it["_ctree"] = ct
+        mask = np.where(it["clamp"], 0.0, ct.query(pts)[0])
+    else:  # boundary vertices carry |sdf| ~ 1e-17: snap them so that u = 0 there exactly
+        mask = np.where(sdf > -1e-12, 0.0, -sdf)
+    return np.stack([a_s, phi_s]), np.c_[pts, sdf], mask
 
 
 def _to_nodes(y, it):
@@ -258,25 +290,28 @@ def train_sdf_deeponet(items, *, p=64, width=128, epochs=300, batch=16, lr=1e-3,
     """Train :class:`SDFDeepONet` on items of many meshes (padded batches, masked loss)."""
     torch.manual_seed(seed)
     nc = items[0]["basis"].nodal_dofs.shape[0]
-    model = SDFDeepONet(p=p, width=width, n_components=nc)  # float32 weights
+    model = SDFDeepONet(p=p, width=width, n_components=nc,
+                        n_extra=2 if nc > 1 else 0)  # float32 weights
     logs = np.concatenate([np.log(np.maximum(it["x"][0], 1e-12)) for it in items])
     a_mean, a_std = float(logs.mean()), float(logs.std() + 1e-12)
     model.a_mean.fill_(a_mean)
     model.a_std.fill_(a_std)
     model.y_scale.fill_(float(np.sqrt(np.mean(np.concatenate([it["y"] for it in items]) ** 2))))
     P = max(len(it["points"]) for it in items)
-    S, Q, F, T, W = [], [], [], [], []
+    S, Q, F, T, W, E = [], [], [], [], [], []
     for it in items:
         s, q, f = _deeponet_inputs(it, a_mean, a_std)
         n = len(q)
         S.append(s)
+        E.append(it["load"])
         Q.append(np.pad(q, ((0, P - n), (0, 0))))
         F.append(np.pad(f, (0, P - n)))
         T.append(np.pad(_to_nodes(it["y"], it), ((0, P - n), (0, 0))))
         # lumped mass per node: the discrete L2 weights of the loss
         W.append(np.pad(np.asarray(it["M"].sum(axis=1)).ravel()[it["basis"].nodal_dofs[0]],
                         (0, P - n)))
-    S, Q, F, T, W = (torch.as_tensor(np.asarray(a), dtype=torch.float32) for a in (S, Q, F, T, W))
+    S, Q, F, T, W, E = (torch.as_tensor(np.asarray(a), dtype=torch.float32)
+                        for a in (S, Q, F, T, W, E))
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     steps = epochs * int(np.ceil(len(items) / batch))
     g = torch.Generator().manual_seed(seed)
@@ -287,7 +322,7 @@ def train_sdf_deeponet(items, *, p=64, width=128, epochs=300, batch=16, lr=1e-3,
             _schedule(opt, lr, _spent(t0, time_limit, step, steps))
             step += 1
             j = order[lo:lo + batch]
-            pred = model(S[j], Q[j], F[j])
+            pred = model(S[j], Q[j], F[j], E[j])
             err = (((pred - T[j]) ** 2).sum(-1) * W[j]).sum(1)
             den = ((T[j] ** 2).sum(-1) * W[j]).sum(1)
             loss = (err / den).mean()
@@ -308,5 +343,6 @@ def deeponet_predict(model, it) -> np.ndarray:
     """The model's (N,) float64 prediction on item ``it``'s own mesh."""
     s, q, f = _deeponet_inputs(it, float(model.a_mean), float(model.a_std))
     with torch.no_grad():
-        u = model(*(torch.as_tensor(a[None], dtype=torch.float32) for a in (s, q, f)))[0]
+        u = model(*(torch.as_tensor(a[None], dtype=torch.float32)
+                    for a in (s, q, f, it["load"])))[0]
     return _from_nodes(u.double().numpy(), it)

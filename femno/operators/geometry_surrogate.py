@@ -178,8 +178,6 @@ def train_geometry_model(data, *, arch="spon-mg", out=None, minutes=5.0, seed=0,
     if len(items) < 2:
         raise InputError(f"{str(data)!r} has {len(items)} finished samples; training needs >= 2")
     problem = store.manifest["settings"]["problem"]
-    if problem == "elasticity":
-        _warn_load(log)
     if arch == "spon-mg":
         model, hist = train_geometry_spon(items, width=width or 32, epochs=10_000, seed=seed,
                                           time_limit=60.0 * minutes,
@@ -198,12 +196,6 @@ def train_geometry_model(data, *, arch="spon-mg", out=None, minutes=5.0, seed=0,
         save_model(model, out)
         summary["out"] = str(out)
     return model, summary
-
-
-def _warn_load(log):
-    if log:
-        log("note: the geometry models read the coefficient and the signed distance only; "
-            "the elasticity dataset's random body-force direction is not an input")
 
 
 def evaluate_geometry_model(model, data, *, worst: int = 5) -> dict:
@@ -247,7 +239,8 @@ def evaluate_geometry_model(model, data, *, worst: int = 5) -> dict:
             "rel_l2": err, "items": items, "pred": pred}
 
 
-def mesh_item(mesh, coefficient, *, problem: str = "darcy", dirichlet=None) -> dict:
+def mesh_item(mesh, coefficient, *, problem: str = "darcy", dirichlet=None,
+              load=None) -> dict:
     r"""An item on a user's 2-D triangle ``mesh`` for :func:`geometry_predict`.
 
     Parameters
@@ -262,6 +255,8 @@ def mesh_item(mesh, coefficient, *, problem: str = "darcy", dirichlet=None) -> d
         Vertices where :math:`u = 0` is prescribed; default: the whole boundary
         (scalar problems) or the boundary vertices with :math:`x \le x_{\min} + 0.1`
         (elasticity), as in the datasets.
+    load : array_like (2,), keyword-only
+        Elasticity: the body force :math:`b` (a unit vector in the datasets); required.
     """
     if not isinstance(mesh, skfem.MeshTri):
         raise InputError(f"geometry models take 2-D triangle meshes (skfem.MeshTri), got "
@@ -278,12 +273,14 @@ def mesh_item(mesh, coefficient, *, problem: str = "darcy", dirichlet=None) -> d
         bnd = np.zeros(mesh.p.shape[1], dtype=bool)
         bnd[mesh.boundary_nodes()] = True
         dirichlet = bnd & (mesh.p[0] <= mesh.p[0].min() + 0.1) if problem == "elasticity" else bnd
+    if problem == "elasticity" and (load is None or np.shape(load) != (2,)):
+        raise InputError("elasticity needs load=(b_x, b_y), the body force")
     sample = {"mesh": mesh, "sdf": mesh_sdf(mesh), "coefficient": coefficient,
-              "dirichlet": np.asarray(dirichlet, dtype=bool), "solution": None}
+              "dirichlet": np.asarray(dirichlet, dtype=bool), "solution": None, "load": load}
     return geometry_item(sample, vector=problem == "elasticity")
 
 
-def predict_on_mesh(model, mesh, coefficient, *, dirichlet=None) -> np.ndarray:
+def predict_on_mesh(model, mesh, coefficient, *, dirichlet=None, load=None) -> np.ndarray:
     """A geometry model's solution on a user's mesh, nodal values (n_vertices, ncomp).
 
     Warns (``RuntimeWarning``, "surrogate extrapolates: ...") where the mesh or the
@@ -295,7 +292,7 @@ def predict_on_mesh(model, mesh, coefficient, *, dirichlet=None) -> np.ndarray:
     meta = (getattr(model, "meta", None) or {}).get("geometry_data") or {}
     problem = meta.get("problem") or ("elasticity" if model.config.get("n_components", 1) == 2
                                       else "darcy")
-    it = mesh_item(mesh, coefficient, problem=problem, dirichlet=dirichlet)
+    it = mesh_item(mesh, coefficient, problem=problem, dirichlet=dirichlet, load=load)
     for w in geometry_warnings(meta, [it])[0]:
         warnings.warn(f"surrogate extrapolates: {w}", RuntimeWarning, stacklevel=2)
     u = geometry_predict(model, it)
