@@ -131,6 +131,10 @@ def markdown(d) -> str:
                   f"held-out {held:.1%} vs 5 % ({'met' if held <= 0.05 else f'missed by {held / 0.05:.1f}x'})",
                   f"finer/in-dist. {r['ratio_finer']:.2f} "
                   f"({'met' if r['ratio_finer'] <= 1.5 else 'missed'})"]
+        base = r["errors"]["in-distribution"]["median"]
+        if base > 0.2:  # a ratio of two failures is no evidence of transfer
+            checks.append(f"in-distribution {base:.0%}: the model has not learned the "
+                          "problem at this budget, so its ratios say nothing about transfer")
         lines.append(f"* {r['model']}: " + "; ".join(checks) + f"; final training loss "
                      f"(mean squared relative error) {r['final_loss']:.2e}")
     lines += ["", "Datasets (generated in the run, femno generate --geometry):", ""]
