@@ -421,8 +421,8 @@ def _direct_cannot_win(race) -> bool:
     (every later system pays a numeric refactorization) and is not probed. On the
     darcy3d zoo row (~1e4 dofs) the one 3-D factorization, 155 ms, cost as much as 16
     AMG-CG solves and put auto at 1.37x the best method."""
-    if not np.isfinite(race.cheapest):
-        return False
+    if not np.isfinite(race.cheapest) or race.strategies["direct-reuse"].n_factorizations:
+        return False  # nothing to compare with, or it already factorized (as a rescuer)
     run = race.run
     A = run.As[int(run.order[race.pos])]
     t = time.perf_counter()
