@@ -93,3 +93,20 @@ def test_trajectories_agree_across_step_solvers(family):
     assert runs["reuse"].solver == "factor" and runs["reuse"].factorizations == 1
     assert runs["amg"].solver == "amg" and runs["amg"].factorizations == 0
     assert runs["auto"].solver in ("factor", "amg") and runs["auto"].explanation
+
+
+def test_nonlinear_chord_jacobian_solved_each_way():
+    """Allen-Cahn: chord Newton with its Jacobian factorized, AMG-solved or measured gives
+    the same trajectory as full Newton with spsolve, every step to Newton's tolerance and
+    with the dissipation inequality kept."""
+    fam = get_family("allen-cahn", n=40)
+    params = fam.sample(np.random.default_rng(1))
+    runs = {m: solve_trajectory(fam, params, steps=6, method=m)
+            for m in ("naive", "reuse", "amg", "auto")}
+    ref = runs["naive"].u
+    for m, tr in runs.items():
+        assert tr.residuals.max() <= 1e-10 and np.abs(tr.energy_residual).max() <= 1e-10, m
+        assert np.abs(tr.u - ref).max() <= 1e-8 * np.abs(ref).max(), m
+    assert runs["reuse"].solver == "chord+factor" and runs["reuse"].factorizations >= 1
+    assert runs["amg"].solver == "chord+amg" and runs["amg"].factorizations == 0
+    assert runs["auto"].solver in ("chord+factor", "chord+amg")

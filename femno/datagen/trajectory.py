@@ -74,7 +74,8 @@ class Trajectory:
     factorizations : int
         Sparse factorizations made (0 for ``naive``).
     solver : str
-        What solved the steps: ``factor``, ``amg``, ``chord`` (nonlinear) or ``naive``;
+        What solved the steps: ``factor``, ``amg``, ``chord+factor`` / ``chord+amg``
+        (nonlinear) or ``naive``;
         ``explanation`` says why (``auto``: the measured costs).
     """
 
@@ -162,8 +163,8 @@ def solve_trajectory(fam, params, *, steps, dt=None, theta=1.0, method="reuse"):
         ``reuse`` factorizes the step matrix once; ``amg`` builds one AMG hierarchy and
         runs CG (SPD) / GMRES per step from the previous step (rtol 1e-10); ``auto``
         measures both on the first steps and keeps the cheaper
-        (:mod:`femno.datagen.step_solver`; nonlinear families take chord Newton for all
-        three); ``naive`` assembles the step matrix with scikit-fem and calls
+        (:mod:`femno.datagen.step_solver`; nonlinear families use chord Newton, its
+        Jacobian solved the same three ways); ``naive`` assembles the step matrix with scikit-fem and calls
         ``spsolve`` at every step (the baseline of ``bench_trajectory.py``).
 
     Returns
@@ -235,15 +236,16 @@ def _linear_result(dt, steps, u, res, energy, setup, solve_s, stepper):
                       solver=stepper.choice, explanation=stepper.explanation)
 
 
-def _factor(fam, A):
-    """``b -> A^{-1} b`` by one sparse factorization (CHOLMOD for SPD families, else LU)."""
-    from femno.solvers.factor import sparse_factor
+def _jacobian_solver(A, method, solves, previous):
+    """The solver of a chord Jacobian ``A`` (SPD for dt < 1): a factorization (``reuse``),
+    AMG-CG (``amg``) or, for ``auto``, the measured choice of
+    :mod:`~femno.datagen.step_solver` made on the first Jacobian and kept for the
+    refreshed ones (``solves``: the expected number of chord solves, 3 per step)."""
+    from femno.datagen.step_solver import step_solver
 
-    spd = bool(getattr(fam, "spd", False))
-    factor = sparse_factor(symmetric=spd or bool(getattr(fam, "symmetric", False)),
-                           positive_definite=spd)
-    factor.factorize(A)
-    return factor.solve
+    if method == "auto" and previous is not None:
+        method = previous.choice
+    return step_solver(A, spd=True, steps=solves, method="factor" if method == "reuse" else method)
 
 
 def _newmark(fam, params, *, steps, dt, method):
@@ -304,24 +306,25 @@ def _newton_euler(fam, params, *, steps, dt, method, maxiter=30):
     r"""Implicit Euler with Newton for a nonlinear family (``fam.nonlinear_terms``).
 
     ``method="naive"``: full Newton, the Jacobian assembled by scikit-fem and solved by
-    ``spsolve`` at every iteration. ``method="reuse"``: chord Newton, one factorization of
-    the Jacobian kept across iterations *and steps* and refreshed at the current iterate
-    when an iteration contracts the residual by less than :data:`CHORD_RATE` or after
-    :data:`CHORD_MAXITER` iterations in a step. Both start each step from the previous
+    ``spsolve`` at every iteration. Otherwise chord Newton: one Jacobian kept across
+    iterations *and steps* and refreshed at the current iterate when an iteration
+    contracts the residual by less than :data:`CHORD_RATE` or after
+    :data:`CHORD_MAXITER` iterations in a step; it is solved by one factorization
+    (``reuse``), by AMG-CG with one hierarchy per Jacobian (``amg``), or as measured on
+    the first Jacobian (``auto``, :mod:`~femno.datagen.step_solver`). Both start each step from the previous
     solution and stop at the relative residual :data:`NEWTON_RTOL`.
 
     ``energy_residual`` records the violation (positive part, relative to :math:`E^n`) of
     the dissipation inequality :math:`E^{n+1} - E^n + (\tfrac1{\Delta t} - \tfrac12)
     \|u^{n+1} - u^n\|_M^2 \le 0` (0 for a correct step).
     """
-    method = "naive" if method == "naive" else "reuse"  # chord for reuse/amg/auto
     t0 = time.perf_counter()
     free, Mf, Kf, _, u = _condensed(fam, params, steps)
     full = u[0].copy()  # work vector: the current iterate with its Dirichlet zeros
     setup = time.perf_counter() - t0
     t1 = time.perf_counter()
     res, energy = np.empty(steps), np.empty(steps)
-    solve, factorizations = None, 0
+    solve, stepper, factorizations, kinds = None, None, 0, []
 
     def state(x, jacobian):
         """Step-independent parts at ``x``: N(x), its Jacobian (or None), energy E(x)."""
@@ -343,15 +346,18 @@ def _newton_euler(fam, params, *, steps, dt, method, maxiter=30):
                 if method == "naive":
                     dx = spla.spsolve(A.tocsc(), -r)
                 else:
-                    solve, factorizations = _factor(fam, A), factorizations + 1
-            if method == "reuse":
-                dx = solve(-r)
+                    if stepper is not None:
+                        factorizations += stepper.factorizations
+                    stepper = solve = _jacobian_solver(A, method, 3 * steps, stepper)
+                    kinds.append(stepper)
+            if method != "naive":
+                dx = solve.solve(-r)
             x = x + dx
             its += 1
             Nl, _, e_new = state(x, False)
             r = (Mf @ (x - xn_prev)) / dt + Kf @ x + Nl
             r_new = np.linalg.norm(r)
-            if method == "reuse" and (r_new > CHORD_RATE * rn or its >= CHORD_MAXITER):
+            if method != "naive" and (r_new > CHORD_RATE * rn or its >= CHORD_MAXITER):
                 solve = None  # refresh at the current iterate on the next iteration
             rn = r_new
         res[n] = rn / scale
@@ -362,8 +368,8 @@ def _newton_euler(fam, params, *, steps, dt, method, maxiter=30):
         u[n + 1, free] = x
     return Trajectory(times=dt * np.arange(steps + 1), u=u, residuals=res,
                       energy_residual=energy, setup_s=setup, solve_s=time.perf_counter() - t1,
-                      factorizations=factorizations,
-                      solver="naive" if method == "naive" else "chord",
+                      factorizations=factorizations + (stepper.factorizations if stepper else 0),
+                      solver="naive" if method == "naive" else f"chord+{kinds[-1].choice}",
                       explanation="full Newton, spsolve" if method == "naive" else
-                      "chord Newton, one kept factorization of the Jacobian (amg and auto "
-                      "are for fixed step matrices: the changing Jacobian takes chord)")
+                      f"chord Newton, {len(kinds)} Jacobian(s) kept across iterations and "
+                      f"steps, solved by {kinds[-1].choice} (first: {kinds[0].explanation})")
