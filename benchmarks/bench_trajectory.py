@@ -175,7 +175,10 @@ def markdown_methods(d) -> str:
              "where it can pay, then the cheaper measured way "
              "(`femno.datagen.step_solver`); naive: scikit-fem assembly + `spsolve` every step "
              "(the loop a user writes; `extrapolated` = run for fewer steps, per-step time "
-             "scaled). Targets (issue 20): >= 5x over naive; auto near the best.", "",
+             "scaled). allen-cahn (nonlinear): implicit Euler with chord Newton, its kept "
+             "Jacobian solved by each way; naive is full Newton with `spsolve`; the theta "
+             "column does not apply to it. Targets (issue 20): >= 5x over naive; auto near "
+             "the best.", "",
              "| theta | dofs | steps | " + " | ".join(f"{m} s" for m in d["methods"])
              + " | best | auto / best | naive / best | auto chose | max rel. difference to "
              + d["methods"][0] + " |",
