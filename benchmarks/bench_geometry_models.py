@@ -51,11 +51,16 @@ def main(argv=None):
     ap.add_argument("--train", type=int, default=200, help="training samples")
     ap.add_argument("--test", type=int, default=40, help="samples per test set")
     ap.add_argument("--budget", type=float, default=300.0, help="training seconds per model")
+    ap.add_argument("--train-h", type=float, nargs="+", default=[0.04], metavar="H",
+                    help="mesh size of the training set: one value, or LO HI (each training "
+                    "sample draws its own; the test sets keep h 0.04 and 0.02)")
+    ap.add_argument("--tag", default="", help="suffix of the results file names")
     ap.add_argument("--out", type=Path, default=HERE / "results")
     a = ap.parse_args(argv)
     torch.set_num_threads(1)
     work = Path(tempfile.mkdtemp(prefix="femno-geo-"))
-    sets = {"train": dict(shapes=TRAIN_SHAPES, h=0.04, seed=0, samples=a.train),
+    train_h = a.train_h[0] if len(a.train_h) == 1 else list(a.train_h)
+    sets = {"train": dict(shapes=TRAIN_SHAPES, h=train_h, seed=0, samples=a.train),
             "in-distribution": dict(shapes=TRAIN_SHAPES, h=0.04, seed=1, samples=a.test),
             "held-out shape (tshape)": dict(shapes=["tshape"], h=0.04, seed=2, samples=a.test),
             "finer mesh (h 0.02)": dict(shapes=TRAIN_SHAPES, h=0.02, seed=3,
@@ -101,7 +106,8 @@ def main(argv=None):
                       f"torch {torch.__version__}, one thread",
            "problem": a.problem, "budget_s": budget, "datasets": gen, "models": rows}
     a.out.mkdir(parents=True, exist_ok=True)
-    stem = "geometry-models" if a.problem == "darcy" else f"geometry-models-{a.problem}"
+    stem = ("geometry-models" if a.problem == "darcy" else f"geometry-models-{a.problem}") \
+        + (f"-{a.tag}" if a.tag else "")
     (a.out / f"{stem}.json").write_text(json.dumps(out, indent=1))
     (a.out / f"{stem}.md").write_text(markdown(out))
     print(f"wrote {a.out / stem}.md")

@@ -83,8 +83,9 @@ def add_parser(sub) -> None:
                    "elasticity); see --shapes and --h")
     p.add_argument("--shapes", nargs="+", default=None, metavar="SHAPE",
                    help="geometry mode: shapes to draw from (default: disk lshape tshape holes)")
-    p.add_argument("--h", type=float, default=0.04,
-                   help="geometry mode: target mesh edge length (default 0.04)")
+    p.add_argument("--h", type=float, nargs="+", default=[0.04], metavar="H",
+                   help="geometry mode: target mesh edge length (default 0.04), or two values "
+                   "LO HI: each sample draws its own from that range")
     p.add_argument("--json", action="store_true", help="print one JSON summary, no progress bar")
     p.set_defaults(func=run)
 

@@ -110,7 +110,7 @@ def geometry_sample(settings: dict, i: int) -> dict:
     shapes = settings["shapes"]
     kind = shapes[int(rg.integers(len(shapes)))]
     dom = sample_domain(kind, rg)
-    mesh = mesh_domain(dom, h=settings["h"])
+    mesh = mesh_domain(dom, h=sample_h(settings, i))
     problem = settings["problem"]
     vector = problem == "elasticity"
     elem = skfem.ElementVector(skfem.ElementTriP1()) if vector else skfem.ElementTriP1()
@@ -180,8 +180,10 @@ def generate_geometry_dataset(problem, *, samples, out, shapes=SHAPES, h=0.04, s
     shapes : sequence of str, keyword-only
         Shapes drawn uniformly per sample (subset of :data:`femno.fem.geometry.SHAPES`);
         hold some out of a training set to test on unseen geometries.
-    h : float, keyword-only
-        Target mesh size (edge length).
+    h : float or (float, float), keyword-only
+        Target mesh size (edge length), or a range ``(lo, hi)`` from which each sample
+        draws its own (uniformly, from its own seeded stream): training data at several
+        resolutions.
     seed, block : int, keyword-only
         Seed of everything; samples per stored block.
     length, variance : float, keyword-only
@@ -212,16 +214,37 @@ def generate_geometry_dataset(problem, *, samples, out, shapes=SHAPES, h=0.04, s
     bad = [s for s in shapes if s not in SHAPES]
     if not shapes or bad:
         raise InputError(f"shapes must be a non-empty subset of {', '.join(SHAPES)}; got {bad or shapes}")
-    for name, v in (("h", h), ("length", length), ("variance", variance), ("rtol", rtol)):
+    if isinstance(h, (list, tuple, np.ndarray)):
+        if len(h) == 1:
+            h = h[0]
+        elif len(h) != 2 or not all(isinstance(v, (int, float)) and np.isfinite(v) and v > 0
+                                    for v in h) or not h[0] < h[1]:
+            raise InputError(f"h must be a positive number or a range (lo, hi) with "
+                             f"0 < lo < hi, got {h!r}")
+    h_setting = [float(h[0]), float(h[1])] if isinstance(h, (list, tuple, np.ndarray)) else h
+    for name, v in (("h", h_setting if not isinstance(h_setting, list) else h_setting[0]),
+                    ("length", length), ("variance", variance), ("rtol", rtol)):
         if not (isinstance(v, (int, float)) and np.isfinite(v) and v > 0):
             raise InputError(f"{name} must be a positive number, got {v!r}")
     if out is None or str(out) == "":
         raise InputError("out must be a directory path")
     settings = {"family": problem, "problem": problem, "samples": samples, "seed": seed, "block": block,
-                "shapes": shapes, "h": float(h), "length": float(length),
+                "shapes": shapes,
+                "h": h_setting if isinstance(h_setting, list) else float(h_setting),
+                "length": float(length),
                 "variance": float(variance), "rtol": float(rtol), "mode": "geometry"}
     with writer_lock(out):
         return _generate(settings, out=out, progress=progress, t0=t0)
+
+
+def sample_h(settings: dict, i: int) -> float:
+    """Mesh size of sample ``i``: the setting, or a draw from its range (own stream, so a
+    dataset with one ``h`` is unchanged)."""
+    h = settings["h"]
+    if not isinstance(h, list):
+        return float(h)
+    u = np.random.default_rng([int(settings["seed"]), int(i), 0x4D455348]).random()
+    return float(h[0] + (h[1] - h[0]) * u)
 
 
 def _sizes(settings) -> tuple[int, int]:
@@ -230,7 +253,7 @@ def _sizes(settings) -> tuple[int, int]:
     for i in range(settings["samples"]):
         rg = _rngs(settings["seed"], i)[0]
         kind = settings["shapes"][int(rg.integers(len(settings["shapes"])))]
-        m = mesh_domain(sample_domain(kind, rg), h=settings["h"])
+        m = mesh_domain(sample_domain(kind, rg), h=sample_h(settings, i))
         P, C = max(P, m.p.shape[1]), max(C, m.t.shape[1])
     return P, C
 
