@@ -86,6 +86,10 @@ def add_parser(sub) -> None:
     p.add_argument("--h", type=float, nargs="+", default=[0.04], metavar="H",
                    help="geometry mode: target mesh edge length (default 0.04), or two values "
                    "LO HI: each sample draws its own from that range")
+    p.add_argument("--mesh", metavar="FILE", default=None,
+                   help="geometry mode: solve every sample on this 2-D triangle mesh (any file "
+                   "meshio reads) instead of random domains, e.g. to check a geometry "
+                   "surrogate on your mesh with femno eval")
     p.add_argument("--json", action="store_true", help="print one JSON summary, no progress bar")
     p.set_defaults(func=run)
 
@@ -96,17 +100,22 @@ def run(args) -> int:
     options = parse_key_values(args.option, what="option")
     if args.n is not None:
         options["n"] = args.n
+    if args.mesh is not None and not args.geometry:
+        from femno.errors import InputError
+
+        raise InputError("--mesh is for geometry mode (--geometry); a steady family takes "
+                         "its mesh as -o mesh=FILE")
     if args.geometry:
         from femno.datagen.generate_geometry import generate_geometry_dataset
         from femno.errors import InputError
         from femno.fem.geometry import SHAPES
 
         if args.steps is not None or options or args.method != "auto":
-            raise InputError("--geometry takes --shapes, --h, --samples, --seed, --block and "
-                             "--rtol; not --steps, --n, -o or --method")
+            raise InputError("--geometry takes --shapes, --h, --mesh, --samples, --seed, "
+                             "--block and --rtol; not --steps, --n, -o or --method")
         summary = generate_geometry_dataset(
             args.family, samples=args.samples, out=args.out, shapes=args.shapes or SHAPES,
-            h=args.h, seed=args.seed, block=args.block,
+            h=args.h, seed=args.seed, block=args.block, mesh=args.mesh,
             rtol=args.rtol, progress=not args.json)
     elif args.steps is not None:
         check_memory(args.family, options)

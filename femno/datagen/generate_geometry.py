@@ -59,14 +59,14 @@ from femno.datagen.generate import (
 from femno.datagen.geometry_rows import read_geometry_row
 from femno.datagen.store import DatasetStore, writer_lock
 from femno.errors import InputError
-from femno.fem.geometry import SHAPES, mesh_domain, sample_domain
+from femno.fem.geometry import SHAPES, mesh_domain, mesh_sdf, sample_domain
 from femno.fem.random_fields import GaussianRandomField
 
 __all__ = ["GEOMETRY_PROBLEMS", "generate_geometry_dataset", "geometry_sample", "load_geometry_sample"]
 
 GEOMETRY_PROBLEMS = ("poisson", "darcy", "elasticity")
 GEOMETRY_IDENTITY = ("problem", "samples", "seed", "block", "shapes", "h", "length",
-                     "variance", "rtol")
+                     "variance", "rtol", "mesh")
 _NU = 0.3
 _BOX = (np.zeros(2), np.ones(2))
 
@@ -98,8 +98,12 @@ def _rngs(seed: int, i: int):
     return [np.random.default_rng([seed, i, k]) for k in range(3)]
 
 
-def geometry_sample(settings: dict, i: int) -> dict:
+def geometry_sample(settings: dict, i: int, mesh=None) -> dict:
     """Draw, mesh and solve sample ``i`` of a geometry dataset (deterministic in ``settings``).
+
+    With ``mesh`` (a user's ``skfem.MeshTri``, the dataset's ``mesh`` setting) every
+    sample uses it: only the coefficient (and load) is drawn, the shape is ``"user"``
+    and the signed distance is the distance to its boundary facets.
 
     Returns a dict with the ``skfem.MeshTri`` (``mesh``), ``shape``, ``domain``, the nodal
     ``coefficient`` (P,), ``sdf`` (P,), ``boundary`` and ``dirichlet`` masks (P,), ``load``
@@ -109,8 +113,12 @@ def geometry_sample(settings: dict, i: int) -> dict:
     rg, rf, rl = _rngs(int(settings["seed"]), int(i))
     shapes = settings["shapes"]
     kind = shapes[int(rg.integers(len(shapes)))]
-    dom = sample_domain(kind, rg)
-    mesh = mesh_domain(dom, h=sample_h(settings, i))
+    if mesh is None:
+        dom = sample_domain(kind, rg)
+        mesh = mesh_domain(dom, h=sample_h(settings, i))
+        sdf = dom.sdf(mesh.p.T)
+    else:
+        dom, sdf = None, mesh_sdf(mesh)
     problem = settings["problem"]
     vector = problem == "elasticity"
     elem = skfem.ElementVector(skfem.ElementTriP1()) if vector else skfem.ElementTriP1()
@@ -118,7 +126,9 @@ def geometry_sample(settings: dict, i: int) -> dict:
     # one field realisation at the quadrature points and the vertices together
     qp = np.asarray(basis.mapping.F(basis.X)).reshape(2, -1).T  # (ne * nq, 2)
     grf = GaussianRandomField(length=settings["length"], variance=settings["variance"])
-    g = grf.sample(np.vstack([qp, mesh.p.T]), rf, bbox=_BOX)
+    # the unit box (all generated domains lie in it), grown to hold a user's mesh
+    box = (np.minimum(_BOX[0], mesh.p.min(axis=1)), np.maximum(_BOX[1], mesh.p.max(axis=1)))
+    g = grf.sample(np.vstack([qp, mesh.p.T]), rf, bbox=box)
     gq, gn = g[: len(qp)].reshape(basis.dx.shape), g[len(qp):]
     load = np.zeros(2)
     if problem == "poisson":
@@ -150,7 +160,7 @@ def geometry_sample(settings: dict, i: int) -> dict:
     res = float(np.linalg.norm(b - A @ x[free]) / max(np.linalg.norm(b), 1e-300))
     u = x[basis.nodal_dofs].T if vector else x[:, None]  # (P, ncomp)
     return {"mesh": mesh, "shape": shapes.index(kind), "domain": dom, "coefficient": coef,
-            "sdf": dom.sdf(mesh.p.T), "boundary": bnd, "dirichlet": clamp, "load": load,
+            "sdf": sdf, "boundary": bnd, "dirichlet": clamp, "load": load,
             "solution": u, "residual": res, "time": time.perf_counter() - t0}
 
 
@@ -165,7 +175,7 @@ def _spd_solve(A, b):
 
 
 def generate_geometry_dataset(problem, *, samples, out, shapes=SHAPES, h=0.04, seed=0,
-                              block=16, length=0.2, variance=0.5, rtol=1e-8,
+                              block=16, length=0.2, variance=0.5, rtol=1e-8, mesh=None,
                               progress=True) -> dict:
     r"""Generate (or resume) a dataset of ``samples`` solves, each on its own random domain.
 
@@ -190,6 +200,10 @@ def generate_geometry_dataset(problem, *, samples, out, shapes=SHAPES, h=0.04, s
         Correlation length and variance of the Gaussian field :math:`g`.
     rtol : float, keyword-only
         A sample counts as converged when its true relative residual is at most ``rtol``.
+    mesh : path or skfem.MeshTri, optional, keyword-only
+        A user's 2-D triangle mesh (any file meshio reads): every sample is solved on it
+        (``shapes`` and ``h`` are then not used; the shape is ``"user"``), so that
+        ``femno eval`` can check a geometry surrogate on that mesh before it is trusted.
 
     Returns
     -------
@@ -228,13 +242,37 @@ def generate_geometry_dataset(problem, *, samples, out, shapes=SHAPES, h=0.04, s
             raise InputError(f"{name} must be a positive number, got {v!r}")
     if out is None or str(out) == "":
         raise InputError("out must be a directory path")
+    user_mesh, mesh_id = _user_mesh(mesh)
+    if user_mesh is not None:
+        shapes = ["user"]
     settings = {"family": problem, "problem": problem, "samples": samples, "seed": seed, "block": block,
                 "shapes": shapes,
                 "h": h_setting if isinstance(h_setting, list) else float(h_setting),
                 "length": float(length),
-                "variance": float(variance), "rtol": float(rtol), "mode": "geometry"}
+                "variance": float(variance), "rtol": float(rtol), "mode": "geometry",
+                "mesh": mesh_id}
     with writer_lock(out):
-        return _generate(settings, out=out, progress=progress, t0=t0)
+        return _generate(settings, out=out, progress=progress, t0=t0, mesh=user_mesh)
+
+
+def _user_mesh(mesh):
+    """``(skfem.MeshTri or None, identity dict or None)`` of the ``mesh`` argument."""
+    if mesh is None:
+        return None, None
+    import hashlib
+
+    path = None
+    if not isinstance(mesh, skfem.Mesh):
+        from femno.fem.mesh import load_mesh
+
+        path, mesh = str(mesh), load_mesh(mesh)
+    if not isinstance(mesh, skfem.MeshTri):
+        raise InputError(f"geometry datasets need a 2-D triangle mesh, got {type(mesh).__name__}")
+    mesh = skfem.MeshTri(np.ascontiguousarray(mesh.p, dtype=np.float64),
+                         np.ascontiguousarray(mesh.t, dtype=np.int64))
+    digest = hashlib.sha256(mesh.p.tobytes() + mesh.t.tobytes()).hexdigest()[:16]
+    return mesh, {"path": path, "points": int(mesh.p.shape[1]), "cells": int(mesh.t.shape[1]),
+                  "sha256": digest}
 
 
 def sample_h(settings: dict, i: int) -> float:
@@ -247,8 +285,10 @@ def sample_h(settings: dict, i: int) -> float:
     return float(h[0] + (h[1] - h[0]) * u)
 
 
-def _sizes(settings) -> tuple[int, int]:
+def _sizes(settings, mesh=None) -> tuple[int, int]:
     """Largest vertex and triangle counts over all samples (meshing only, milliseconds each)."""
+    if mesh is not None:
+        return mesh.p.shape[1], mesh.t.shape[1]
     P = C = 0
     for i in range(settings["samples"]):
         rg = _rngs(settings["seed"], i)[0]
@@ -258,8 +298,8 @@ def _sizes(settings) -> tuple[int, int]:
     return P, C
 
 
-def _create(settings, out):
-    P, C = _sizes(settings)
+def _create(settings, out, mesh=None):
+    P, C = _sizes(settings, mesh)
     nc = 2 if settings["problem"] == "elasticity" else 1
     arrays = {"mesh/points": ((P, 2), "f8"), "mesh/cells": ((C, 3), "i8"),
               "mesh/n_points": ((), "i8"), "mesh/n_cells": ((), "i8"),
@@ -286,22 +326,23 @@ def _create(settings, out):
     return DatasetStore.create(out, manifest=manifest, arrays=arrays, static={})
 
 
-def _generate(settings, *, out, progress, t0):
+def _generate(settings, *, out, progress, t0, mesh=None):
     store, repaired, message = open_or_create(out, settings, GEOMETRY_IDENTITY,
-                                              lambda: _create(settings, out))
+                                              lambda: _create(settings, out, mesh))
     geo = store.manifest["layout"]["geometry"]
     P, C = geo["max_points"], geo["max_cells"]
     pending = [b for b in range(store.n_blocks) if b not in store.done_blocks()]
     todo = sum(store.rows(b)[1] - store.rows(b)[0] for b in pending)
     bar = _progress(store.samples, store.samples - todo, progress,
-                    f"{settings['problem']} on random domains")
+                    f"{settings['problem']} on " + ("the user's mesh" if mesh is not None
+                                                    else "random domains"))
     done, worst, failures = 0, 0.0, 0
     try:
         for b in pending:
             lo, hi = store.rows(b)
             data = {k: [] for k in store.manifest["arrays"]}
             for i in range(lo, hi):
-                s = geometry_sample(settings, i)
+                s = geometry_sample(settings, i, mesh)
                 m = s["mesh"]
                 n, c = m.p.shape[1], m.t.shape[1]
                 if n > P or c > C:  # pragma: no cover - _sizes meshed the same domains
