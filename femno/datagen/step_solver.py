@@ -165,6 +165,11 @@ class StepSolver:
             self._state = "final"
             self.explanation += ": AMG for the rest"
 
+    @property
+    def decided(self) -> bool:
+        """Whether ``choice`` is final (always, unless ``auto`` is still measuring)."""
+        return self._state == "final"
+
     def residual(self, b, x) -> float:
         """True relative residual :math:`\\|b - Ax\\| / \\|b\\|`."""
         nb = np.linalg.norm(b)

@@ -243,8 +243,8 @@ def _jacobian_solver(A, method, solves, previous):
     refreshed ones (``solves``: the expected number of chord solves, 3 per step)."""
     from femno.datagen.step_solver import step_solver
 
-    if method == "auto" and previous is not None:
-        method = previous.choice
+    if method == "auto" and previous is not None and previous.decided:
+        method = previous.choice  # measured on an earlier Jacobian: kept
     return step_solver(A, spd=True, steps=solves, method="factor" if method == "reuse" else method)
 
 
