@@ -31,6 +31,7 @@ from femno.datagen.store import DatasetStore
 from femno.errors import InputError
 from femno.fem.geometry import mesh_sdf
 from femno.operators.checkpoint import save_model
+from femno.operators.fe_data import mesh_size
 from femno.operators.geometry_models import (
     SDFDeepONet,
     deeponet_predict,
@@ -52,17 +53,11 @@ GEOMETRY_ARCHS = ("spon-mg", "sdf-deeponet")
 H_SLACK = 1.25
 
 
-def _mean_edge(basis) -> float:
-    m = basis.mesh
-    e = m.p[:, m.facets[0]] - m.p[:, m.facets[1]]
-    return float(np.sqrt((e * e).sum(0)).mean())
-
-
 def _item_stats(it) -> dict:
     pts = it["points"]
     area = float(it["M"].sum()) / it["basis"].nodal_dofs.shape[0]  # 1^T M 1 per component
     coef = it["x"][0]
-    return {"h": _mean_edge(it["basis"]), "coef_min": float(coef.min()),
+    return {"h": mesh_size(it["basis"].mesh), "coef_min": float(coef.min()),
             "coef_max": float(coef.max()), "lo": pts.min(0), "hi": pts.max(0), "area": area}
 
 
