@@ -39,7 +39,6 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from femno.cli._output import print_json, print_table
     from femno.datagen.store import require_complete
     from femno.errors import InputError
     from femno.operators.checkpoint import load_model
@@ -63,15 +62,22 @@ def run(args) -> int:
     if args.plot:
         _plot(err, pred, data, res, args.plot)
         summary["plot"] = args.plot
+    worst = ", ".join(f"{w['sample']} ({w['rel_l2']:.3g})" for w in res["worst"])
+    return _report(args, summary, [], worst, "femno eval")
+
+
+def _report(args, summary, extra_rows, worst, title) -> int:
+    """Print the summary (JSON, or a table with ``extra_rows``, the worst samples and the
+    warnings); exit code 0."""
+    from femno.cli._output import print_json, print_table
+
     if args.json:
         print_json(summary)
-    else:
-        rows = [(k, v) for k, v in summary.items() if k not in ("worst", "warnings")]
-        rows.append(("worst samples", ", ".join(f"{w['sample']} ({w['rel_l2']:.3g})"
-                                                for w in res["worst"])))
-        print_table(rows, title="femno eval")
-        for w in res["warnings"]:
-            print(f"warning: {w}")
+        return 0
+    rows = [(k, v) for k, v in summary.items() if k not in ("worst", "warnings", "per_shape")]
+    print_table(rows + extra_rows + [("worst samples", worst)], title=title)
+    for w in summary["warnings"]:
+        print(f"warning: {w}")
     return 0
 
 
@@ -89,7 +95,6 @@ def _is_geometry_model(model) -> bool:
 
 def _run_geometry(args, model) -> int:
     """A geometry model on a geometry dataset: each sample on its own mesh."""
-    from femno.cli._output import print_json, print_table
     from femno.errors import InputError
     from femno.operators.geometry_surrogate import evaluate_geometry_model
 
@@ -106,18 +111,10 @@ def _run_geometry(args, model) -> int:
     if args.plot:
         _plot_geometry(err, items, pred, res, args.plot)
         summary["plot"] = args.plot
-    if args.json:
-        print_json(summary)
-        return 0
-    rows = [(k, v) for k, v in summary.items() if k not in ("worst", "warnings", "per_shape")]
-    rows += [(f"median rel L2, {s}", f"{v['median']:.4g} ({v['samples']} samples)")
-             for s, v in res["per_shape"].items()]
-    rows.append(("worst samples", ", ".join(f"{w['row']} {w['shape']} ({w['rel_l2']:.3g})"
-                                            for w in res["worst"])))
-    print_table(rows, title="femno eval (geometry)")
-    for w in res["warnings"]:
-        print(f"warning: {w}")
-    return 0
+    shapes = [(f"median rel L2, {s}", f"{v['median']:.4g} ({v['samples']} samples)")
+              for s, v in res["per_shape"].items()]
+    worst = ", ".join(f"{w['row']} {w['shape']} ({w['rel_l2']:.3g})" for w in res["worst"])
+    return _report(args, summary, shapes, worst, "femno eval (geometry)")
 
 
 def _pyplot():
