@@ -129,59 +129,63 @@ def _pyplot():
     return plt
 
 
-def _plot_geometry(err, items, pred, res, path) -> None:
+def _error_figure(path, err, res, *, hist, bins, title, field=None) -> None:
+    """Two panels: a histogram of the per-sample errors ``err`` (``hist``: a list of
+    arrays and their labels for a stacked one, or None), with the median marked, and
+    ``field = (mesh, values, cmap, title)`` drawn on a 2-D triangle mesh (or nothing)."""
     import matplotlib.tri as mtri
-    import numpy as np
 
     plt = _pyplot()
     fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(11, 4.5))
+    if hist is None:
+        ax0.hist(100 * err, bins=bins, color="tab:blue")
+    else:
+        ax0.hist(hist[0], bins=bins, stacked=True, label=hist[1])
+    ax0.axvline(100 * res["rel_l2_median"], color="k", ls="--", label="median")
+    ax0.set_xlabel("relative L2 error (%)")
+    ax0.set_ylabel("samples")
+    ax0.legend()
+    ax0.set_title(title)
+    if field is None:
+        ax1.axis("off")
+    else:
+        mesh, values, cmap, ftitle = field
+        tri = mtri.Triangulation(mesh.p[0], mesh.p[1], mesh.t.T)
+        cs = ax1.tripcolor(tri, values, shading="gouraud", cmap=cmap)
+        fig.colorbar(cs, ax=ax1)
+        ax1.set_aspect("equal")
+        ax1.set_title(ftitle)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _plot_geometry(err, items, pred, res, path) -> None:
+    import numpy as np
+
     shapes = np.array([str(it["shape"]) for it in items])
     names = sorted(set(shapes))
     bins = np.linspace(0, 100 * err.max() * 1.001, min(30, max(5, err.size // 3)) + 1)
-    ax0.hist([100 * err[shapes == s] for s in names], bins=bins, stacked=True, label=names)
-    ax0.axvline(100 * res["rel_l2_median"], color="k", ls="--", label="median")
-    ax0.set_xlabel("relative L2 error (%)")
-    ax0.set_ylabel("samples")
-    ax0.legend()
-    ax0.set_title(f"{err.size} samples, median {100 * res['rel_l2_median']:.2f} %")
     w = int(np.argmax(err))
-    it, mesh = items[w], items[w]["basis"].mesh
+    it = items[w]
     nd = it["basis"].nodal_dofs
     diff = np.sqrt(sum((pred[w][nd[k]] - it["y"][nd[k]]) ** 2 for k in range(nd.shape[0])))
-    tri = mtri.Triangulation(mesh.p[0], mesh.p[1], mesh.t.T)
-    cs = ax1.tripcolor(tri, diff, shading="gouraud", cmap="viridis")
-    fig.colorbar(cs, ax=ax1)
-    ax1.set_aspect("equal")
-    ax1.set_title(f"|error| of the worst sample, row {it['row']} ({it['shape']}, "
-                  f"{100 * err[w]:.2f} %)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _error_figure(path, err, res, hist=([100 * err[shapes == s] for s in names], names),
+                  bins=bins, title=f"{err.size} samples, median {100 * res['rel_l2_median']:.2f} %",
+                  field=(it["basis"].mesh, diff, "viridis",
+                         f"|error| of the worst sample, row {it['row']} ({it['shape']}, "
+                         f"{100 * err[w]:.2f} %)"))
 
 
 def _plot(err, pred, data, res, path) -> None:
-    import matplotlib.tri as mtri
     import numpy as np
 
-    plt = _pyplot()
-    fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(11, 4.5))
-    ax0.hist(100 * err, bins=min(30, max(5, err.size // 3)), color="tab:blue")
-    ax0.axvline(100 * res["rel_l2_median"], color="k", ls="--", label="median")
-    ax0.set_xlabel("relative L2 error (%)")
-    ax0.set_ylabel("samples")
-    ax0.legend()
-    ax0.set_title(f"{err.size} samples, mean {100 * res['rel_l2_mean']:.2f} %")
     worst = int(np.argmax(err))
     mesh = data.mesh
+    field = None
     if mesh.p.shape[0] == 2 and mesh.t.shape[0] == 3 and data.n_dofs == mesh.p.shape[1]:
         diff = pred[worst] - data.Y[worst].numpy()  # P1: dofs are the vertices
-        tri = mtri.Triangulation(mesh.p[0], mesh.p[1], mesh.t.T)
-        cs = ax1.tripcolor(tri, diff, shading="gouraud", cmap="coolwarm")
-        fig.colorbar(cs, ax=ax1)
-        ax1.set_aspect("equal")
-        ax1.set_title(f"error of the worst sample ({100 * err[worst]:.2f} %)")
-    else:  # the error field is drawn for P1 triangles only
-        ax1.axis("off")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+        field = (mesh, diff, "coolwarm", f"error of the worst sample ({100 * err[worst]:.2f} %)")
+    # (the error field is drawn for P1 triangles only)
+    _error_figure(path, err, res, hist=None, bins=min(30, max(5, err.size // 3)),
+                  title=f"{err.size} samples, mean {100 * res['rel_l2_mean']:.2f} %", field=field)
