@@ -57,15 +57,17 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--family", default="heat",
-                   choices=("heat", "advection-diffusion", "wave", "allen-cahn"),
+                   choices=("heat", "advection-diffusion", "wave", "allen-cahn",
+                            "heat-varying"),
                    help="heat (CHOLMOD), advection-diffusion (nonsymmetric: LU), wave "
-                   "(Newmark; --theta unused) or allen-cahn (Newton: chord reuse vs full "
-                   "Newton with spsolve; --theta unused)")
+                   "(Newmark; --theta unused), allen-cahn (Newton: chord reuse vs full "
+                   "Newton with spsolve; --theta unused) or heat-varying (a travelling "
+                   "coefficient: a new step matrix every step; use --dt 0.01)")
     p.add_argument("--n", type=int, default=316, help="cells per side (default 316: 100,489 dofs)")
     p.add_argument("--dim", type=int, default=2, choices=(2, 3),
                    help="2: unit square (triangles); 3: unit cube (tetrahedra; --n 46: 103,823 dofs)")
     p.add_argument("--methods", nargs="+", default=["reuse", "naive"],
-                   choices=("reuse", "amg", "auto", "naive"),
+                   choices=("reuse", "amg", "recycle", "hypre", "auto", "naive"),
                    help="step solvers to run (default reuse naive); the first is the reference")
     p.add_argument("--naive-steps", type=int, default=None, metavar="K",
                    help="run naive for K steps only and scale its per-step time to --steps "
@@ -177,8 +179,13 @@ def markdown_methods(d) -> str:
              "(the loop a user writes; `extrapolated` = run for fewer steps, per-step time "
              "scaled). allen-cahn (nonlinear): implicit Euler with chord Newton, its kept "
              "Jacobian solved by each way; naive is full Newton with `spsolve`; the theta "
-             "column does not apply to it. Targets (issue 20): >= 5x over naive; auto near "
-             "the best.", "",
+             "column does not apply to it. heat-varying (a new step matrix every step): "
+             "reuse refactorizes each step with the symbolic analysis kept, amg updates the "
+             "hierarchy's coarse operators for each step matrix, recycle adds a deflation "
+             "space carried across steps (deflated CG), hypre sets up BoomerAMG (PETSc) "
+             "per step, auto measures the four "
+             "(`femno.datagen.varying_step`); naive assembles with scikit-fem and calls "
+             "`spsolve`. Targets (issue 20): >= 5x over naive; auto near the best.", "",
              "| theta | dofs | steps | " + " | ".join(f"{m} s" for m in d["methods"])
              + " | best | auto / best | naive / best | auto chose | max rel. difference to "
              + d["methods"][0] + " |",

@@ -65,7 +65,8 @@ def run_inspect(args) -> int:
     traj = info["layout"].get("trajectory")
     if traj:
         scheme = traj.get("scheme", "theta")
-        scheme = f"theta {traj['theta']:g}" if scheme == "theta" else scheme
+        if scheme.startswith("theta"):  # "theta 0.5" or "theta 0.5, time-dependent ..."
+            scheme = f"theta {traj['theta']:g}{scheme[len('theta'):]}"
         rows.append(("trajectory", f"{traj['steps']} steps of dt {traj['dt']:g}, {scheme} "
                                    f"({' x '.join(traj['axes'])})"))
     geo = info["layout"].get("geometry")

@@ -71,8 +71,10 @@ def add_parser(sub) -> None:
     p.add_argument("--steps", type=int, default=None, metavar="T",
                    help="trajectory mode: T time steps per sample; --method then is auto (the "
                    "default: per trajectory the cheaper of one factorization and one AMG "
-                   "hierarchy, measured), reuse|direct (one factorization), amg|amg-cg or "
-                   "naive (assembly + spsolve per step)")
+                   "hierarchy, measured), reuse|direct (one factorization), amg|amg-cg, "
+                   "recycle (a family whose step matrix changes, e.g. heat-varying: AMG + "
+                   "a deflation space carried across steps), hypre (the same: BoomerAMG "
+                   "per step) or naive (assembly + spsolve per step)")
     p.add_argument("--theta", type=float, default=1.0,
                    help="trajectory mode: theta-scheme, 1 implicit Euler (default), 0.5 "
                    "Crank-Nicolson")

@@ -70,14 +70,19 @@ def generate_trajectories(family, *, samples, steps, out, dt=None, theta=1.0, me
         Time step (default: the family's ``dt`` option).
     theta : float in [1/2, 1], keyword-only
         θ-scheme: 1 implicit Euler, 1/2 Crank--Nicolson.
-    method : {"auto", "reuse", "amg", "naive"}, keyword-only
+    method : {"auto", "reuse", "amg", "recycle", "hypre", "naive"}, keyword-only
         ``auto`` (default): per trajectory, AMG on the first step, the factorization
         projected from patches of the step matrix and made only where it can pay, the
         cheaper measured way for the rest (:mod:`femno.datagen.step_solver`; on 2-D
         meshes the factorization, on large 3-D ones AMG); ``reuse``: one factorization
         per trajectory; ``amg``: one AMG hierarchy, CG/GMRES from the previous step to
         rtol 1e-10; ``naive``: assembly + ``spsolve`` every step. Nonlinear families
-        use chord Newton for all but ``naive``.
+        use chord Newton for all but ``naive``. Families whose coefficients change in
+        time (``heat-varying``, a user family with ``time_dependent = True`` and
+        ``operators_at(params, t)``) get a new step matrix every step:
+        :mod:`femno.datagen.varying_step` (``reuse`` refactorizes, ``amg`` updates one
+        hierarchy, ``recycle`` also carries a deflation space, ``hypre`` sets up
+        BoomerAMG per step, ``auto`` measures).
     rtol : float, keyword-only
         A trajectory counts as converged when every step's true relative residual is
         at most ``rtol`` (direct solves: rounding level).
@@ -108,10 +113,12 @@ def generate_trajectories(family, *, samples, steps, out, dt=None, theta=1.0, me
     options = _jsonable(dict(family_options or {}), "family_options")
     spec = _spec_of(family)
     fam = runner.load_family(spec, options)
-    if getattr(fam, "operators", None) is None:
+    if getattr(fam, "operators", None) is None and not (
+            getattr(fam, "time_dependent", False) and hasattr(fam, "operators_at")):
         raise InputError(f"family {fam.name!r} has no time-dependent form (operators(params) "
-                         "-> (M, K, F)); --steps works for: heat, advection-diffusion, wave, "
-                         "allen-cahn")
+                         "-> (M, K, F), or time_dependent = True and operators_at(params, t)); "
+                         "--steps works for: heat, advection-diffusion, wave, allen-cahn, "
+                         "heat-varying")
     steps, dt, theta = _check(steps, fam.options["dt"] if dt is None else dt, theta, method)
     rtol = float(rtol)
     settings = {"family": fam.name, "family_spec": spec, "family_options": options,
@@ -179,15 +186,23 @@ def _create(fam, settings, out):
     static["times"] = settings["dt"] * np.arange(steps + 1, dtype=np.float64)
     layout["row_order"] = "rows are samples in index order; sample_index[row] = row"
     scheme = ("newmark (beta 1/4, gamma 1/2)" if getattr(fam, "time_order", 1) == 2 else
-              "implicit Euler + Newton" if getattr(fam, "nonlinear", False) else "theta")
+              "implicit Euler + Newton" if getattr(fam, "nonlinear", False) else
+              "theta, time-dependent stiffness" if getattr(fam, "time_dependent", False)
+              else "theta")
     layout["trajectory"] = {"steps": steps, "dt": settings["dt"],
-                            "theta": settings["theta"] if scheme == "theta" else None,
+                            "theta": settings["theta"] if scheme.startswith("theta") else None,
                             "scheme": scheme, "axes": ["sample", "time", "dof"]}
     manifest = {"format": "femno-dataset", "format_version": 1, "settings": settings,
                 "layout": layout, "versions": _versions(),
                 "resolved": {"method": settings["method"], "pc": "none", "explanation": {
-                    "reuse": "one factorization per trajectory (fixed step matrix)",
-                    "amg": "one AMG hierarchy per trajectory, CG/GMRES per step",
+                    "reuse": "one factorization per trajectory (fixed step matrix; a "
+                             "changing one: refactorized per step, analysis reused)",
+                    "amg": "one AMG hierarchy per trajectory (updated per step where the "
+                           "step matrix changes), CG/GMRES per step",
+                    "recycle": "AMG and a deflation/recycle space carried across steps "
+                               "(changing step matrices only)",
+                    "hypre": "BoomerAMG (PETSc) set up per step (changing step matrices "
+                             "only)",
                     "auto": "per trajectory, the cheaper of one factorization and one AMG "
                             "hierarchy, measured on the first steps (block markers count "
                             "the choices)",

@@ -49,10 +49,14 @@ from femno.fem.families.base import positive_number
 __all__ = ["Trajectory", "solve_trajectory", "time_operators", "initial_condition",
            "TRAJECTORY_METHODS"]
 
-#: ``reuse``: one factorization per sample; ``amg``: one AMG hierarchy, CG/GMRES per step
-#: from the previous step; ``auto``: measured between the two
-#: (:mod:`femno.datagen.step_solver`); ``naive``: assemble + ``spsolve`` per step
-TRAJECTORY_METHODS = ("reuse", "amg", "auto", "naive")
+#: ``reuse``: one factorization per sample (a changing step matrix: its symbolic
+#: analysis, refactorized per step); ``amg``: one AMG hierarchy (updated per step where
+#: the matrix changes), CG/GMRES per step from the previous step; ``recycle`` (changing
+#: step matrices only): AMG and a Krylov space carried across steps; ``hypre`` (changing
+#: step matrices, PETSc with hypre): BoomerAMG set up per step; ``auto``: measured
+#: (:mod:`femno.datagen.step_solver`, :mod:`femno.datagen.varying_step`); ``naive``:
+#: assemble + ``spsolve`` per step
+TRAJECTORY_METHODS = ("reuse", "amg", "recycle", "hypre", "auto", "naive")
 
 
 @dataclass
@@ -99,8 +103,10 @@ def time_operators(fam, params):
     ops = getattr(fam, "operators", None)
     if ops is None:
         raise InputError(f"family {getattr(fam, 'name', type(fam).__name__)!r} has no time-"
-                         "dependent form (operators(params) -> (M, K, F)); trajectories are "
-                         "available for: heat, advection-diffusion, wave, allen-cahn")
+                         "dependent form (operators(params) -> (M, K, F), or "
+                         "time_dependent = True and operators_at(params, t)); trajectories "
+                         "are available for: heat, advection-diffusion, wave, allen-cahn, "
+                         "heat-varying")
     return ops(params)
 
 
@@ -159,19 +165,30 @@ def solve_trajectory(fam, params, *, steps, dt=None, theta=1.0, method="reuse"):
         Time step (default: the family's ``dt`` option).
     theta : float in [1/2, 1], keyword-only
         1 = implicit Euler, 1/2 = Crank--Nicolson.
-    method : {"reuse", "amg", "auto", "naive"}, keyword-only
+    method : {"reuse", "amg", "recycle", "hypre", "auto", "naive"}, keyword-only
         ``reuse`` factorizes the step matrix once; ``amg`` builds one AMG hierarchy and
         runs CG (SPD) / GMRES per step from the previous step (rtol 1e-10); ``auto``
         measures both on the first steps and keeps the cheaper
         (:mod:`femno.datagen.step_solver`; nonlinear families use chord Newton, its
         Jacobian solved the same three ways); ``naive`` assembles the step matrix with scikit-fem and calls
-        ``spsolve`` at every step (the baseline of ``bench_trajectory.py``).
+        ``spsolve`` at every step (the baseline of ``bench_trajectory.py``). A family
+        whose coefficients change in time (``time_dependent``, e.g. ``heat-varying``)
+        gets a new step matrix every step: ``reuse`` refactorizes it (analysis reused),
+        ``amg`` updates one hierarchy, ``recycle`` also carries a Krylov space,
+        ``hypre`` sets up BoomerAMG per step, and ``auto`` measures them
+        (:mod:`femno.datagen.varying_step`).
 
     Returns
     -------
     Trajectory
     """
     steps, dt, theta = _check(steps, fam.options["dt"] if dt is None else dt, theta, method)
+    if getattr(fam, "time_dependent", False):
+        return _varying_theta(fam, params, steps=steps, dt=dt, theta=theta, method=method)
+    if method in ("recycle", "hypre"):
+        raise InputError(f"method {method!r} is for step matrices that change (time-"
+                         "dependent coefficients, e.g. heat-varying); this family's step "
+                         "matrix is fixed: use reuse, amg or auto")
     if getattr(fam, "time_order", 1) == 2:
         return _newmark(fam, params, steps=steps, dt=dt, method=method)
     if getattr(fam, "nonlinear", False):
@@ -202,16 +219,82 @@ def solve_trajectory(fam, params, *, steps, dt=None, theta=1.0, method="reuse"):
     return _linear_result(dt, steps, u, res, energy, setup, time.perf_counter() - t1, stepper)
 
 
-def _energy_defect(M, K, F, x, xn, dt, theta) -> float:
-    """Relative defect of the discrete energy identity of one θ-step (module docstring)."""
+def _energy_defect(M, K, F, x, xn, dt, theta, K1=None) -> float:
+    r"""Relative defect of the discrete energy identity of one θ-step (module docstring).
+
+    ``K1``: the stiffness at the new time where it changes (then the dissipation term is
+    :math:`\Delta t\, u_\theta^T(\theta K_1 u^{n+1} + (1-\theta) K_0 u^n)`)."""
     ut = theta * xn + (1.0 - theta) * x
     d = xn - x
     e0, e1 = 0.5 * x @ (M @ x), 0.5 * xn @ (M @ xn)
-    diss = dt * ut @ (K @ ut)
+    diss = dt * ut @ (K @ ut) if K1 is None else \
+        dt * ut @ (theta * (K1 @ xn) + (1.0 - theta) * (K @ x))
     lhs = e1 - e0 + (theta - 0.5) * d @ (M @ d) + diss - dt * F @ ut
     scale = e0 + e1 + abs(diss) + abs(dt * F @ ut)
     return float(lhs / scale) if scale > 0 else float(lhs)
 
+
+
+def _condensed_at(fam, params, t, free):
+    """``(M, K(t), F)`` on the free dofs of a time-dependent family: its own value-only
+    path (``condensed_operators_at``) or ``operators_at`` and condensation."""
+    fast = getattr(fam, "condensed_operators_at", None)
+    if fast is not None:
+        return fast(params, t)
+    M, K, F = fam.operators_at(params, t)
+    return M[free][:, free].tocsr(), K[free][:, free].tocsr(), np.asarray(F)[free]
+
+
+def _varying_theta(fam, params, *, steps, dt, theta, method):
+    r"""The θ-scheme with a time-dependent stiffness :math:`K_n = K(t_n)`
+    (``fam.time_dependent``; ``fam.operators_at(params, t) -> (M, K, F)``):
+
+    .. math:: (M + \theta\Delta t K_{n+1}) u^{n+1} = (M - (1-\theta)\Delta t K_n) u^n
+              + \Delta t F,
+
+    a new step matrix at every step, solved as :mod:`femno.datagen.varying_step`
+    chooses (``reuse``: refactorization with the analysis reused; ``amg``;
+    ``recycle``; ``auto``: measured), or by scikit-fem assembly + ``spsolve``
+    (``naive``). The energy identity holds with the dissipation term
+    :math:`\Delta t\,u_\theta^T(\theta K_{n+1}u^{n+1} + (1-\theta)K_n u^n)`.
+    """
+    from femno.datagen.varying_step import varying_step_solver
+
+    t0 = time.perf_counter()
+    free = fam.free_dofs()
+    Mf, K0, Ff = _condensed_at(fam, params, 0.0, free)
+    u = np.zeros((steps + 1, fam.basis.N))
+    u[0, free] = initial_condition(fam, params)[free]
+    stepper = None if method == "naive" else varying_step_solver(
+        spd=bool(getattr(fam, "spd", False)), steps=steps,
+        method="factor" if method == "reuse" else method)
+    setup = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    res, energy = np.empty(steps), np.empty(steps)
+    x = u[0, free].copy()
+    for n in range(steps):
+        b = Mf @ x - (1.0 - theta) * dt * (K0 @ x) + dt * Ff
+        if method == "naive":  # the user's loop: scikit-fem assembly + spsolve per step
+            Mn, Kn, _ = fam.operators_at(params, (n + 1) * dt)
+            K1 = Kn[free][:, free].tocsr()
+            A = (Mn[free][:, free] + theta * dt * K1).tocsr()
+            xn = spla.spsolve(A.tocsc(), b)
+        else:
+            _, K1, _ = _condensed_at(fam, params, (n + 1) * dt, free)
+            A = (Mf + theta * dt * K1).tocsr()
+            xn = stepper.solve(A, b, x)
+        bn = np.linalg.norm(b)
+        res[n] = np.linalg.norm(A @ xn - b) / (bn if bn > 0 else 1.0)
+        energy[n] = _energy_defect(Mf, K0, Ff, x, xn, dt, theta, K1=K1)
+        x, K0 = xn, K1
+        u[n + 1, free] = x
+    solve_s = time.perf_counter() - t1
+    if stepper is None:
+        return _linear_result(dt, steps, u, res, energy, setup, solve_s, None)
+    return Trajectory(times=dt * np.arange(steps + 1), u=u, residuals=res,
+                      energy_residual=energy, setup_s=setup + stepper.setup_s,
+                      solve_s=solve_s - stepper.setup_s, factorizations=stepper.factorizations,
+                      solver=stepper.choice, explanation=stepper.explanation)
 
 
 def _stepper(fam, A, steps, method):

@@ -11,6 +11,7 @@ heat                   :math:`(M + \Delta t K(a)) u = M u_{prev} + \Delta t F`  
 advection-diffusion    heat plus a constant random wind (nonsymmetric)                no
 wave                   :math:`u_{tt} - \nabla\cdot(a\nabla u) = f`, Newmark step      yes
 allen-cahn             first Newton step of implicit Euler for Allen--Cahn            yes
+heat-varying           heat with a travelling coefficient (a new matrix every step)   yes
 elasticity             plane strain, log-normal E, clamped left edge                   yes
 =====================  =============================================================  =====
 
@@ -27,7 +28,7 @@ from femno.errors import InputError
 from femno.fem.families.base import Family, LinearSystem
 from femno.fem.families.elasticity import Elasticity
 from femno.fem.families.scalar import Darcy, DarcyPWC, Heat, Helmholtz, Poisson
-from femno.fem.families.transient import AdvectionDiffusion, AllenCahn, Wave
+from femno.fem.families.transient import AdvectionDiffusion, AllenCahn, HeatVarying, Wave
 
 __all__ = [
     "Family",
@@ -46,11 +47,12 @@ __all__ = [
     "AdvectionDiffusion",
     "Wave",
     "AllenCahn",
+    "HeatVarying",
 ]
 
 FAMILIES: dict[str, type] = {
     cls.name: cls for cls in (Poisson, Darcy, DarcyPWC, Helmholtz, Heat, Elasticity,
-                               AdvectionDiffusion, Wave, AllenCahn)
+                               AdvectionDiffusion, Wave, AllenCahn, HeatVarying)
 }
 _BUILTIN_FAMILIES = frozenset(FAMILIES)
 

@@ -1,5 +1,6 @@
 r"""Time-dependent families beyond heat: advection-diffusion (nonsymmetric), the wave
-equation (second order in time) and Allen--Cahn (nonlinear).
+equation (second order in time), Allen--Cahn (nonlinear) and heat with a coefficient
+that changes in time (``heat-varying``: a new step matrix at every step).
 
 ``advection-diffusion``: :math:`u_t - \nabla\cdot(a\nabla u) + \mathbf w\cdot\nabla u = f`
 with homogeneous Dirichlet data, log-normal :math:`a` (as in
@@ -32,7 +33,7 @@ from femno.errors import InputError
 from femno.fem.families.base import positive_number
 from femno.fem.families.scalar import Heat, _weighted_mass
 
-__all__ = ["AdvectionDiffusion", "Wave", "AllenCahn"]
+__all__ = ["AdvectionDiffusion", "Wave", "AllenCahn", "HeatVarying"]
 
 
 @skfem.BilinearForm
@@ -230,3 +231,114 @@ class AllenCahn(Heat):
         N, Jn, _ = self.nonlinear_terms(u)
         A = (M / self.options["dt"] + K + Jn).tocsr() if matrix else None
         return A, -(K @ u + N)
+
+
+class HeatVarying(Heat):
+    r"""Heat with a travelling modulation of the coefficient: the operator changes in time.
+
+    .. math:: u_t - \nabla\cdot(a(x, t)\nabla u) = f, \qquad
+              a(x, t) = a_0(x)\,\exp\!\big(\beta \sin(2\pi(\mathbf d\cdot\hat x/\lambda
+              - t/P) + \varphi)\big),
+
+    :math:`a_0` log-normal as in :class:`~femno.fem.families.scalar.Darcy`,
+    :math:`\hat x` the coordinates scaled to the unit box, a random unit direction
+    :math:`\mathbf d` and phase :math:`\varphi` per sample, wavelength :math:`\lambda`
+    and period :math:`P`: a band of high and low conductivity sweeps the domain (a
+    moving heat-treatment zone, a travelling phase front). The θ-scheme's step matrix
+    :math:`M + \theta\Delta t K(a(t_{n+1}))` is new at every step, so a factorization
+    or AMG hierarchy cannot simply be reused
+    (:mod:`femno.datagen.varying_step` chooses how to solve the steps). As a steady
+    family it is the first implicit Euler step, at :math:`t = \Delta t`.
+
+    Options: those of Heat, ``beta`` (1.0: the coefficient swings by
+    :math:`e^{\pm\beta}`), ``wavelength`` (0.5), ``period`` (0.25).
+    Parameters: Heat's and ``direction`` (dim,), ``phase`` (float).
+
+    >>> fam = HeatVarying(n=8)
+    >>> p = fam.sample(np.random.default_rng(0))
+    >>> a0, a1 = fam.coefficient_at(p, 0.0), fam.coefficient_at(p, 0.05)
+    >>> bool(np.all(a0 > 0)), bool(np.abs(np.log(a1 / a0)).max() > 0.1)
+    (True, True)
+    >>> s = fam.assemble(p)
+    >>> bool(abs(s.A - fam.assemble(p, fast=False).A).max() < 1e-12)
+    True
+    """
+
+    name = "heat-varying"
+    time_dependent = True
+    OPTIONS = {**Heat.OPTIONS, "beta": 1.0, "wavelength": 0.5, "period": 0.25}
+
+    def _setup(self):
+        super()._setup()
+        o = self.options
+        o["beta"] = float(o["beta"])
+        if not np.isfinite(o["beta"]) or o["beta"] < 0:
+            raise InputError(f"beta must be a finite number >= 0, got {o['beta']}")
+        o["wavelength"] = positive_number(o["wavelength"], "wavelength")
+        o["period"] = positive_number(o["period"], "period")
+
+    def sample(self, rng):
+        params = super().sample(rng)
+        d = rng.standard_normal(self.mesh.p.shape[0])
+        params["direction"] = d / np.linalg.norm(d)
+        params["phase"] = float(rng.uniform(0.0, 2.0 * np.pi))
+        return params
+
+    def coefficient_at(self, params, t) -> np.ndarray:
+        """:math:`a(x, t)` at the quadrature points, shape (nelems, nqp), float64."""
+        o = self.options
+        d = np.asarray(params.get("direction"), dtype=np.float64)
+        dim = self.mesh.p.shape[0]
+        if d.shape != (dim,) or not np.all(np.isfinite(d)):
+            raise InputError(f"params['direction'] must be a finite vector of length {dim}")
+        if not np.isfinite(t):
+            raise InputError(f"time must be finite, got {t}")
+        if "scaled-qp" not in self._cache:  # quadrature points scaled to the unit box
+            x = self.basis.mapping.F(self.basis.X)
+            span = np.where(self.hi > self.lo, self.hi - self.lo, 1.0)
+            self._cache["scaled-qp"] = (x - self.lo[:, None, None]) / span[:, None, None]
+        s = np.einsum("i,ieq->eq", d, self._cache["scaled-qp"])
+        arg = 2.0 * np.pi * (s / o["wavelength"] - float(t) / o["period"]) + float(params["phase"])
+        return self.coefficient(params["a"], "a") * np.exp(o["beta"] * np.sin(arg))
+
+    def matrix_terms(self):
+        return super().matrix_terms()
+
+    def matrix_coefficients(self, params):
+        dt = self.options["dt"]
+        return [1.0, dt * self.coefficient_at(params, dt)]
+
+    def operators_at(self, params, t):
+        """``(M, K(a(t)), F)``: full mass and stiffness (CSR, scikit-fem assembly) and load."""
+        from femno.fem.families.scalar import _diffusion
+
+        K = _diffusion.assemble(self.basis, a=self.coefficient_at(params, t)).tocsr()
+        return self._matrix("mass").tocsr(), K, self._load(self.options["f"])
+
+    def operators(self, params):
+        return self.operators_at(params, 0.0)
+
+    def condensed_operators_at(self, params, t):
+        """``(M, K(a(t)), F)`` on the free dofs, values filled into a fixed pattern
+        (:class:`~femno.fem.fast_assembly.CondensedAssembler`: no scikit-fem call per
+        step); ``M`` and ``K`` share one pattern (CSR), ``F`` shape (n_free,)."""
+        asm = self._assembler()
+        if asm is None:  # kernels over the memory budget: scikit-fem's path
+            free = self.free_dofs()
+            M, K, F = self.operators_at(params, t)
+            return M[free][:, free].tocsr(), K[free][:, free].tocsr(), F[free]
+        if "free-load" not in self._cache:
+            self._cache["free-load"] = self._load(self.options["f"])[self.free_dofs()]
+            self._cache["free-mass"] = asm.matrix(asm.data(0, 1.0))
+        K = asm.matrix(asm.data(1, self.coefficient_at(params, t)))
+        return self._cache["free-mass"], K, self._cache["free-load"]
+
+    def assemble_full(self, params, *, matrix=True):
+        M, K, F = self.operators_at(params, self.options["dt"])
+        dt = self.options["dt"]
+        A = (M + dt * K).tocsr() if matrix else None
+        return A, M @ self._u_prev(params) + dt * F
+
+    def features(self, params):
+        return np.concatenate([super().features(params), np.asarray(params["direction"]),
+                               [np.cos(params["phase"]), np.sin(params["phase"])]])
