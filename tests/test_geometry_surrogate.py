@@ -202,3 +202,45 @@ def test_a_users_mesh_file_becomes_a_dataset_the_model_is_checked_on(data, tmp_p
                  "--out", str(tmp_path / "x")]) != 0  # --mesh needs --geometry
     with pytest.raises(InputError, match="triangle"):
         generate_geometry_dataset("darcy", samples=1, out=tmp_path / "q", mesh=skfem.MeshQuad())
+
+
+@pytest.mark.parametrize("arch", ["spon-mg", "sdf-deeponet"])
+def test_interrupted_geometry_training_resumes_to_the_same_weights(data, tmp_path, monkeypatch,
+                                                                   arch):
+    """Killed after an epoch's state was written, a resumed run ends with the weights of an
+    uninterrupted one (no time limit: the schedule counts steps, so it is deterministic);
+    a state of another run is refused."""
+    import femno.operators.geometry_models as gm
+
+    _, train, _ = data
+    items = gm.geometry_samples(train)
+    if arch == "spon-mg":
+        def run(**kw):
+            return gm.train_geometry_spon(items, width=8, layers=1, fine_layers=1, epochs=4,
+                                          batch=3, seed=2, **kw)
+    else:
+        def run(**kw):
+            return gm.train_sdf_deeponet(items, p=8, width=16, epochs=20, batch=3, seed=2, **kw)
+    full, _ = run()
+    state = tmp_path / "m.state"
+    save = gm._save_state
+    calls = {"n": 0}
+
+    def killed_after_first(*a, **kw):
+        save(*a, **kw)
+        calls["n"] += 1
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(gm, "_save_state", killed_after_first)
+    with pytest.raises(KeyboardInterrupt):
+        run(checkpoint=state)
+    monkeypatch.setattr(gm, "_save_state", save)
+    assert calls["n"] == 1 and state.is_file()
+    resumed, hist = run(checkpoint=state, resume=True)
+    assert hist["resumed_from"] > 0
+    for (k, a), b in zip(full.state_dict().items(), resumed.state_dict().values(), strict=True):
+        assert torch.equal(a, b), k
+    with pytest.raises(InputError, match="another training run"):
+        (gm.train_geometry_spon(items, width=16, epochs=4, checkpoint=state, resume=True)
+         if arch == "spon-mg" else
+         gm.train_sdf_deeponet(items, p=8, width=32, epochs=20, checkpoint=state, resume=True))

@@ -18,6 +18,8 @@ examples:
   femno generate darcy --geometry --shapes disk lshape holes --samples 200 --out train.femno
   femno generate darcy --geometry --shapes tshape --samples 40 --out test.femno
   femno train geometry --data train.femno --arch spon-mg --minutes 5 --out geo.pt
+  femno train geometry --data train.femno --arch spon-mg --minutes 5 --out geo.pt --resume
+                (after an interruption: continues from geo.pt.state)
   femno eval --model geo.pt --data test.femno --plot test.png
 """
 
@@ -41,6 +43,9 @@ def add_parser(sub) -> None:
     p.add_argument("--no-geometry-features", action="store_true",
                    help="spon-mg ablation: coefficient only, per-mesh positions and edges")
     p.add_argument("--seed", type=int, default=0, help="seed (weights, shuffling)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue an interrupted run from MODEL.state (written during "
+                   "training); the time it had spent counts against --minutes")
     p.add_argument("--json", action="store_true", help="print one JSON summary")
     p.set_defaults(func=run)
 
@@ -63,7 +68,8 @@ def run(args) -> int:
 
     _, summary = train_geometry_model(
         args.data, arch=args.arch, out=args.out, minutes=args.minutes, seed=args.seed,
-        width=args.width, geometry_features=not args.no_geometry_features, log=log)
+        width=args.width, geometry_features=not args.no_geometry_features, log=log,
+        resume=args.resume)
     if args.json:
         print_json(summary)
     else:

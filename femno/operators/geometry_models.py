@@ -31,6 +31,7 @@ Errors are relative :math:`L^2` errors in the FE mass norm,
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import numpy as np
 import skfem
@@ -125,6 +126,34 @@ def _spent(t0, time_limit, step, steps):
     return (time.perf_counter() - t0) / time_limit if time_limit else step / steps
 
 
+def _resumed(checkpoint, resume, fingerprint):
+    """The training state saved at ``checkpoint`` when resuming, else None.
+
+    The state records the run's settings (``fingerprint``); a state of another run
+    (other architecture, width, seed, data size or budget) is refused, not mixed in.
+    """
+    if not resume or checkpoint is None or not Path(checkpoint).is_file():
+        return None
+    st = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    if st.get("fingerprint") != fingerprint:
+        raise InputError(f"{str(checkpoint)!r} holds the state of another training run "
+                         f"({st.get('fingerprint')}); this run is {fingerprint}. Remove it "
+                         "or train without --resume")
+    return st
+
+
+def _save_state(checkpoint, fingerprint, model, opt, *, epoch, step, elapsed, hist, rng):
+    """Write the training state after an epoch (atomically: a kill never leaves half a
+    file); ``rng`` is the shuffling generator's state."""
+    if checkpoint is None:
+        return
+    from femno.operators.checkpoint import atomic_torch_save
+
+    atomic_torch_save({"fingerprint": fingerprint, "model": model.state_dict(),
+                       "optimizer": opt.state_dict(), "epoch": epoch, "step": step,
+                       "elapsed": elapsed, "hist": hist, "rng": rng}, checkpoint)
+
+
 # -- SPON-MG over many meshes ------------------------------------------------------------
 def _bind(model, it):
     """Bind ``model`` to item ``it``'s mesh, building its graph once and caching it."""
@@ -164,7 +193,8 @@ def _mass_loss(pred, it):
 
 
 def train_geometry_spon(items, *, width=32, layers=4, fine_layers=2, epochs=30, batch=8,
-                        lr=2e-3, seed=0, time_limit=None, geometry_features=True, log=None):
+                        lr=2e-3, seed=0, time_limit=None, geometry_features=True, log=None,
+                        checkpoint=None, resume=False):
     r"""Train SPON-MG on items of many meshes; the loss is the mean squared relative
     :math:`L^2` (mass-norm) error over a batch of meshes.
 
@@ -172,8 +202,13 @@ def train_geometry_spon(items, *, width=32, layers=4, fine_layers=2, epochs=30, 
     and for elasticity the load, as the only input channels), positions scaled to each mesh's bounding box and edge vectors in units of
     each mesh's mean edge length (SPON-MG's defaults for a single mesh).
 
+    ``checkpoint``: the training state is written there after every epoch;
+    ``resume=True`` continues it (weights, optimizer, shuffling, epochs and the time
+    already spent, so the schedule and the budget go on where they stopped).
+
     Returns the model (float32 weights, bound to the last mesh it saw) and a history
-    dict (``loss`` per epoch, ``seconds``).
+    dict (``loss`` per epoch, ``seconds``, ``resumed_from``: the epoch a resumed run
+    started at).
     """
     if not items:
         raise InputError("no training items")
@@ -194,8 +229,21 @@ def train_geometry_spon(items, *, width=32, layers=4, fine_layers=2, epochs=30, 
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     steps = epochs * int(np.ceil(len(items) / batch))
     rng = np.random.default_rng(seed)
-    hist, t0, step = {"loss": []}, time.perf_counter(), 0
-    for ep in range(epochs):
+    fingerprint = {"arch": "spon-mg", "width": width, "layers": layers, "seed": seed,
+                   "samples": len(items), "time_limit": time_limit, "epochs": epochs,
+                   "geometry_features": geo}
+    hist, t0, step, start = {"loss": []}, time.perf_counter(), 0, 0
+    st = _resumed(checkpoint, resume, fingerprint)
+    if st is not None:
+        model.load_state_dict(st["model"])
+        opt.load_state_dict(st["optimizer"])
+        rng.bit_generator.state = st["rng"]
+        hist, step, start = st["hist"], st["step"], st["epoch"]
+        t0 -= st["elapsed"]
+    hist["resumed_from"] = start
+    for ep in range(start, epochs):
+        if time_limit is not None and time.perf_counter() - t0 > time_limit:
+            break  # a resumed run whose budget is spent
         order, total = rng.permutation(len(items)), 0.0
         for lo in range(0, len(items), batch):
             _schedule(opt, lr, _spent(t0, time_limit, step, steps))
@@ -214,6 +262,8 @@ def train_geometry_spon(items, *, width=32, layers=4, fine_layers=2, epochs=30, 
         hist["loss"].append(total / len(items))
         if log:
             log(f"spon-mg epoch {ep + 1}/{epochs}: loss {hist['loss'][-1]:.3e}")
+        _save_state(checkpoint, fingerprint, model, opt, epoch=ep + 1, step=step,
+                    elapsed=time.perf_counter() - t0, hist=hist, rng=rng.bit_generator.state)
         if time_limit is not None and time.perf_counter() - t0 > time_limit:
             break
     hist["seconds"] = time.perf_counter() - t0
@@ -286,8 +336,9 @@ def _from_nodes(u, it):
 
 
 def train_sdf_deeponet(items, *, p=64, width=128, epochs=300, batch=16, lr=1e-3, seed=0,
-                       time_limit=None, log=None):
-    """Train :class:`SDFDeepONet` on items of many meshes (padded batches, masked loss)."""
+                       time_limit=None, log=None, checkpoint=None, resume=False):
+    """Train :class:`SDFDeepONet` on items of many meshes (padded batches, masked loss);
+    ``checkpoint`` / ``resume`` as for :func:`train_geometry_spon`."""
     torch.manual_seed(seed)
     nc = items[0]["basis"].nodal_dofs.shape[0]
     model = SDFDeepONet(p=p, width=width, n_components=nc,
@@ -315,8 +366,20 @@ def train_sdf_deeponet(items, *, p=64, width=128, epochs=300, batch=16, lr=1e-3,
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     steps = epochs * int(np.ceil(len(items) / batch))
     g = torch.Generator().manual_seed(seed)
-    hist, t0, step = {"loss": []}, time.perf_counter(), 0
-    for ep in range(epochs):
+    fingerprint = {"arch": "sdf-deeponet", "width": width, "p": p, "seed": seed,
+                   "samples": len(items), "time_limit": time_limit, "epochs": epochs}
+    hist, t0, step, start = {"loss": []}, time.perf_counter(), 0, 0
+    st = _resumed(checkpoint, resume, fingerprint)
+    if st is not None:
+        model.load_state_dict(st["model"])
+        opt.load_state_dict(st["optimizer"])
+        g.set_state(st["rng"])
+        hist, step, start = st["hist"], st["step"], st["epoch"]
+        t0 -= st["elapsed"]
+    hist["resumed_from"] = start
+    for ep in range(start, epochs):
+        if time_limit is not None and time.perf_counter() - t0 > time_limit:
+            break  # a resumed run whose budget is spent
         order, total = torch.randperm(len(items), generator=g), 0.0
         for lo in range(0, len(items), batch):
             _schedule(opt, lr, _spent(t0, time_limit, step, steps))
@@ -333,6 +396,10 @@ def train_sdf_deeponet(items, *, p=64, width=128, epochs=300, batch=16, lr=1e-3,
         hist["loss"].append(total / len(items))
         if log and (ep + 1) % max(1, epochs // 10) == 0:
             log(f"sdf-deeponet epoch {ep + 1}/{epochs}: loss {hist['loss'][-1]:.3e}")
+        if checkpoint is not None and ((ep + 1) % 10 == 0 or ep + 1 == epochs or (
+                time_limit is not None and time.perf_counter() - t0 > time_limit)):
+            _save_state(checkpoint, fingerprint, model, opt, epoch=ep + 1, step=step,
+                        elapsed=time.perf_counter() - t0, hist=hist, rng=g.get_state())
         if time_limit is not None and time.perf_counter() - t0 > time_limit:
             break
     hist["seconds"] = time.perf_counter() - t0

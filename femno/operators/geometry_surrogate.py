@@ -153,13 +153,16 @@ def _check_problem(model, meta, problem, components):
 
 
 def train_geometry_model(data, *, arch="spon-mg", out=None, minutes=5.0, seed=0, width=None,
-                         geometry_features=True, log=None) -> tuple:
+                         geometry_features=True, log=None, resume=False) -> tuple:
     """Train a geometry model on the dataset ``data`` (path) within ``minutes``.
 
     Returns ``(model, summary)``; with ``out`` the model is saved there, its
     ``meta["geometry_data"]`` from :func:`geometry_meta`.  ``width`` defaults to 32
     (``spon-mg``) / 128 (``sdf-deeponet``); the epoch budget is large and the
-    time limit ends the run, with a cosine schedule over the time.
+    time limit ends the run, with a cosine schedule over the time.  With ``out`` the
+    training state goes to ``out + ".state"`` (every epoch for SPON-MG, every 10 for
+    the DeepONet); ``resume=True`` continues an interrupted run from it, with the time
+    it had already spent counted against ``minutes``.
     """
     if arch not in GEOMETRY_ARCHS:
         raise InputError(f"unknown geometry architecture {arch!r}; valid: {list(GEOMETRY_ARCHS)}")
@@ -173,18 +176,24 @@ def train_geometry_model(data, *, arch="spon-mg", out=None, minutes=5.0, seed=0,
     if len(items) < 2:
         raise InputError(f"{str(data)!r} has {len(items)} finished samples; training needs >= 2")
     problem = store.manifest["settings"]["problem"]
+    state = None if out is None else f"{out}.state"
+    if resume and out is None:
+        raise InputError("resume needs out (the training state lives next to the model)")
     if arch == "spon-mg":
         model, hist = train_geometry_spon(items, width=width or 32, epochs=10_000, seed=seed,
                                           time_limit=60.0 * minutes,
-                                          geometry_features=geometry_features, log=log)
+                                          geometry_features=geometry_features, log=log,
+                                          checkpoint=state, resume=resume)
     else:
         model, hist = train_sdf_deeponet(items, width=width or 128, epochs=100_000, seed=seed,
-                                         time_limit=60.0 * minutes, log=log)
+                                         time_limit=60.0 * minutes, log=log,
+                                         checkpoint=state, resume=resume)
     meta = {"geometry_data": geometry_meta(items, problem=problem, data=str(data)),
             "seed": seed, "seconds": hist["seconds"], "epochs": len(hist["loss"]),
             "loss": hist["loss"][-1]}
     train_err = relative_errors(lambda it: geometry_predict(model, it), items)
     summary = {"arch": arch, "samples": len(items), "epochs": len(hist["loss"]),
+               "resumed_from_epoch": int(hist.get("resumed_from", 0)),
                "seconds": round(hist["seconds"], 1), "train_rel_l2_median": float(np.median(train_err))}
     model.meta = meta
     if out is not None:
