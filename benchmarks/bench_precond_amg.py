@@ -9,7 +9,11 @@ the true relative residual 1e-8 from a seeded random b, one thread, in one proce
 * ``pyamg SA``: ``pyamg.smoothed_aggregation_solver(A)`` (the library, defaults);
 * ``ablation``: femno's SA hierarchy with SA's classical damping, i.e. the learned
   method's structure without its learned part (same code path as the learned one);
-* ``learned``: :class:`femno.operators.precond_amg.LearnedSA` from ``--model``.
+* ``learned``: :class:`femno.operators.precond_amg.LearnedSA` from ``--model``;
+* ``tuned theta`` (models with a learned strength, ``femno train precond --kind amg
+  --strength``): femno's SA hierarchy with the classical symmetric strength at the
+  threshold the model's training found best (``meta["strength"]["theta_tuned"]``): the
+  learned strength against the classical rule tuned on the same data.
 
 Setup (hierarchy, including the network) and solve are timed apart (CPU time).
 ``--oracle`` adds the upper bound of the structure on one 961-dof matrix: per-row
@@ -45,6 +49,7 @@ import torch  # noqa: E402
 from femno import __version__  # noqa: E402
 from femno.operators.checkpoint import load_model  # noqa: E402
 from femno.operators.precond_amg import pcg_iterations, sa_hierarchy, sa_level, two_grid_rate  # noqa: E402
+from femno.operators.precond_strength import threshold_strength  # noqa: E402
 
 RTOL = 1e-8
 
@@ -84,6 +89,9 @@ def row(name, A, model, seed):
     methods = {"pyamg SA": lambda M: pyamg.smoothed_aggregation_solver(M),
                "ablation": lambda M: sa_hierarchy(M),
                "learned": lambda M: model.hierarchy(M)}
+    theta = tuned_theta(model)
+    if theta is not None:  # the learned strength's classical rival: the tuned threshold
+        methods["tuned theta"] = lambda M: sa_hierarchy(M, strength=threshold_strength(theta))
     out = {"problem": name, "dofs": int(A.shape[0]), "nnz": int(A.nnz)}
     for key, build in methods.items():
         out[key] = timed(build, A, seed)
@@ -92,6 +100,13 @@ def row(name, A, model, seed):
               f"{r['setup']:6.2f} s  solve {r['solve']:6.2f} s  OC {r['complexity']:.3f}",
               flush=True)
     return out
+
+
+def tuned_theta(model):
+    """The classical threshold a learned-strength model's training found, or None."""
+    if getattr(model, "strength_head", None) is None:
+        return None
+    return float((getattr(model, "meta", None) or {}).get("strength", {}).get("theta_tuned", 0.0))
 
 
 def oracle(seed: int = 1, steps: int = 150) -> dict:
@@ -143,15 +158,23 @@ def write(records, orc, args, path: Path):
             getattr(load_model(args.model), "meta", {})}
     path.with_suffix(".json").write_text(json.dumps(
         {"meta": meta, "rows": records, "oracle": orc}, indent=1, default=str))
+    tuned = any("tuned theta" in r for r in records)
     lines = ["| problem | dofs | pyamg SA its / CPU s | ablation (SA values, same code) "
-             "| learned | learned/SA its | learned/ablation its | learned/SA time | OC SA / learned |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             + ("| tuned theta (classical) " if tuned else "")
+             + "| learned | learned/SA its | learned/ablation its "
+             + ("| learned/tuned its " if tuned else "")
+             + "| learned/SA time | OC SA / " + ("tuned / " if tuned else "") + "learned |",
+             "|---|---|---|---|---|---|---|---|---|" + ("---|---|" if tuned else "")]
     for r in records:
         s, a, lr = r["pyamg SA"], r["ablation"], r["learned"]
-        lines.append(f"| {r['problem']} | {r['dofs']:,} | {fmt(s)} | {fmt(a)} | {fmt(lr)} | "
+        t = r.get("tuned theta")
+        lines.append(f"| {r['problem']} | {r['dofs']:,} | {fmt(s)} | {fmt(a)} | "
+                     + (f"{fmt(t)} | " if t else "") + f"{fmt(lr)} | "
                      f"{lr['its'] / s['its']:.2f} | {lr['its'] / a['its']:.2f} | "
-                     f"{lr['total'] / s['total']:.2f} | {s['complexity']:.3f} / "
-                     f"{lr['complexity']:.3f} |")
+                     + (f"{lr['its'] / t['its']:.2f} | " if t else "")
+                     + f"{lr['total'] / s['total']:.2f} | {s['complexity']:.3f} / "
+                     + (f"{t['complexity']:.3f} / " if t else "")
+                     + f"{lr['complexity']:.3f} |")
     table = "\n".join(lines)
     path.with_name(path.name + ".table.md").write_text(table + "\n")
     print(table)

@@ -36,6 +36,7 @@ examples:
   femno train precond --family poisson --n 32 --kind fcg --epochs 40 --out pois.pt --json
   femno solve darcy --n 256 --solver fcg --pc neural:darcy_fcg.pt
   femno train precond --family darcy --kind amg --out darcy_sa.pt
+  femno train precond --family darcy --kind amg --strength --out darcy_sa_strength.pt
   femno train precond --family darcy --n 32 64 128 --kind fcg --smooth-levels 2 --init darcy_cnn.pt --lr 1e-3 --out darcy_k2.pt
 """
 
@@ -55,6 +56,14 @@ def add_parser(sub) -> None:
                    help="objective / model (default dcdm)")
     p.add_argument("--net", choices=("cnn", "gnn"), default="cnn",
                    help="residual network: cnn (structured grid) or gnn (any mesh)")
+    p.add_argument("--strength", action="store_true",
+                   help="--kind amg: also learn the strength of connection that forms the "
+                   "aggregates (a tuned classical threshold, then an evolution strategy on "
+                   "PCG work; femno.operators.precond_strength)")
+    p.add_argument("--strength-n", type=int, nargs="+", default=[48, 64],
+                   help="--strength: training mesh sizes, cells per side (default 48 64)")
+    p.add_argument("--strength-iterations", type=int, default=15,
+                   help="--strength: evolution-strategy iterations (default 15)")
     p.add_argument("--epochs", type=int, default=None,
                    help="Adam epochs (default 60; --kind amg: 40)")
     p.add_argument("--samples", type=int, default=None,
@@ -141,12 +150,27 @@ def _train_amg(args) -> dict:
                                          seed=args.seed, options=opts)
     held = unstructured_family_matrices(args.family, sizes=(2 * max(args.n),), samples=2,
                                         seed=args.seed + 1000, options=opts)
+    head, strength = None, None
+    if args.strength:  # the aggregation's strength first (its own larger meshes), by ES
+        from femno.operators.precond_strength_train import train_strength
+
+        smats = unstructured_family_matrices(args.family, sizes=args.strength_n, samples=2,
+                                             seed=args.seed + 500, options=opts)
+        head, sh = train_strength(smats, iterations=args.strength_iterations, seed=args.seed,
+                                  progress=not args.json)
+        strength = {"n": list(args.strength_n), "theta_tuned": sh["theta"],
+                    "work_theta0": 1.0, "work_tuned": round(sh["work_tuned"], 4),
+                    "work_learned": round(sh["work_learned"], 4),
+                    "seconds": round(sh["seconds"], 1)}
     model, hist = train_learned_sa(train, validation=held, epochs=args.epochs, lr=args.lr,
-                                   seed=args.seed, progress=not args.json)
+                                   seed=args.seed, progress=not args.json,
+                                   strength_head=head)
     meta = {"family": args.family, "kind": "amg", "n": list(args.n), "samples": args.samples,
             "epochs": args.epochs, "training_levels": hist["items"],
             "two_grid_rate_classical": round(hist["rate_classical"], 4),
             "two_grid_rate_learned": round(hist["rate_learned"], 4),
             "held_out": hist["validation"]}
+    if strength is not None:
+        meta["strength"] = strength
     save_model(model, args.out, meta=meta)
     return meta

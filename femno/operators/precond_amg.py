@@ -69,7 +69,7 @@ def _check_matrix(A) -> sp.csr_matrix:
     return A
 
 
-def sa_level(A: sp.csr_matrix, B: np.ndarray, *, seed: int = 0) -> dict:
+def sa_level(A: sp.csr_matrix, B: np.ndarray, *, seed: int = 0, strength=None) -> dict:
     r"""The pieces of one SA level: strength, aggregates, :math:`T`, :math:`D^{-1}AT`, :math:`\rho`.
 
     Parameters
@@ -78,6 +78,10 @@ def sa_level(A: sp.csr_matrix, B: np.ndarray, *, seed: int = 0) -> dict:
     B : ndarray, (n, k) float64
         Near-nullspace candidates (ones for scalar problems); improved by four symmetric
         block Gauss-Seidel sweeps on :math:`A B = 0`, as pyamg does.
+    strength : callable, optional, keyword-only
+        ``A -> C``, the strength-of-connection matrix the aggregation follows
+        (default pyamg's symmetric strength with :math:`\theta = 0`;
+        :mod:`femno.operators.precond_strength`).
 
     Returns
     -------
@@ -92,7 +96,7 @@ def sa_level(A: sp.csr_matrix, B: np.ndarray, *, seed: int = 0) -> dict:
     from pyamg.strength import symmetric_strength_of_connection
     from pyamg.util.linalg import approximate_spectral_radius
 
-    C = symmetric_strength_of_connection(A, theta=0.0)
+    C = symmetric_strength_of_connection(A, theta=0.0) if strength is None else strength(A)
     AggOp, _ = standard_aggregation(C)
     B = relaxation_as_linear_operator(IMPROVE, A, np.zeros((A.shape[0], 1))) @ B
     T, Bc = fit_candidates(AggOp, B)
@@ -192,6 +196,13 @@ class LearnedSA(nn.Module):
         :math:`s` above: :math:`\omega_i` stays within :math:`e^{\pm s}` of SA's value
         (default 0.5).
     seed : int, keyword-only
+    strength : bool, keyword-only
+        Add a learned strength of connection
+        (:class:`~femno.operators.precond_strength.StrengthHead`, trained by
+        :func:`~femno.operators.precond_strength_train.train_strength`) that decides the
+        aggregates on every level; ``False`` (default) keeps pyamg's.
+    strength_hidden : int, keyword-only
+        Hidden width of that head's MLP (default 8).
 
     Examples
     --------
@@ -205,12 +216,18 @@ class LearnedSA(nn.Module):
     """
 
     def __init__(self, *, channels: int = 16, layers: int = 3, span: float = 0.5,
-                 seed: int = 0):
+                 seed: int = 0, strength: bool = False, strength_hidden: int = 8):
         super().__init__()
         if channels < 1 or layers < 0 or not span > 0:
             raise InputError("LearnedSA needs channels >= 1, layers >= 0 and span > 0")
         self.config = {"channels": int(channels), "layers": int(layers),
                        "span": float(span), "seed": int(seed)}
+        self.strength_head = None
+        if strength:
+            from femno.operators.precond_strength import StrengthHead
+
+            self.config.update(strength=True, strength_hidden=int(strength_hidden))
+            self.strength_head = StrengthHead(hidden=int(strength_hidden), seed=int(seed))
         with torch.random.fork_rng():
             torch.manual_seed(int(seed))
             C = int(channels)
@@ -238,16 +255,22 @@ class LearnedSA(nn.Module):
 
     def hierarchy(self, A, *, B=None, classical: bool = False, max_coarse: int = 10,
                   max_levels: int = 10):
-        """The SA hierarchy of ``A`` with learned damping (``classical=True``: SA's)."""
+        """The SA hierarchy of ``A`` with the learned parts (``classical=True``: SA's
+        damping and pyamg's default strength, the ablation)."""
         fn = None if classical else self.omega
-        return sa_hierarchy(A, omega=fn, B=B, max_coarse=max_coarse, max_levels=max_levels)
+        st = None if classical or self.strength_head is None else self.strength_head.strength
+        return sa_hierarchy(A, omega=fn, B=B, max_coarse=max_coarse, max_levels=max_levels,
+                            strength=st)
 
 
-def sa_hierarchy(A, *, omega=None, B=None, max_coarse: int = 10, max_levels: int = 10):
+def sa_hierarchy(A, *, omega=None, B=None, max_coarse: int = 10, max_levels: int = 10,
+                 strength=None):
     r"""pyamg SA with a per-row prolongation damping ``omega(A, level) -> (n,)``.
 
     ``omega=None`` is SA's :math:`\tfrac43/\rho(D^{-1}A)` and gives the same hierarchy
-    (operator complexity, iterations) as ``pyamg.smoothed_aggregation_solver(A, B)``.
+    (operator complexity, iterations) as ``pyamg.smoothed_aggregation_solver(A, B)``;
+    ``strength`` (``A -> C`` on every level, see :func:`sa_level`) replaces pyamg's
+    default strength of connection.
 
     Returns
     -------
@@ -265,7 +288,7 @@ def sa_hierarchy(A, *, omega=None, B=None, max_coarse: int = 10, max_levels: int
         raise InputError(f"near-nullspace B has {B.shape[0]} rows, the matrix {A.shape[0]}")
     levels = []
     while len(levels) + 1 < max_levels and A.shape[0] > max_coarse:
-        lv = sa_level(A, B)
+        lv = sa_level(A, B, strength=strength)
         w = np.full(A.shape[0], (4.0 / 3.0) / lv["rho"]) if omega is None else omega(A, lv)
         P = sp.csr_matrix(lv["T"] - sp.diags(w) @ lv["G"])
         level = MultilevelSolver.Level()
@@ -304,11 +327,12 @@ def two_grid_rate(A: torch.Tensor, P: torch.Tensor, X: torch.Tensor, *, k: int =
     return (torch.log(anorm2(y) / anorm2(X)) / (2 * k)).mean()
 
 
-def _training_levels(A: sp.csr_matrix, *, min_size: int, max_size: int) -> list:
-    """Levels of ``A``'s classical SA hierarchy with min_size <= n <= max_size, as tensors."""
+def _training_levels(A: sp.csr_matrix, *, min_size: int, max_size: int, strength=None) -> list:
+    """Levels of ``A``'s SA hierarchy (classical damping; ``strength`` as for
+    :func:`sa_level`) with min_size <= n <= max_size, as tensors."""
     out, B = [], np.ones((A.shape[0], 1))
     while A.shape[0] >= min_size:
-        lv = sa_level(A, B)
+        lv = sa_level(A, B, strength=strength)
         w = (4.0 / 3.0) / lv["rho"]
         if A.shape[0] <= max_size:
             out.append({"A": torch.as_tensor(A.toarray()), "T": torch.as_tensor(lv["T"].toarray()),
@@ -331,7 +355,7 @@ def pcg_iterations(ml, A, *, rtol: float = 1e-8, seed: int = 0, maxiter: int = 5
 def train_learned_sa(matrices, *, validation=(), epochs: int = 40, lr: float = 3e-3,
                      probes: int = 16, k: int = 6, channels: int = 16, layers: int = 3,
                      span: float = 0.5, seed: int = 0, max_size: int = 2500,
-                     progress: bool = True):
+                     progress: bool = True, strength_head=None):
     r"""Fit :class:`LearnedSA` to a list of SPD matrices by the two-grid rate.
 
     Every level of each matrix's classical SA hierarchy with 30 to ``max_size`` rows is
@@ -346,6 +370,10 @@ def train_learned_sa(matrices, *, validation=(), epochs: int = 40, lr: float = 3
     validation : list of scipy.sparse matrices, keyword-only
         Held-out matrices: PCG iterations of the learned and the classical hierarchy
         are recorded after training.
+    strength_head : StrengthHead, optional, keyword-only
+        A trained strength of connection
+        (:func:`~femno.operators.precond_strength_train.train_strength`): the model keeps it,
+        and the damping is trained on the levels it makes.
 
     Returns
     -------
@@ -357,9 +385,16 @@ def train_learned_sa(matrices, *, validation=(), epochs: int = 40, lr: float = 3
     """
     from tqdm.auto import tqdm
 
-    model = LearnedSA(channels=channels, layers=layers, span=span, seed=seed)
+    model = LearnedSA(channels=channels, layers=layers, span=span, seed=seed,
+                      strength=strength_head is not None,
+                      strength_hidden=(strength_head.mlp[0].out_features
+                                       if strength_head is not None else 8))
+    st = None
+    if strength_head is not None:
+        model.strength_head.load_state_dict(strength_head.state_dict())
+        st = model.strength_head.strength
     items = [it for A in matrices for it in _training_levels(_check_matrix(A), min_size=30,
-                                                             max_size=max_size)]
+                                                             max_size=max_size, strength=st)]
     if not items:
         raise InputError(f"no training level between 30 and {max_size} rows: use smaller "
                          "or larger training matrices")
