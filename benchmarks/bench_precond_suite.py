@@ -241,13 +241,15 @@ def timed_krylov(make_solver, case: Case, *, rtol: float = RTOL) -> dict:
 
 
 def _krylov_run(pc: str, *, backend: str = "scipy", modes: bool = True,
-                rtol: float = RTOL, maxiter: int = MAXITER):
+                rtol: float = RTOL, maxiter: int = MAXITER, pc_options=None):
     from femno.solvers import krylov
 
     def make(case):
         kw = {}
         if modes and case.near_nullspace is not None:
             kw = dict(near_nullspace=case.near_nullspace, block_size=case.block_size)
+        if pc_options:
+            kw["pc_options"] = pc_options
         return krylov("cg", pc=pc, rtol=rtol, maxiter=maxiter, backend=backend,
                       on_fail="ignore", **kw)
 
@@ -282,8 +284,27 @@ def competitors(*, rtol: float = RTOL, maxiter: int = MAXITER, skip=(), model=No
     else:
         MISSING["BoomerAMG"] = MISSING["GAMG"] = "petsc4py does not import"
     if model is not None:
+        theta = _tuned_theta(model)
+        if theta is not None:  # a learned strength: its classical rival, the tuned threshold
+            METHOD_NOTES["SA tuned theta"] = (
+                f"krylov('cg', pc='amg-sa') with pyamg's symmetric strength at theta = "
+                f"{theta:g}, the threshold the learned model's training found best (no "
+                "network)")
+            out.append(("SA tuned theta", _krylov_run(
+                "amg-sa", rtol=rtol, maxiter=maxiter,
+                pc_options={"strength": ("symmetric", {"theta": theta})})))
         out.append(("learned SA", _krylov_run(f"neural:{model}", rtol=rtol, maxiter=maxiter)))
     return [(n, r) for n, r in out if n not in set(skip)]
+
+
+def _tuned_theta(model):
+    """``meta["strength"]["theta_tuned"]`` of a learned-strength model, else None."""
+    from femno.operators.checkpoint import load_model
+
+    m = load_model(model)
+    if getattr(m, "strength_head", None) is None:
+        return None
+    return float((m.meta or {}).get("strength", {}).get("theta_tuned", 0.0))
 
 
 #: method name -> why it is not in :func:`competitors` on this machine

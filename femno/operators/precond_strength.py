@@ -53,8 +53,6 @@ import scipy.sparse as sp
 import torch
 from torch import nn
 
-from femno.errors import InputError
-
 __all__ = ["edge_features", "StrengthHead", "threshold_strength", "strength_from_scores",
            "N_EDGE_FEATURES", "THETA_GRID"]
 
@@ -70,13 +68,15 @@ def edge_features(A: sp.csr_matrix):
     A.sum_duplicates()
     n = A.shape[0]
     d = np.abs(A.diagonal())
-    if np.any(d == 0):
-        raise InputError("strength of connection needs a nonzero diagonal")
     rows = np.repeat(np.arange(n), np.diff(A.indptr))
     cols = A.indices
     off = rows != cols
     rows, cols, v = rows[off], cols[off], A.data[off]
-    s = np.abs(v) / np.sqrt(d[rows] * d[cols])
+    den = np.sqrt(d[rows] * d[cols])
+    # a zero diagonal (a coarse row of a near-nullspace mode that its aggregate cannot
+    # carry, e.g. a rotation on a one-node aggregate): strong for any threshold below 1,
+    # as in pyamg's |a_ij|^2 >= theta^2 |a_ii a_jj|
+    s = np.where(den > 0, np.abs(v) / np.where(den > 0, den, 1.0), 1.0)
     counts = np.bincount(rows, minlength=n)  # rows are sorted (CSR order)
     starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
     rmax = np.zeros(n)
