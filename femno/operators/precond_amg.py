@@ -101,7 +101,7 @@ def sa_level(A: sp.csr_matrix, B: np.ndarray, *, seed: int = 0, strength=None) -
     B = relaxation_as_linear_operator(IMPROVE, A, np.zeros((A.shape[0], 1))) @ B
     T, Bc = fit_candidates(AggOp, B)
     T = sp.csr_matrix(T)
-    Dinv = sp.diags(1.0 / A.diagonal())
+    Dinv = sp.diags(_inverse_or_zero(A.diagonal()))  # a zero coarse row: 0, as pyamg
     DA = sp.csr_matrix(Dinv @ A)
     x0 = np.random.default_rng(seed).random((A.shape[0], 1))
     rho = float(approximate_spectral_radius(DA, initial_guess=x0, symmetric=True))
@@ -110,10 +110,18 @@ def sa_level(A: sp.csr_matrix, B: np.ndarray, *, seed: int = 0, strength=None) -
             "n_aggregates": int(AggOp.shape[1])}
 
 
+def _inverse_or_zero(d: np.ndarray) -> np.ndarray:
+    """``1 / d`` with 0 where ``d == 0`` (pyamg's ``get_diagonal(inv=True)``): coarse
+    rows of a near-nullspace mode that a one-node aggregate cannot carry are zero."""
+    out = np.zeros_like(d, dtype=np.float64)
+    np.divide(1.0, d, out=out, where=d != 0)
+    return out
+
+
 def _scaled_couplings(A: sp.csr_matrix):
     r"""``(|W|, rowsum(S))``: :math:`|W|` the absolute off-diagonal part of
     :math:`S = D^{-1/2} A D^{-1/2}` (csr, sorted, no explicit zeros) and S's row sums."""
-    s = 1.0 / np.sqrt(A.diagonal())
+    s = np.sqrt(_inverse_or_zero(np.abs(A.diagonal())))
     rows = np.repeat(np.arange(A.shape[0]), np.diff(A.indptr))
     vals = A.data * s[rows] * s[A.indices]
     rowsum = np.bincount(rows, weights=vals, minlength=A.shape[0])
