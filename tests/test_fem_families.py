@@ -19,7 +19,7 @@ from femno.fem import (
 )
 
 NAMES = ["poisson", "darcy", "darcy-pwc", "helmholtz", "heat", "elasticity", "advection-diffusion",
-         "wave", "allen-cahn"]
+         "wave", "allen-cahn", "heat-varying"]
 
 
 def test_registry():

@@ -245,7 +245,8 @@ class Cooling(Family):
     assert np.allclose(decay, decay[0, 0], rtol=2e-3) and abs(decay[0, 0] / (2 * np.pi**2) - 1) < 0.1
 
 
-@pytest.mark.parametrize("name", ["heat", "advection-diffusion", "wave", "allen-cahn"])
+@pytest.mark.parametrize("name", ["heat", "advection-diffusion", "wave", "allen-cahn",
+                                  "heat-varying"])
 def test_every_time_family_runs_on_p2_and_unstructured_meshes(name):
     from femno.fem import unstructured_square
 
