@@ -80,6 +80,9 @@ def _family_of_matrices(n=60):
 @pytest.mark.parametrize("projected, tried", [(1e6, False), (0.0, True)])
 def test_auto_tries_the_refactorization_only_when_its_projection_can_win(
         monkeypatch, projected, tried):
+    import femno.datagen.varying_step as vs
+
+    monkeypatch.setattr(vs, "PROBE_SHARE", np.inf)  # every candidate gets its two steps
     monkeypatch.setattr(factor_mod, "project_factor_seconds",
                         lambda A, **kw: factor_mod.FactorProjection(projected, 2.0, 0.0))
     A_of = _family_of_matrices()
@@ -172,3 +175,23 @@ class Pulsing(Family):
     k_prev = 1.0 + 0.5 * np.sin(2.0 * np.pi * dt * np.arange(steps))
     wrong = (peak[:, :-1] / peak[:, 1:] - 1.0) / (dt * k_prev)
     assert not np.allclose(wrong, wrong[0, 0], rtol=0.05)
+
+
+def test_a_probe_without_allowance_keeps_the_first_candidate(monkeypatch):
+    """PROBE_SHARE = 0: after the first candidate's two steps no other iterative one is
+    tried (a short run cannot amortize a race), and the explanation says so."""
+    import femno.datagen.varying_step as vs
+
+    monkeypatch.setattr(vs, "PROBE_SHARE", 0.0)
+    monkeypatch.setattr(factor_mod, "project_factor_seconds",
+                        lambda A, **kw: factor_mod.FactorProjection(1e6, 2.0, 0.0))
+    A_of = _family_of_matrices()
+    s = varying_step_solver(spd=True, steps=8, method="auto")
+    x = np.zeros(3600)
+    for k in range(8):
+        A = A_of(k)
+        b = A @ x + 1e-2
+        x = s.solve(A, b, x)
+        assert s.residual(A, b, x) <= 1e-10
+    assert s.decided and len(s.costs) == 1 and "allowance" in s.explanation
+    assert s.choice == next(iter(s.costs))

@@ -26,7 +26,9 @@ first projected from two patches of :math:`A_n`
 projected refactorization + substitution is below :data:`FACTOR_MARGIN` times the
 best measured step; the lowest measured per-step cost solves the remaining steps.
 Every step of the probe is a real, checked solve, so the probe costs only the
-losers' excess. A step an iterative candidate does not converge is re-solved by the
+losers' excess, and that excess is bounded: a candidate is not tried once the excess so
+far plus its expected set-up step would pass :data:`PROBE_SHARE` of the projected
+total (steps x the best measured step). A step an iterative candidate does not converge is re-solved by the
 factorization (never a silent wrong step), and that candidate is dropped.
 
 >>> import numpy as np, scipy.sparse as sp
@@ -49,7 +51,8 @@ import numpy as np
 from femno.datagen.step_solver import SMALL_N  # below it auto factorizes without measuring
 from femno.errors import InputError
 
-__all__ = ["VARYING_METHODS", "VaryingStepSolver", "varying_step_solver", "FACTOR_MARGIN"]
+__all__ = ["VARYING_METHODS", "VaryingStepSolver", "varying_step_solver", "FACTOR_MARGIN",
+           "PROBE_SHARE"]
 
 #: ``factor``, ``amg``, ``recycle``, ``hypre`` or ``auto`` (measured; module docstring)
 VARYING_METHODS = ("factor", "amg", "recycle", "hypre", "auto")
@@ -58,6 +61,10 @@ VARYING_METHODS = ("factor", "amg", "recycle", "hypre", "auto")
 FACTOR_MARGIN = 2.0
 #: steps each candidate solves in ``auto``'s probe: set-up step + timed step
 PROBE_STEPS = 2
+#: the probe's steps may cost at most this share of the projected total (steps x best
+#: measured step) beyond what the best way would have cost; a candidate that would not
+#: fit is not probed (the bound of :mod:`femno.datagen.auto`, issue 23)
+PROBE_SHARE = 0.1
 
 
 
@@ -109,6 +116,9 @@ class VaryingStepSolver:
                                 }[method]
         self._probe_count = 0
         self._projected = False
+        self._steps_total = int(steps)
+        self._probe_seconds: list = []  # every probe step's seconds
+        self._first_seconds: list = []  # each iterative candidate's first (set-up) step
 
     # -- the three ways ----------------------------------------------------------------
     def _strategy(self, name):
@@ -163,12 +173,31 @@ class VaryingStepSolver:
         self.choice = "factor"
         return self._run("factor", A, b, None)[0]
 
+    def _affordable(self, name) -> bool:
+        """Whether an untried iterative candidate fits in the probe's allowance: the
+        excess so far plus its expected first step (the mean first step of those tried)
+        over the best steady cost, within PROBE_SHARE x steps x best."""
+        if name == "factor" or self._probe_count or not self.costs or not self._first_seconds:
+            return True
+        best = min(self.costs.values())
+        waste = sum(self._probe_seconds) - len(self._probe_seconds) * best
+        need = float(np.mean(self._first_seconds)) - best
+        return waste + need <= PROBE_SHARE * self._steps_total * best
+
     def _probe(self, A, b, x0):
         name = self._plan[0]
         if name == "factor" and not self._factor_can_win(A):
             self._plan.pop(0)
             return self._finish_probe(A, b, x0)
+        if not self._affordable(name):
+            self._plan.pop(0)
+            self.explanation += (f"; {name} not probed (the probe's allowance, "
+                                 f"{PROBE_SHARE:.0%} of {self._steps_total} steps, is spent)")
+            return self._finish_probe(A, b, x0)
         x, seconds, ok = self._run(name, A, b, x0)
+        self._probe_seconds.append(seconds)
+        if self._probe_count == 0 and name != "factor":
+            self._first_seconds.append(seconds)
         self._probe_count += 1
         if not ok:
             if name == "factor":
