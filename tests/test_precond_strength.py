@@ -116,3 +116,17 @@ def test_cli_train_amg_with_strength(tmp_path, capsys):
     assert st["work_learned"] <= st["work_tuned"] <= st["work_theta0"] == 1.0
     model = load_model(out, kind="precond-amg")
     assert model.strength_head is not None and model.meta["strength"]["n"] == [16]
+
+
+def test_a_complexity_cap_keeps_the_hierarchy_near_sas_complexity():
+    """With max_complexity = 1.0 every threshold that grows the operator complexity is
+    penalised: the tuned threshold and the learned head stay at SA's complexity."""
+    mats = unstructured_family_matrices("darcy", sizes=(32,), samples=2, seed=0)
+    _, free = train_strength(mats, iterations=0, progress=False)
+    head, h = train_strength(mats, iterations=1, directions=2, max_complexity=1.0,
+                             progress=False)
+    assert h["max_complexity"] == 1.0 and h["work_learned"] <= h["work_tuned"]
+    assert h["grid"][0.05] > free["grid"][0.05]  # 0.05 grows the complexity: penalised
+    for A in mats:
+        ml0, ml = sa_hierarchy(A), sa_hierarchy(A, strength=head.strength)
+        assert ml.operator_complexity() <= ml0.operator_complexity() * 1.02

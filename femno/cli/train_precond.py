@@ -64,6 +64,9 @@ def add_parser(sub) -> None:
                    help="--strength: training mesh sizes, cells per side (default 48 64)")
     p.add_argument("--strength-iterations", type=int, default=15,
                    help="--strength: evolution-strategy iterations (default 15)")
+    p.add_argument("--strength-max-complexity", type=float, default=None, metavar="R",
+                   help="--strength: penalise operator complexity above R x that of "
+                   "pyamg's default strength (e.g. 1.03); default: no cap")
     p.add_argument("--epochs", type=int, default=None,
                    help="Adam epochs (default 60; --kind amg: 40)")
     p.add_argument("--samples", type=int, default=None,
@@ -157,10 +160,12 @@ def _train_amg(args) -> dict:
         smats = unstructured_family_matrices(args.family, sizes=args.strength_n, samples=2,
                                              seed=args.seed + 500, options=opts)
         head, sh = train_strength(smats, iterations=args.strength_iterations, seed=args.seed,
+                                  max_complexity=args.strength_max_complexity,
                                   progress=not args.json)
         strength = {"n": list(args.strength_n), "theta_tuned": sh["theta"],
                     "work_theta0": 1.0, "work_tuned": round(sh["work_tuned"], 4),
                     "work_learned": round(sh["work_learned"], 4),
+                    "max_complexity": args.strength_max_complexity,
                     "seconds": round(sh["seconds"], 1)}
     model, hist = train_learned_sa(train, validation=held, epochs=args.epochs, lr=args.lr,
                                    seed=args.seed, progress=not args.json,

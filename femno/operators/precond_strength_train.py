@@ -18,24 +18,42 @@ from femno.operators.precond_strength import THETA_GRID, StrengthHead, threshold
 __all__ = ["train_strength"]
 
 
-def _work(strength, matrices, rtol, reference=None):
-    """Mean over the matrices of PCG iterations x operator complexity (relative to
-    ``reference`` per matrix if given), and the per-matrix values."""
-    w = []
+def _measure(strength, matrices, rtol):
+    """PCG iterations and operator complexities, (M,) each, of SA with ``strength``."""
+    its, oc = [], []
     for A in matrices:
         ml = sa_hierarchy(A, strength=strength)
-        w.append(pcg_iterations(ml, A, rtol=rtol, maxiter=300) * ml.operator_complexity())
-    w = np.asarray(w)
-    rel = w if reference is None else w / reference
-    return float(rel.mean()), w
+        its.append(pcg_iterations(ml, A, rtol=rtol, maxiter=300))
+        oc.append(ml.operator_complexity())
+    return np.asarray(its, dtype=float), np.asarray(oc)
+
+
+#: the objective's penalty per unit of operator complexity (relative) above the cap
+COMPLEXITY_PENALTY = 10.0
+
+
+def _objective(strength, matrices, rtol, ref, max_complexity):
+    r"""Mean of :math:`(\text{its}\cdot\text{OC}) / (\text{its}_0\,\text{OC}_0)` over the
+    matrices, plus :data:`COMPLEXITY_PENALTY` x the mean excess of
+    :math:`\text{OC}/\text{OC}_0` over ``max_complexity`` (when given)."""
+    its, oc = _measure(strength, matrices, rtol)
+    its0, oc0 = ref
+    work = float(np.mean(its * oc / (its0 * oc0)))
+    if max_complexity is not None:
+        work += COMPLEXITY_PENALTY * float(np.mean(np.maximum(oc / oc0 - max_complexity, 0.0)))
+    return work
 
 
 def train_strength(matrices, *, iterations: int = 15, directions: int = 8, sigma: float = 0.01,
                    lr: float = 0.003, hidden: int = 8, seed: int = 0, rtol: float = 1e-8,
-                   progress: bool = True):
+                   max_complexity: float | None = None, progress: bool = True):
     r"""Fit a :class:`StrengthHead` to SPD ``matrices`` (module docstring: grid search of
     :math:`\theta`, then an evolution strategy), minimising PCG work relative to
     :math:`\theta = 0`.
+
+    ``max_complexity``: cap on the operator complexity relative to :math:`\theta = 0`'s
+    (e.g. 1.03: at most 3 % more); the excess is penalised in both stages, so the
+    result is compared with SA at (nearly) the same complexity.
 
     Returns
     -------
@@ -51,8 +69,12 @@ def train_strength(matrices, *, iterations: int = 15, directions: int = 8, sigma
     if not matrices:
         raise InputError("train_strength needs at least one matrix")
     t0 = time.perf_counter()
-    _, ref = _work(threshold_strength(0.0), matrices, rtol)
-    grid = {th: _work(threshold_strength(th), matrices, rtol, ref)[0] for th in THETA_GRID}
+    ref = _measure(threshold_strength(0.0), matrices, rtol)
+
+    def objective(strength):
+        return _objective(strength, matrices, rtol, ref, max_complexity)
+
+    grid = {th: objective(threshold_strength(th)) for th in THETA_GRID}
     theta = min(grid, key=grid.get)
     head = StrengthHead(hidden=hidden, theta=theta, seed=seed)
     vec = nn.utils.parameters_to_vector(head.parameters()).detach().double()
@@ -60,13 +82,13 @@ def train_strength(matrices, *, iterations: int = 15, directions: int = 8, sigma
 
     def J(v):
         nn.utils.vector_to_parameters(torch.as_tensor(v, dtype=torch.float32), head.parameters())
-        return _work(head.strength, matrices, rtol, ref)[0]
+        return objective(head.strength)
 
     best_v, best = vec.numpy().copy(), grid[theta]
     m, s2 = np.zeros_like(best_v), np.zeros_like(best_v)
     v = best_v.copy()
     history = {"theta": theta, "grid": grid, "work": [best], "work_theta0": 1.0,
-               "work_tuned": grid[theta]}
+               "work_tuned": grid[theta], "max_complexity": max_complexity}
     bar = tqdm(range(iterations), desc="train strength (ES)", disable=not progress)
     for it in bar:
         eps = rng.standard_normal((directions, v.size))
