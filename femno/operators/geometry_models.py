@@ -142,6 +142,22 @@ def _resumed(checkpoint, resume, fingerprint):
     return st
 
 
+def _start(checkpoint, resume, fingerprint, model, opt, set_rng):
+    """``(hist, t0, step, start_epoch)`` of a fresh run, or of the run saved at
+    ``checkpoint`` when resuming: weights, optimizer and the shuffling generator
+    (``set_rng(state)``) restored, ``t0`` moved back by the time already spent."""
+    hist, t0, step, start = {"loss": []}, time.perf_counter(), 0, 0
+    st = _resumed(checkpoint, resume, fingerprint)
+    if st is not None:
+        model.load_state_dict(st["model"])
+        opt.load_state_dict(st["optimizer"])
+        set_rng(st["rng"])
+        hist, step, start = st["hist"], st["step"], st["epoch"]
+        t0 -= st["elapsed"]
+    hist["resumed_from"] = start
+    return hist, t0, step, start
+
+
 def _save_state(checkpoint, fingerprint, model, opt, *, epoch, step, elapsed, hist, rng):
     """Write the training state after an epoch (atomically: a kill never leaves half a
     file); ``rng`` is the shuffling generator's state."""
@@ -232,15 +248,8 @@ def train_geometry_spon(items, *, width=32, layers=4, fine_layers=2, epochs=30, 
     fingerprint = {"arch": "spon-mg", "width": width, "layers": layers, "seed": seed,
                    "samples": len(items), "time_limit": time_limit, "epochs": epochs,
                    "geometry_features": geo}
-    hist, t0, step, start = {"loss": []}, time.perf_counter(), 0, 0
-    st = _resumed(checkpoint, resume, fingerprint)
-    if st is not None:
-        model.load_state_dict(st["model"])
-        opt.load_state_dict(st["optimizer"])
-        rng.bit_generator.state = st["rng"]
-        hist, step, start = st["hist"], st["step"], st["epoch"]
-        t0 -= st["elapsed"]
-    hist["resumed_from"] = start
+    hist, t0, step, start = _start(checkpoint, resume, fingerprint, model, opt,
+                                   lambda state: setattr(rng.bit_generator, "state", state))
     for ep in range(start, epochs):
         if time_limit is not None and time.perf_counter() - t0 > time_limit:
             break  # a resumed run whose budget is spent
@@ -368,15 +377,7 @@ def train_sdf_deeponet(items, *, p=64, width=128, epochs=300, batch=16, lr=1e-3,
     g = torch.Generator().manual_seed(seed)
     fingerprint = {"arch": "sdf-deeponet", "width": width, "p": p, "seed": seed,
                    "samples": len(items), "time_limit": time_limit, "epochs": epochs}
-    hist, t0, step, start = {"loss": []}, time.perf_counter(), 0, 0
-    st = _resumed(checkpoint, resume, fingerprint)
-    if st is not None:
-        model.load_state_dict(st["model"])
-        opt.load_state_dict(st["optimizer"])
-        g.set_state(st["rng"])
-        hist, step, start = st["hist"], st["step"], st["epoch"]
-        t0 -= st["elapsed"]
-    hist["resumed_from"] = start
+    hist, t0, step, start = _start(checkpoint, resume, fingerprint, model, opt, g.set_state)
     for ep in range(start, epochs):
         if time_limit is not None and time.perf_counter() - t0 > time_limit:
             break  # a resumed run whose budget is spent
