@@ -93,7 +93,6 @@ class VaryingStepSolver:
             raise InputError(f"varying-step method must be one of {VARYING_METHODS}, "
                              f"got {method!r}")
         self.spd, self.rtol, self.method = bool(spd), float(rtol), method
-        self.steps_left = int(steps)
         self._nns = ({} if near_nullspace is None else
                      {"near_nullspace": near_nullspace, "block_size": int(block_size)})
         self._strategies: dict = {}
@@ -120,7 +119,7 @@ class VaryingStepSolver:
         self._probe_seconds: list = []  # every probe step's seconds
         self._first_seconds: list = []  # each iterative candidate's first (set-up) step
 
-    # -- the three ways ----------------------------------------------------------------
+    # -- the ways --------------------------------------------------------------------------
     def _strategy(self, name):
         from femno.datagen.strategy import KrylovStrategy, LUStrategy, RecycleStrategy
 
@@ -157,7 +156,6 @@ class VaryingStepSolver:
         ``x0`` (the previous step: the iterative candidates' initial guess)."""
         A = A.tocsr()
         b = np.asarray(b, dtype=np.float64)
-        self.steps_left -= 1
         if self._plan and A.shape[0] < SMALL_N:  # a factorization costs under a millisecond
             self._plan, self.choice = [], "factor"
             self.explanation = f"auto: n = {A.shape[0]} < {SMALL_N}, refactorization per step"
