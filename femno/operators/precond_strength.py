@@ -120,8 +120,8 @@ class StrengthHead(nn.Module):
     """Edge scores :math:`\\alpha^T f + b + g_\\phi(f)`, a coupling strong when positive.
 
     Starts as the classical threshold ``theta`` (:math:`\\alpha = e_1`, :math:`b =
-    -\\theta`, :math:`g_\\phi = 0`). Features are fed as :math:`\\log` of the positive
-    ones where that makes them scale-free.
+    -\\theta`, :math:`g_\\phi = 0`). The features (:func:`edge_features`) are
+    scale-free as they are: ratios of matrix entries, mostly in [0, 1].
     """
 
     def __init__(self, *, hidden: int = 8, theta: float = 0.0, seed: int = 0):
