@@ -119,10 +119,16 @@ def test_iterative_miss_is_resolved_by_the_factorization():
         varying_step_solver(spd=True, steps=3, method="magic")
 
 
-def test_recycle_is_refused_where_the_step_matrix_is_fixed():
+def test_recycle_is_refused_where_the_step_matrix_is_fixed(tmp_path):
+    from femno.datagen.generate_trajectory import generate_trajectories
+
     fam = get_family("heat", n=8)
     with pytest.raises(InputError, match="recycle"):
         solve_trajectory(fam, fam.sample(np.random.default_rng(0)), steps=2, method="recycle")
+    with pytest.raises(InputError, match="hypre"):  # refused before a dataset is created
+        generate_trajectories("heat", samples=1, steps=2, out=tmp_path / "d", method="hypre",
+                              family_options={"n": 8}, progress=False)
+    assert not (tmp_path / "d").exists()
 
 
 def test_a_user_family_with_a_time_dependent_stiffness(tmp_path):

@@ -43,7 +43,7 @@ from femno.datagen.generate import (
     open_or_create,
 )
 from femno.datagen.store import DatasetStore, writer_lock
-from femno.datagen.trajectory import _check, solve_trajectory
+from femno.datagen.trajectory import _check, check_trajectory_method, solve_trajectory
 from femno.errors import InputError
 
 __all__ = ["generate_trajectories", "TRAJECTORY_IDENTITY"]
@@ -120,6 +120,7 @@ def generate_trajectories(family, *, samples, steps, out, dt=None, theta=1.0, me
                          "--steps works for: heat, advection-diffusion, wave, allen-cahn, "
                          "heat-varying")
     steps, dt, theta = _check(steps, fam.options["dt"] if dt is None else dt, theta, method)
+    check_trajectory_method(fam, method)
     rtol = float(rtol)
     settings = {"family": fam.name, "family_spec": spec, "family_options": options,
                 "family_config": _family_config(fam), "samples": samples, "seed": seed,

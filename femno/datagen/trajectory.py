@@ -47,7 +47,7 @@ from femno.errors import InputError
 from femno.fem.families.base import positive_number
 
 __all__ = ["Trajectory", "solve_trajectory", "time_operators", "initial_condition",
-           "TRAJECTORY_METHODS"]
+           "check_trajectory_method", "TRAJECTORY_METHODS"]
 
 #: ``reuse``: one factorization per sample (a changing step matrix: its symbolic
 #: analysis, refactorized per step); ``amg``: one AMG hierarchy (updated per step where
@@ -133,6 +133,15 @@ def _condensed(fam, params, steps):
     return free, M[free][:, free].tocsr(), K[free][:, free].tocsr(), F[free], u
 
 
+def check_trajectory_method(fam, method) -> None:
+    """Refuse, before any work, a method the family's time loop has no use for:
+    ``recycle`` and ``hypre`` are for step matrices that change (``time_dependent``)."""
+    if method in ("recycle", "hypre") and not getattr(fam, "time_dependent", False):
+        raise InputError(f"method {method!r} is for step matrices that change (time-"
+                         "dependent coefficients, e.g. heat-varying); this family's step "
+                         "matrix is fixed: use reuse, amg or auto")
+
+
 def _check(steps, dt, theta, method):
     if isinstance(steps, bool) or int(steps) != steps or steps < 1:
         raise InputError(f"steps must be a positive integer, got {steps!r}")
@@ -183,12 +192,9 @@ def solve_trajectory(fam, params, *, steps, dt=None, theta=1.0, method="reuse"):
     Trajectory
     """
     steps, dt, theta = _check(steps, fam.options["dt"] if dt is None else dt, theta, method)
+    check_trajectory_method(fam, method)
     if getattr(fam, "time_dependent", False):
         return _varying_theta(fam, params, steps=steps, dt=dt, theta=theta, method=method)
-    if method in ("recycle", "hypre"):
-        raise InputError(f"method {method!r} is for step matrices that change (time-"
-                         "dependent coefficients, e.g. heat-varying); this family's step "
-                         "matrix is fixed: use reuse, amg or auto")
     if getattr(fam, "time_order", 1) == 2:
         return _newmark(fam, params, steps=steps, dt=dt, method=method)
     if getattr(fam, "nonlinear", False):
