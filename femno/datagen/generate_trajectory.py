@@ -205,8 +205,9 @@ def _create(fam, settings, out):
                     "hypre": "BoomerAMG (PETSc) set up per step (changing step matrices "
                              "only)",
                     "auto": "per trajectory, the cheaper of one factorization and one AMG "
-                            "hierarchy, measured on the first steps (block markers count "
-                            "the choices)",
+                            "hierarchy (a changing step matrix: the cheapest of "
+                            "refactorization, updated AMG, recycling and BoomerAMG), "
+                            "measured on the first steps (block markers count the choices)",
                     "naive": "assembly + spsolve per step"}[settings["method"]],
                              "solver_options": {}},
                 "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
