@@ -78,8 +78,8 @@ class Trajectory:
     factorizations : int
         Sparse factorizations made (0 for ``naive``).
     solver : str
-        What solved the steps: ``factor``, ``amg``, ``chord+factor`` / ``chord+amg``
-        (nonlinear) or ``naive``;
+        What solved the steps: ``factor``, ``amg``, ``recycle`` / ``hypre`` (changing
+        step matrices), ``chord+factor`` / ``chord+amg`` (nonlinear) or ``naive``;
         ``explanation`` says why (``auto``: the measured costs).
     """
 
@@ -294,13 +294,7 @@ def _varying_theta(fam, params, *, steps, dt, theta, method):
         energy[n] = _energy_defect(Mf, K0, Ff, x, xn, dt, theta, K1=K1)
         x, K0 = xn, K1
         u[n + 1, free] = x
-    solve_s = time.perf_counter() - t1
-    if stepper is None:
-        return _linear_result(dt, steps, u, res, energy, setup, solve_s, None)
-    return Trajectory(times=dt * np.arange(steps + 1), u=u, residuals=res,
-                      energy_residual=energy, setup_s=setup + stepper.setup_s,
-                      solve_s=solve_s - stepper.setup_s, factorizations=stepper.factorizations,
-                      solver=stepper.choice, explanation=stepper.explanation)
+    return _linear_result(dt, steps, u, res, energy, setup, time.perf_counter() - t1, stepper)
 
 
 def _stepper(fam, A, steps, method):
